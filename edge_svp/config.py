@@ -1,0 +1,265 @@
+"""Typed run configuration.
+
+The dataclasses below are the single source of defaults. A profile (TOML in `profiles/`)
+overrides some of them, and CLI options override the profile. A resolved configuration is
+written back as TOML into every run directory, so a run can always be rebuilt.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from edge_svp.errors import EdgeSVPError, did_you_mean, unknown
+from edge_svp.models import MODELS
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "digits"
+    data_dir: str | None = None  # where mnist / cifar10 / image folders live
+    normalize: bool = True  # per-channel mean/std of the training set
+    augment: bool = False  # random crop (pad 4) and horizontal flip, images only
+    train_limit: int | None = None  # train on the first N examples (quick trials)
+
+
+@dataclass
+class SVPConfig:
+    """The local objective of every block; see docs/svp.md for the definition."""
+
+    divergence: str = "none"  # kl | bhattacharyya | none
+    alignment: str = "none"  # cosine | mse | none
+    beta: float = 0.0  # weight of the divergence term
+    lam: float = 0.0  # weight of the alignment term
+    temperature: float = 1.0
+    proj_dim: int = 512  # d0, rows of the fixed random projection R_l
+    proj_dropout: float = 0.0
+    pool_size: int = 2  # conv outputs are average-pooled to pool_size x pool_size
+    token_pool: str = "mean"  # transformer outputs: mean over tokens, or "first"
+    head: str = "linear"  # linear | mlp
+
+
+@dataclass
+class OptimConfig:
+    name: str = "adam"  # adam | adamw | sgd
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.9  # sgd only
+    lr_schedule: str = "cosine"  # cosine | constant
+
+
+@dataclass
+class TrainConfig:
+    method: str = "svp"  # svp | bp
+    schedule: str = "joint"  # joint | layerwise (svp only)
+    epochs: int = 10
+    batch_size: int = 128
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    eval_batch_size: int = 1000
+
+
+@dataclass
+class ModelConfig:
+    kind: str = "mlp"
+    options: typing.Any = None  # the dataclass of `kind`, see edge_svp/models
+
+    def __post_init__(self):
+        if self.options is None:
+            self.options = MODELS[self.kind].options()
+
+
+@dataclass
+class RunConfig:
+    profile: str = "digits-mlp"
+    description: str = ""
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    svp: SVPConfig = field(default_factory=SVPConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self) -> RunConfig:
+        from edge_svp.svp import ALIGNMENTS, DIVERGENCES, HEADS
+
+        checks = [
+            ("divergence", self.svp.divergence, DIVERGENCES),
+            ("alignment", self.svp.alignment, ALIGNMENTS),
+            ("head", self.svp.head, HEADS),
+            ("token_pool", self.svp.token_pool, ("mean", "first")),
+            ("optimizer", self.optim.name, ("adam", "adamw", "sgd")),
+            ("lr_schedule", self.optim.lr_schedule, ("cosine", "constant")),
+            ("method", self.train.method, ("svp", "bp")),
+            ("schedule", self.train.schedule, ("joint", "layerwise")),
+            ("device", self.train.device, ("auto", "cpu", "cuda")),
+        ]
+        for kind, value, choices in checks:
+            if value not in choices:
+                raise unknown(kind, value, choices)
+        positive = {
+            "epochs": self.train.epochs,
+            "batch_size": self.train.batch_size,
+            "eval_batch_size": self.train.eval_batch_size,
+            "proj_dim": self.svp.proj_dim,
+            "pool_size": self.svp.pool_size,
+            "temperature": self.svp.temperature,
+            "lr": self.optim.lr,
+        }
+        for name, value in positive.items():
+            if value <= 0:
+                raise EdgeSVPError(f"{name} must be positive, got {value}")
+        if self.data.train_limit is not None and self.data.train_limit <= 0:
+            raise EdgeSVPError(f"train_limit must be positive, got {self.data.train_limit}")
+        if not 0.0 <= self.svp.proj_dropout < 1.0:
+            raise EdgeSVPError(f"proj_dropout must be in [0, 1), got {self.svp.proj_dropout}")
+        return self
+
+
+# --- building dataclasses from TOML tables, with errors that name the bad key --------------
+
+
+def _type_ok(value, annotation) -> bool:
+    origin = typing.get_origin(annotation)
+    if annotation is typing.Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, a) for a in typing.get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if annotation is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if origin is list:
+        (item,) = typing.get_args(annotation)
+        return isinstance(value, list) and all(_type_ok(v, item) for v in value)
+    return isinstance(value, annotation)
+
+
+def from_table(cls, table: dict, where: str):
+    """Build dataclass `cls` from a TOML table; unknown keys and wrong types are errors."""
+    if not isinstance(table, dict):
+        raise EdgeSVPError(f"{where} must be a table")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key, value in table.items():
+        if key not in names:
+            raise EdgeSVPError(f"unknown key '{key}' in {where}{did_you_mean(key, names)}")
+        if not _type_ok(value, hints[key]):
+            raise EdgeSVPError(
+                f"{where}.{key} = {value!r} has the wrong type (expected {hints[key]})"
+            )
+    kwargs = {k: (float(v) if hints[k] is float else v) for k, v in table.items()}
+    return cls(**kwargs)
+
+
+def config_from_dict(raw: dict, where: str = "config") -> RunConfig:
+    raw = dict(raw)
+    sections = {"data": DataConfig, "svp": SVPConfig, "optim": OptimConfig, "train": TrainConfig}
+    allowed = ["profile", "description", "model", *sections]
+    for key in raw:
+        if key not in allowed:
+            raise EdgeSVPError(f"unknown key '{key}' in {where}{did_you_mean(key, allowed)}")
+    kwargs = {
+        name: from_table(cls, raw.get(name, {}), f"{where} [{name}]")
+        for name, cls in sections.items()
+    }
+    model = dict(raw.get("model", {}))
+    kind = model.pop("kind", ModelConfig.kind)
+    if kind not in MODELS:
+        raise unknown("model kind", kind, MODELS)
+    options = from_table(MODELS[kind].options, model, f"{where} [model]")
+    return RunConfig(
+        profile=raw.get("profile", RunConfig.profile),
+        description=raw.get("description", ""),
+        model=ModelConfig(kind=kind, options=options),
+        **kwargs,
+    ).validate()
+
+
+def config_to_dict(config: RunConfig) -> dict:
+    out = {"profile": config.profile, "description": config.description}
+    for name in ("data", "svp", "optim", "train"):
+        out[name] = dataclasses.asdict(getattr(config, name))
+    out["model"] = {"kind": config.model.kind, **dataclasses.asdict(config.model.options)}
+    return out
+
+
+def override(config: RunConfig, **changes) -> RunConfig:
+    """Apply `section.key=value` style overrides, e.g. override(c, **{"train.epochs": 3})."""
+    raw = config_to_dict(config)
+    for dotted, value in changes.items():
+        if value is None:
+            continue
+        section, key = dotted.split(".")
+        raw[section][key] = value
+    return config_from_dict(raw)
+
+
+# --- profiles ------------------------------------------------------------------------------
+
+
+def profile_dir() -> Path:
+    try:  # an installed wheel carries the profiles as package data
+        return Path(str(resources.files("edge_svp.profiles")))
+    except ModuleNotFoundError:  # a source checkout (or editable install) has them at the top
+        return Path(__file__).resolve().parents[1] / "profiles"
+
+
+def profile_names() -> list[str]:
+    return sorted(p.stem for p in profile_dir().glob("*.toml"))
+
+
+def load_profile(name_or_path: str) -> RunConfig:
+    """A shipped profile by name (`mnist-mlp`) or any TOML file by path."""
+    path = Path(name_or_path)
+    if path.suffix != ".toml":
+        path = profile_dir() / f"{name_or_path}.toml"
+        if not path.exists():
+            raise unknown("profile", name_or_path, profile_names())
+    elif not path.exists():
+        raise EdgeSVPError(f"profile file not found: {path}")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise EdgeSVPError(f"{path} is not valid TOML: {e}") from None
+    raw.setdefault("profile", path.stem)
+    return config_from_dict(raw, where=str(path.name))
+
+
+def load_config(path: Path) -> RunConfig:
+    try:
+        raw = tomllib.loads(Path(path).read_text())
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise EdgeSVPError(f"cannot read configuration {path}: {e}") from None
+    return config_from_dict(raw, where=str(path))
+
+
+# --- writing TOML (the standard library reads it but does not write it) ------------------
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {value!r} as TOML")
+
+
+def dump_toml(raw: dict) -> str:
+    """TOML for a dict of scalars and one level of tables; None values are left out."""
+    lines = [f"{k} = {_toml_value(v)}" for k, v in raw.items() if not isinstance(v, dict)]
+    for name, table in raw.items():
+        if isinstance(table, dict):
+            lines += ["", f"[{name}]"]
+            lines += [f"{k} = {_toml_value(v)}" for k, v in table.items() if v is not None]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,91 @@
+"""A small Vision Transformer from plain ops.
+
+Pre-LN transformer layers are written out (LayerNorm, Linear, softmax attention, GELU)
+rather than taken from nn.TransformerEncoderLayer, which the TorchScript ONNX exporter
+cannot export. The first block also holds the patch embedding and position embedding.
+"""
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from edge_svp.errors import EdgeSVPError
+
+
+@dataclass
+class ViTOptions:
+    patch_size: int = 4
+    dim: int = 128
+    heads: int = 4
+    mlp_ratio: int = 2
+    layers_per_block: list[int] = field(default_factory=lambda: [2, 2, 2])
+    dropout: float = 0.0
+
+
+class PatchEmbedding(nn.Module):
+    def __init__(self, in_ch: int, image_size: int, patch_size: int, dim: int):
+        super().__init__()
+        self.proj = nn.Conv2d(in_ch, dim, patch_size, stride=patch_size)
+        num_patches = (image_size // patch_size) ** 2
+        self.position = nn.Parameter(torch.randn(1, num_patches, dim) * 0.02)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x).flatten(2).transpose(1, 2) + self.position
+
+
+class Attention(nn.Module):
+    def __init__(self, dim: int, heads: int, dropout: float):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.out = nn.Linear(dim, dim)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, d = x.shape
+        qkv = self.qkv(x).reshape(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        weights = (q @ k.transpose(-2, -1)) * (d // self.heads) ** -0.5
+        weights = self.dropout(weights.softmax(dim=-1))
+        return self.out((weights @ v).transpose(1, 2).reshape(b, n, d))
+
+
+class TransformerLayer(nn.Module):
+    def __init__(self, dim: int, heads: int, mlp_ratio: int, dropout: float):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = Attention(dim, heads, dropout)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(
+            nn.Linear(dim, mlp_ratio * dim),
+            nn.GELU(),
+            nn.Dropout(dropout),
+            nn.Linear(mlp_ratio * dim, dim),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+def build(options: ViTOptions, input_shape: tuple[int, ...]) -> list[nn.Module]:
+    if len(input_shape) != 3 or input_shape[1] != input_shape[2]:
+        raise EdgeSVPError(f"the vit model needs square (C, H, W) images, got {input_shape}")
+    if input_shape[1] % options.patch_size:
+        raise EdgeSVPError(
+            f"image size {input_shape[1]} is not a multiple of patch_size {options.patch_size}"
+        )
+    if options.dim % options.heads:
+        raise EdgeSVPError(f"dim {options.dim} is not a multiple of heads {options.heads}")
+    blocks = []
+    for i, n_layers in enumerate(options.layers_per_block):
+        layers = [
+            TransformerLayer(options.dim, options.heads, options.mlp_ratio, options.dropout)
+            for _ in range(n_layers)
+        ]
+        if i == 0:
+            embed = PatchEmbedding(input_shape[0], input_shape[1], options.patch_size, options.dim)
+            layers.insert(0, embed)
+        blocks.append(nn.Sequential(*layers))
+    return blocks

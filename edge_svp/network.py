@@ -1,0 +1,161 @@
+"""SVPNetwork: a list of blocks, each with its own local objective.
+
+This is the object a user builds in a notebook, from a list of modules or from an
+nn.Sequential and block boundaries:
+
+    net = SVPNetwork.from_sequential(seq, boundaries=[2, 4], input_shape=(1, 28, 28),
+                                     num_classes=10)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from edge_svp.config import SVPConfig
+from edge_svp.errors import EdgeSVPError
+from edge_svp.svp import LocalObjective, RandomProjection, pool, pooled_dim
+
+
+def projection_seed(seed: int, index: int) -> int:
+    """Seed of R_index (index 0 is the input projection R_0)."""
+    return seed * 1009 + index
+
+
+class SVPNetwork(nn.Module):
+    def __init__(
+        self,
+        blocks: Sequence[nn.Module],
+        input_shape: Sequence[int],
+        num_classes: int,
+        svp: SVPConfig | Sequence[SVPConfig] | None = None,
+        seed: int = 0,
+    ):
+        super().__init__()
+        if not blocks:
+            raise EdgeSVPError("a network needs at least one block")
+        svps = list(svp) if isinstance(svp, Sequence) else [svp or SVPConfig()] * len(blocks)
+        if len(svps) != len(blocks):
+            raise EdgeSVPError(f"got {len(svps)} SVP configurations for {len(blocks)} blocks")
+        self.input_shape = tuple(input_shape)
+        self.num_classes = num_classes
+        self.blocks = nn.ModuleList(blocks)
+        shapes = self._output_shapes()
+        # An MLP sees its input flattened, so its reference v_0 does too; conv and
+        # transformer models see images, whose reference is the pooled image.
+        self.flatten_input = len(shapes[0]) == 1
+        input_dim = (
+            torch.Size(self.input_shape).numel()
+            if self.flatten_input
+            else pooled_dim(self.input_shape, svps[0].pool_size)
+        )
+        self.input_projection = RandomProjection(
+            input_dim, svps[0].proj_dim, projection_seed(seed, 0)
+        )
+        self.objectives = nn.ModuleList()
+        ref_dim = svps[0].proj_dim
+        for i, (shape, cfg) in enumerate(zip(shapes, svps, strict=True)):
+            objective = LocalObjective(shape, ref_dim, num_classes, cfg, projection_seed(seed, i + 1))
+            self.objectives.append(objective)
+            ref_dim = cfg.proj_dim
+
+    @classmethod
+    def from_sequential(
+        cls, model: nn.Sequential, boundaries: Sequence[int], input_shape, num_classes, **kw
+    ) -> SVPNetwork:
+        """Split `model` before each index in `boundaries` (e.g. [2, 4] gives 3 blocks)."""
+        cuts = [0, *boundaries, len(model)]
+        if any(b <= a for a, b in zip(cuts, cuts[1:], strict=False)):
+            raise EdgeSVPError(
+                f"block boundaries {list(boundaries)} must increase strictly within "
+                f"1..{len(model) - 1}"
+            )
+        blocks = [model[a:b] for a, b in zip(cuts, cuts[1:], strict=False)]
+        return cls(blocks, input_shape, num_classes, **kw)
+
+    def _output_shapes(self) -> list[tuple[int, ...]]:
+        was_training = self.training
+        self.eval()  # a probe must not move BatchNorm running statistics
+        shapes, h = [], torch.zeros(2, *self.input_shape)
+        try:
+            with torch.no_grad():
+                for i, block in enumerate(self.blocks):
+                    h = block(h)
+                    shapes.append(tuple(h.shape[1:]))
+        except RuntimeError as e:
+            raise EdgeSVPError(
+                f"block {i + 1} cannot take input of shape {tuple(h.shape[1:])}: "
+                f"{str(e).splitlines()[0]}"
+            ) from None
+        finally:
+            self.train(was_training)
+        return shapes
+
+    def __len__(self) -> int:
+        return len(self.blocks)
+
+    def reference(self, x: torch.Tensor) -> torch.Tensor:
+        """v_0 = R_0 pool(x): the reference of the first block."""
+        first = self.objectives[0]
+        z = x.flatten(1) if self.flatten_input else pool(x, first.pool_size, first.token_pool)
+        return self.input_projection(z)
+
+    def trainable_parameters(self, index: int) -> list[nn.Parameter]:
+        """Block `index` and its head: everything the local loss of that block trains."""
+        return [*self.blocks[index].parameters(), *self.objectives[index].head.parameters()]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of the last block's head: the network's prediction."""
+        for block in self.blocks:
+            x = block(x)
+        return self.objectives[-1].classify(x)
+
+    def all_logits(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Logits of every block's head, in block order."""
+        out = []
+        for block, objective in zip(self.blocks, self.objectives, strict=True):
+            x = block(x)
+            out.append(objective.classify(x))
+        return out
+
+    def save(self, path: str | Path, **extra) -> None:
+        """Write the state dict (weights and projection buffers) atomically."""
+        save_atomic({"state_dict": self.state_dict(), **extra}, path)
+
+    def load(self, path: str | Path) -> dict:
+        """Load weights saved by `save`; returns the checkpoint dict."""
+        checkpoint = read_checkpoint(path)
+        try:
+            self.load_state_dict(checkpoint["state_dict"])
+        except RuntimeError as e:
+            raise EdgeSVPError(
+                f"checkpoint {path} does not match this network: {str(e).splitlines()[0]}"
+            ) from None
+        return checkpoint
+
+
+def save_atomic(obj, path: str | Path) -> None:
+    """torch.save to a temporary file, fsync, then rename: a crash leaves the old file intact."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise EdgeSVPError(f"checkpoint not found: {path}") from None
+    except Exception as e:  # torch raises many kinds for a damaged file
+        raise EdgeSVPError(f"cannot read checkpoint {path}: {str(e).splitlines()[0]}") from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise EdgeSVPError(f"{path} is not an edge-svp checkpoint")
+    return checkpoint

@@ -1,0 +1,178 @@
+"""A run: resolve a configuration, train, and leave a self-describing run directory.
+
+    run_dir/
+      config.toml      the resolved configuration (rebuilds the run)
+      metrics.jsonl    one line per block per epoch, appended as training goes
+      checkpoint.pt    weights, projection buffers and preprocessing, written atomically
+                       after every epoch
+      summary.json     written last: accuracies, peak memory, wall time, versions
+
+This module is the Python API under `edge-svp fit` and `edge-svp eval`.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+import time
+from datetime import datetime
+from importlib import metadata
+from pathlib import Path
+
+import torch
+
+from edge_svp.config import RunConfig, config_to_dict, dump_toml, load_config
+from edge_svp.data import Dataset, Preprocess, load_dataset
+from edge_svp.errors import EdgeSVPError
+from edge_svp.memory import peak_memory_bytes
+from edge_svp.models import build_blocks
+from edge_svp.network import SVPNetwork, read_checkpoint, save_atomic
+from edge_svp.progress import Reporter
+from edge_svp.train import block_accuracies, resolve_device, train
+
+CHECKPOINT = "checkpoint.pt"
+SUMMARY = "summary.json"
+METRICS = "metrics.jsonl"
+CONFIG = "config.toml"
+
+
+def build_network(config: RunConfig, input_shape, num_classes: int) -> SVPNetwork:
+    torch.manual_seed(config.train.seed)  # weight initialisation
+    blocks = build_blocks(config.model.kind, config.model.options, input_shape)
+    return SVPNetwork(blocks, input_shape, num_classes, config.svp, seed=config.train.seed)
+
+
+def load_data(config: RunConfig) -> tuple[Dataset, Preprocess]:
+    dataset = load_dataset(config.data.dataset, config.data.data_dir)
+    dataset = dataset.limit(config.data.train_limit)
+    preprocess = Preprocess.fit(dataset.x_train, config.data.normalize, config.data.augment)
+    return dataset, preprocess
+
+
+def default_run_dir(config: RunConfig) -> Path:
+    method = config.train.method if config.train.method == "bp" else config.train.schedule
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{config.profile}-{method}-{stamp}"
+
+
+def prepare_run_dir(out: Path, overwrite: bool) -> Path:
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise EdgeSVPError(f"run directory {out} already exists and is not empty (--overwrite)")
+        if not (out / CONFIG).exists():
+            raise EdgeSVPError(f"refusing to overwrite {out}: it is not an edge-svp run directory")
+        shutil.rmtree(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise EdgeSVPError(f"cannot create run directory {out}: {e.strerror}") from None
+    return out
+
+
+def versions() -> dict:
+    out = {"python": platform.python_version()}
+    for pkg in ("edge-svp", "torch", "numpy"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def fit(
+    config: RunConfig,
+    out: str | Path | None = None,
+    overwrite: bool = False,
+    reporter: Reporter | None = None,
+) -> dict:
+    """Train as `config` says, write the run directory, return the summary."""
+    config.validate()
+    if config.data.data_dir:
+        config.data.data_dir = str(Path(config.data.data_dir).resolve())
+    start = time.perf_counter()
+    dataset, preprocess = load_data(config)
+    net = build_network(config, dataset.input_shape, dataset.num_classes)
+    device = resolve_device(config.train.device)
+    # only now, with the input known to be good, does anything appear on disk
+    run_dir = prepare_run_dir(Path(out) if out else default_run_dir(config), overwrite)
+    (run_dir / CONFIG).write_text(dump_toml(config_to_dict(config)))
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    def checkpoint(records=None):
+        net.save(
+            run_dir / CHECKPOINT,
+            config=config_to_dict(config),
+            preprocess=preprocess.state(),
+            classes=dataset.classes,
+            input_shape=list(dataset.input_shape),
+            last_record=records[-1] if records else None,
+        )
+
+    with open(run_dir / METRICS, "w") as metrics:
+
+        def on_epoch(records: list[dict]) -> None:
+            for record in records:
+                metrics.write(json.dumps(record) + "\n")
+            metrics.flush()
+            checkpoint(records)
+
+        records = train(
+            net, dataset, config.train, config.optim, preprocess, reporter, on_epoch=on_epoch
+        )
+    per_block = block_accuracies(net, dataset, preprocess, config.train.eval_batch_size)
+    if config.train.method == "bp":  # only the last head is trained by backprop
+        per_block = [None] * (len(per_block) - 1) + per_block[-1:]
+    summary = {
+        "method": config.train.method,
+        "schedule": config.train.schedule if config.train.method == "svp" else "end-to-end",
+        "profile": config.profile,
+        "dataset": dataset.name,
+        "model": config.model.kind,
+        "num_blocks": len(net),
+        "parameters": sum(p.numel() for p in net.parameters()),
+        "epochs": config.train.epochs,
+        "batch_size": config.train.batch_size,
+        "seed": config.train.seed,
+        "train_examples": len(dataset.y_train),
+        "test_examples": len(dataset.y_test),
+        "test_accuracy": per_block[-1],
+        "per_block_accuracy": per_block,
+        "peak_memory_bytes": peak_memory_bytes(device),
+        "peak_memory_kind": "cuda_allocator" if device.type == "cuda" else "process_rss",
+        "wall_seconds": round(time.perf_counter() - start, 3),
+        "device": str(device),
+        "run_dir": str(run_dir),
+        "versions": versions(),
+        "final_epoch": records[-1] if records else None,
+    }
+    tmp = run_dir / (SUMMARY + ".tmp")
+    tmp.write_text(json.dumps(summary, indent=2) + "\n")
+    tmp.replace(run_dir / SUMMARY)
+    return summary
+
+
+def load_run(run_dir: str | Path, data_dir: str | None = None):
+    """Rebuild a run's network, dataset and preprocessing from its directory."""
+    run_dir = Path(run_dir)
+    if not (run_dir / CONFIG).exists():
+        raise EdgeSVPError(f"{run_dir} is not a run directory (no {CONFIG})")
+    config = load_config(run_dir / CONFIG)
+    if data_dir:
+        config.data.data_dir = data_dir
+    checkpoint = read_checkpoint(run_dir / CHECKPOINT)
+    dataset, _ = load_data(config)
+    net = build_network(config, dataset.input_shape, dataset.num_classes)
+    net.load(run_dir / CHECKPOINT)
+    state = checkpoint["preprocess"]
+    preprocess = Preprocess(state["mean"], state["std"], state["augment"])
+    return config, net, dataset, preprocess
+
+
+def evaluate_run(run_dir: str | Path, data_dir: str | None = None) -> dict:
+    """Reload a run's checkpoint and measure its test accuracy again."""
+    config, net, dataset, preprocess = load_run(run_dir, data_dir)
+    net.to(resolve_device(config.train.device))
+    per_block = block_accuracies(net, dataset, preprocess, config.train.eval_batch_size)
+    return {"test_accuracy": per_block[-1], "per_block_accuracy": per_block}

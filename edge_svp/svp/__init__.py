@@ -1,0 +1,23 @@
+"""The SVP learning rule: fixed random projections and the local objective of each block.
+
+Every piece is pluggable: a new divergence, alignment or head is one function plus one
+registry entry in its own module.
+"""
+
+from edge_svp.svp.alignments import ALIGNMENTS
+from edge_svp.svp.divergences import DIVERGENCES
+from edge_svp.svp.heads import HEADS
+from edge_svp.svp.objective import LocalObjective, LocalOutput
+from edge_svp.svp.pooling import pool, pooled_dim
+from edge_svp.svp.projection import RandomProjection
+
+__all__ = [
+    "ALIGNMENTS",
+    "DIVERGENCES",
+    "HEADS",
+    "LocalObjective",
+    "LocalOutput",
+    "RandomProjection",
+    "pool",
+    "pooled_dim",
+]

@@ -1,0 +1,81 @@
+"""The local objective of one block (docs/svp.md):
+
+    v_l = dropout(R_l pool(h_l))
+    L_l = CE(g_l(v_l), y) + beta * D(softmax(v_l/T) || softmax(v_ref/T)) + lam * A(v_l, v_ref)
+
+where v_ref = sg(v_{l-1}) is the previous block's clean projection (or R_0 pool(x) for the
+first block), brought to this block's d0 by a fixed projection when the widths differ.
+"""
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from edge_svp.svp.alignments import ALIGNMENTS
+from edge_svp.svp.divergences import DIVERGENCES
+from edge_svp.svp.heads import HEADS
+from edge_svp.svp.pooling import pool, pooled_dim
+from edge_svp.svp.projection import RandomProjection
+
+
+@dataclass
+class LocalOutput:
+    loss: torch.Tensor
+    logits: torch.Tensor
+    v: torch.Tensor  # clean (no dropout) projection, detached: the next block's reference
+    terms: dict[str, torch.Tensor]  # ce, divergence, alignment (unweighted, detached)
+
+
+class LocalObjective(nn.Module):
+    """Projection R_l, head g_l and the loss terms for a block with outputs of `feature_shape`.
+
+    `ref_dim` is the width of the reference v_{l-1}; `seed` fixes R_l (and the reference
+    projection, if one is needed).
+    """
+
+    def __init__(self, feature_shape, ref_dim: int, num_classes: int, svp, seed: int):
+        super().__init__()
+        self.pool_size = svp.pool_size
+        self.token_pool = svp.token_pool
+        self.proj_dropout = svp.proj_dropout
+        self.temperature = svp.temperature
+        self.beta = svp.beta
+        self.lam = svp.lam
+        self.divergence_name = svp.divergence
+        self.alignment_name = svp.alignment
+        in_dim = pooled_dim(tuple(feature_shape), svp.pool_size)
+        self.projection = RandomProjection(in_dim, svp.proj_dim, seed)
+        self.reference = (
+            RandomProjection(ref_dim, svp.proj_dim, seed + 500_000)
+            if ref_dim != svp.proj_dim
+            else nn.Identity()
+        )
+        self.head = HEADS[svp.head](svp.proj_dim, num_classes)
+
+    def project(self, h: torch.Tensor) -> torch.Tensor:
+        """v_l = R_l pool(h_l), without dropout."""
+        return self.projection(pool(h, self.pool_size, self.token_pool))
+
+    def classify(self, h: torch.Tensor) -> torch.Tensor:
+        v = self.project(h)
+        return self.head(F.dropout(v, self.proj_dropout, self.training))
+
+    def forward(self, h: torch.Tensor, v_ref: torch.Tensor, y: torch.Tensor) -> LocalOutput:
+        v_clean = self.project(h)
+        v = F.dropout(v_clean, self.proj_dropout, self.training)
+        logits = self.head(v)
+        ce = F.cross_entropy(logits, y)
+        loss = ce
+        terms = {"ce": ce.detach()}
+        v_ref = self.reference(v_ref.detach())
+        if self.beta and self.divergence_name != "none":
+            d = DIVERGENCES[self.divergence_name](v, v_ref, self.temperature)
+            loss = loss + self.beta * d
+            terms["divergence"] = d.detach()
+        if self.lam and self.alignment_name != "none":
+            a = ALIGNMENTS[self.alignment_name](v, v_ref)
+            loss = loss + self.lam * a
+            terms["alignment"] = a.detach()
+        return LocalOutput(loss=loss, logits=logits.detach(), v=v_clean.detach(), terms=terms)

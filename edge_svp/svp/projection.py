@@ -1,0 +1,27 @@
+"""The fixed random projection R_l of SVP."""
+
+import torch
+from torch import nn
+
+
+class RandomProjection(nn.Module):
+    """v = R z with R of shape (out_dim, in_dim), entries N(0, 1/out_dim), never trained.
+
+    R is a buffer, not a parameter: it is saved in the state dict (so a checkpoint
+    reproduces it exactly) but no optimizer ever sees it. It is drawn from its own seeded
+    generator, so the same seed gives the same R on every machine and run.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, seed: int):
+        super().__init__()
+        generator = torch.Generator().manual_seed(seed)
+        weight = torch.randn(out_dim, in_dim, generator=generator) / out_dim**0.5
+        self.register_buffer("weight", weight)
+        self.seed = seed
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return z @ self.weight.t()
+
+    def extra_repr(self) -> str:
+        out_dim, in_dim = self.weight.shape
+        return f"in_dim={in_dim}, out_dim={out_dim}, seed={self.seed}"

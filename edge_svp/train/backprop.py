@@ -1,0 +1,40 @@
+"""The baseline: ordinary end-to-end backprop of the same blocks, classified by the last
+block's head (on its fixed projection), with one optimizer over everything."""
+
+import time
+
+import torch
+import torch.nn.functional as F
+
+from edge_svp.data import batches
+from edge_svp.train.common import BatchStats, evaluate, make_lr_schedule, make_optimizer
+
+
+def train_backprop(net, data, train, optim, reporter, on_epoch) -> None:
+    steps = -(-data.num_train() // train.batch_size)
+    params = [p for b in net.blocks for p in b.parameters()]
+    params += list(net.objectives[-1].head.parameters())
+    optimizer = make_optimizer(params, optim)
+    schedule = make_lr_schedule(optimizer, optim, steps * train.epochs)
+    order = torch.Generator().manual_seed(train.seed)
+    last = len(net)
+    for epoch in range(1, train.epochs + 1):
+        start = time.perf_counter()
+        net.train()
+        stats = BatchStats()
+        for idx in reporter.track(
+            batches(data.num_train(), train.batch_size, True, order), steps, f"epoch {epoch}"
+        ):
+            x, y = data.batch("train", idx, train=True)
+            logits = net(x)
+            loss = F.cross_entropy(logits, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            stats.update(loss, logits.detach(), y)
+        test = evaluate(net, data, train.eval_batch_size)[-1]
+        seconds = time.perf_counter() - start
+        lr = schedule.get_last_lr()[0]
+        on_epoch([stats.record(block=last, epoch=epoch, test_accuracy=test,
+                               seconds=seconds, lr=lr)])  # fmt: skip

@@ -1,0 +1,98 @@
+"""What the schedules share: optimisers, learning-rate schedules, evaluation, batch stats."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from edge_svp.config import OptimConfig
+from edge_svp.data import Dataset, Preprocess, batches
+from edge_svp.errors import EdgeSVPError
+
+
+@dataclass
+class TrainData:
+    """A dataset with its preprocessing, on its way to a device."""
+
+    dataset: Dataset
+    preprocess: Preprocess
+    device: torch.device
+
+    def batch(self, split: str, idx: torch.Tensor, train: bool) -> tuple[torch.Tensor, ...]:
+        x = getattr(self.dataset, f"x_{split}")[idx]
+        y = getattr(self.dataset, f"y_{split}")[idx]
+        return self.preprocess(x, train=train).to(self.device), y.to(self.device)
+
+    def num_train(self) -> int:
+        return len(self.dataset.y_train)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise EdgeSVPError("device 'cuda' was asked for, but torch sees no CUDA device")
+    return torch.device(name)
+
+
+def make_optimizer(params, cfg: OptimConfig) -> torch.optim.Optimizer:
+    if cfg.name == "sgd":
+        return torch.optim.SGD(
+            params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+        )
+    cls = torch.optim.AdamW if cfg.name == "adamw" else torch.optim.Adam
+    return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def make_lr_schedule(optimizer, cfg: OptimConfig, total_steps: int):
+    """Per-step schedule: cosine decay to zero over `total_steps`, or constant."""
+    if cfg.lr_schedule == "constant":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
+    )
+
+
+class BatchStats:
+    """Running mean loss and accuracy over one epoch."""
+
+    def __init__(self):
+        self.loss = 0.0
+        self.correct = 0
+        self.count = 0
+
+    def update(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
+        n = len(y)
+        loss = float(loss.detach())
+        if not math.isfinite(loss):
+            raise EdgeSVPError(
+                "the loss became NaN or inf; lower the learning rate (--lr) and try again"
+            )
+        self.loss += loss * n
+        self.correct += int((logits.argmax(-1) == y).sum())
+        self.count += n
+
+    def record(self, **extra) -> dict:
+        return {
+            **extra,
+            "loss": self.loss / max(self.count, 1),
+            "train_accuracy": self.correct / max(self.count, 1),
+        }
+
+
+@torch.no_grad()
+def evaluate(net, data: TrainData, batch_size: int) -> list[float]:
+    """Test accuracy of every block's head."""
+    was_training = net.training
+    net.eval()
+    correct = torch.zeros(len(net), dtype=torch.long)
+    n = len(data.dataset.y_test)
+    for idx in batches(n, batch_size, shuffle=False):
+        x, y = data.batch("test", idx, train=False)
+        for i, logits in enumerate(net.all_logits(x)):
+            correct[i] += int((logits.argmax(-1) == y).sum())
+    net.train(was_training)
+    return (correct.double() / n).tolist()
+
