@@ -41,29 +41,64 @@ def _percent(x) -> str:
 
 
 @main.command()
-@click.option("--profile", default="digits-mlp", show_default=True,
-              help="Training recipe: a name from `edge-svp profiles` or a path to a TOML file.")
+@click.option(
+    "--profile",
+    default="digits-mlp",
+    show_default=True,
+    help="Training recipe: a name from `edge-svp profiles` or a path to a TOML file.",
+)
 @click.option("--dataset", help="Dataset: digits, mnist, fashion-mnist, cifar10 or imagefolder.")
-@click.option("--data-dir", type=click.Path(file_okay=True, dir_okay=True),
-              help="Folder holding the dataset files (for imagefolder: the folder or zip itself).")
-@click.option("--method", type=click.Choice(["svp", "bp"]),
-              help="svp: block-local SVP learning; bp: end-to-end backprop baseline.")
-@click.option("--schedule", type=click.Choice(["joint", "layerwise"]),
-              help="SVP schedule: all blocks per batch (joint) or one block after another.")
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=True, dir_okay=True),
+    help="Folder holding the dataset files (for imagefolder: the folder or zip itself).",
+)
+@click.option(
+    "--method",
+    type=click.Choice(["svp", "bp"]),
+    help="svp: block-local SVP learning; bp: end-to-end backprop baseline.",
+)
+@click.option(
+    "--schedule",
+    type=click.Choice(["joint", "layerwise"]),
+    help="SVP schedule: all blocks per batch (joint) or one block after another.",
+)
 @click.option("--epochs", type=click.IntRange(min=1), help="Epochs (per block for layerwise).")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Mini-batch size.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Learning rate.")
 @click.option("--seed", type=int, help="Seed for weights, projections and data order.")
-@click.option("--train-limit", type=click.IntRange(min=1),
-              help="Train on the first N training examples only (quick trials).")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]),
-              help="Where to train (default: the profile's, usually auto).")
-@click.option("--out", type=click.Path(file_okay=False),
-              help="Run directory (default: runs/<profile>-<schedule>-<time>).")
+@click.option(
+    "--train-limit",
+    type=click.IntRange(min=1),
+    help="Train on the first N training examples only (quick trials).",
+)
+@click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    help="Where to train (default: the profile's, usually auto).",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    help="Run directory (default: runs/<profile>-<schedule>-<time>).",
+)
 @click.option("--overwrite", is_flag=True, help="Replace an existing run directory.")
 @user_errors
-def fit(profile, dataset, data_dir, method, schedule, epochs, batch_size, lr, seed,
-        train_limit, device, out, overwrite):
+def fit(
+    profile,
+    dataset,
+    data_dir,
+    method,
+    schedule,
+    epochs,
+    batch_size,
+    lr,
+    seed,
+    train_limit,
+    device,
+    out,
+    overwrite,
+):
     """Train a network and write a run directory.
 
     The profile gives every setting; the options above override it. With no options this
@@ -88,14 +123,20 @@ def fit(profile, dataset, data_dir, method, schedule, epochs, batch_size, lr, se
         },
     )
     what = "backprop" if config.train.method == "bp" else f"SVP {config.train.schedule}"
-    click.echo(f"{what} | profile {config.profile} | dataset {config.data.dataset} | "
-               f"{config.model.kind} | {config.train.epochs} epochs, batch {config.train.batch_size}")
+    click.echo(
+        f"{what} | profile {config.profile} | dataset {config.data.dataset} | "
+        f"{config.model.kind} | {config.train.epochs} epochs, batch {config.train.batch_size}"
+    )
     summary = run_fit(config, out, overwrite, ConsoleReporter(config.train.epochs))
-    heads = "  ".join(f"{i + 1}: {_percent(a)}" for i, a in enumerate(summary["per_block_accuracy"]))
+    heads = "  ".join(
+        f"{i + 1}: {_percent(a)}" for i, a in enumerate(summary["per_block_accuracy"])
+    )
     click.echo(f"per-block test accuracy  {heads}")
     click.echo(f"test accuracy            {_percent(summary['test_accuracy'])}")
-    click.echo(f"peak memory              {format_bytes(summary['peak_memory_bytes'])} "
-               f"({summary['peak_memory_kind'].replace('_', ' ')})")
+    click.echo(
+        f"peak memory              {format_bytes(summary['peak_memory_bytes'])} "
+        f"({summary['peak_memory_kind'].replace('_', ' ')})"
+    )
     click.echo(f"wall time                {summary['wall_seconds']:.1f} s")
     click.echo(f"saved to                 {summary['run_dir']}")
 

@@ -59,7 +59,9 @@ class SVPNetwork(nn.Module):
         self.objectives = nn.ModuleList()
         ref_dim = svps[0].proj_dim
         for i, (shape, cfg) in enumerate(zip(shapes, svps, strict=True)):
-            objective = LocalObjective(shape, ref_dim, num_classes, cfg, projection_seed(seed, i + 1))
+            objective = LocalObjective(
+                shape, ref_dim, num_classes, cfg, projection_seed(seed, i + 1)
+            )
             self.objectives.append(objective)
             ref_dim = cfg.proj_dim
 
@@ -84,13 +86,14 @@ class SVPNetwork(nn.Module):
         try:
             with torch.no_grad():
                 for i, block in enumerate(self.blocks):
-                    h = block(h)
+                    try:
+                        h = block(h)
+                    except RuntimeError as e:
+                        raise EdgeSVPError(
+                            f"block {i + 1} cannot take input of shape {tuple(h.shape[1:])}: "
+                            f"{str(e).splitlines()[0]}"
+                        ) from None
                     shapes.append(tuple(h.shape[1:]))
-        except RuntimeError as e:
-            raise EdgeSVPError(
-                f"block {i + 1} cannot take input of shape {tuple(h.shape[1:])}: "
-                f"{str(e).splitlines()[0]}"
-            ) from None
         finally:
             self.train(was_training)
         return shapes

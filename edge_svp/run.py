@@ -27,7 +27,7 @@ from edge_svp.data import Dataset, Preprocess, load_dataset
 from edge_svp.errors import EdgeSVPError
 from edge_svp.memory import peak_memory_bytes
 from edge_svp.models import build_blocks
-from edge_svp.network import SVPNetwork, read_checkpoint, save_atomic
+from edge_svp.network import SVPNetwork, read_checkpoint
 from edge_svp.progress import Reporter
 from edge_svp.train import block_accuracies, resolve_device, train
 

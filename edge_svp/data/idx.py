@@ -69,8 +69,7 @@ def load_idx_dataset(name: str, data_dir: Path, subdirs: list[str], classes) -> 
             x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
             if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
                 raise EdgeSVPError(
-                    f"dataset '{name}': {split} images {x.shape} and labels {y.shape} "
-                    "do not match"
+                    f"dataset '{name}': {split} images {x.shape} and labels {y.shape} do not match"
                 )
             arrays[f"x_{split}"] = x[:, None]  # add the channel axis
             arrays[f"y_{split}"] = y.astype(np.int64)

@@ -1,7 +1,7 @@
 """Training schedules: joint and layerwise SVP, and the backprop baseline.
 
-    train(net, dataset)                       # SVP, joint schedule, defaults
-    train(net, dataset, TrainConfig(schedule="layerwise", epochs=5))
+train(net, dataset)                       # SVP, joint schedule, defaults
+train(net, dataset, TrainConfig(schedule="layerwise", epochs=5))
 """
 
 from __future__ import annotations

@@ -95,4 +95,3 @@ def evaluate(net, data: TrainData, batch_size: int) -> list[float]:
             correct[i] += int((logits.argmax(-1) == y).sum())
     net.train(was_training)
     return (correct.double() / n).tolist()
-
