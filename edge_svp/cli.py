@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from edge_svp.config import load_profile, override, profile_names
+from edge_svp.config import load_profile, override, parse_settings, profile_names
 from edge_svp.errors import EdgeSVPError
 from edge_svp.memory import format_bytes
 
@@ -83,6 +83,14 @@ def _percent(x) -> str:
     help="Run directory (default: runs/<profile>-<schedule>-<time>).",
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing run directory.")
+@click.option(
+    "--set",
+    "settings",
+    multiple=True,
+    metavar="SECTION.KEY=VALUE",
+    help="Override any profile setting, e.g. --set svp.beta=0.1 --set model.widths=[500,500]. "
+    "VALUE is a TOML value; repeatable.",
+)
 @user_errors
 def fit(
     profile,
@@ -98,6 +106,7 @@ def fit(
     device,
     out,
     overwrite,
+    settings,
 ):
     """Train a network and write a run directory.
 
@@ -120,6 +129,7 @@ def fit(
             "train.seed": seed,
             "train.device": device,
             "optim.lr": lr,
+            **parse_settings(settings),
         },
     )
     what = "backprop" if config.train.method == "bp" else f"SVP {config.train.schedule}"

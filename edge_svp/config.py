@@ -191,14 +191,34 @@ def config_to_dict(config: RunConfig) -> dict:
 
 
 def override(config: RunConfig, **changes) -> RunConfig:
-    """Apply `section.key=value` style overrides, e.g. override(c, **{"train.epochs": 3})."""
+    """Apply `section.key` overrides, e.g. override(c, **{"train.epochs": 3}); None is skipped."""
     raw = config_to_dict(config)
     for dotted, value in changes.items():
         if value is None:
             continue
-        section, key = dotted.split(".")
+        section, _, key = dotted.partition(".")
+        if not isinstance(raw.get(section), dict) or not key:
+            tables = [k for k, v in raw.items() if isinstance(v, dict)]
+            raise EdgeSVPError(
+                f"unknown setting '{dotted}': expected SECTION.KEY with SECTION one of "
+                f"{', '.join(tables)}{did_you_mean(section, tables)}"
+            )
         raw[section][key] = value
-    return config_from_dict(raw)
+    return config_from_dict(raw, where=f"profile {config.profile}")
+
+
+def parse_settings(settings: list[str]) -> dict:
+    """['svp.beta=0.1', 'model.widths=[64, 64]'] -> {'svp.beta': 0.1, ...}; values are TOML."""
+    out = {}
+    for setting in settings:
+        key, sep, text = setting.partition("=")
+        if not sep:
+            raise EdgeSVPError(f"setting '{setting}' must look like SECTION.KEY=VALUE")
+        try:
+            out[key.strip()] = tomllib.loads(f"v = {text.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[key.strip()] = text.strip()  # a bare word is a string: --set svp.divergence=kl
+    return out
 
 
 # --- profiles ------------------------------------------------------------------------------

@@ -63,5 +63,5 @@ def load(data_dir: Path) -> Dataset:
             return dataset
     raise EdgeSVPError(
         "dataset 'cifar10': did not find cifar10-jpg.zip or cifar-10-batches-py/ in "
-        + ", ".join(str(p.parent) for p in candidates[::2])
+        + " and ".join(str(p) for p in (data_dir / "cifar10", data_dir))
     )

@@ -39,7 +39,7 @@ def read_idx(path: Path) -> np.ndarray:
         raise EdgeSVPError(
             f"{path} is truncated or corrupt: {len(data)} bytes, header says {expected}"
         )
-    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
+    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims).copy()
 
 
 def find_files(name: str, data_dir: Path, subdirs: list[str]) -> dict[str, Path]:

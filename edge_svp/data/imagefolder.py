@@ -1,7 +1,8 @@
 """Images laid out as `split/class/image`, in a folder or a zip (CIFAR-10's JPEGs included).
 
 Class ids are the sorted class-folder names of the train split. All images must share one
-size; grayscale stays one channel, everything else becomes RGB.
+size; grayscale stays one channel, everything else becomes RGB. Examples are stored in a
+fixed shuffled order, so that the first N of them are a fair sample.
 """
 
 import io
@@ -70,9 +71,11 @@ def _decode(source: Path, entries, classes: list[str]) -> dict[str, np.ndarray]:
             zf.close()
     arrays = {}
     for split in ("train", "test"):
-        x = np.stack(images[split])
+        # a fixed shuffle, so that the first N examples (--train-limit) cover every class
+        order = np.random.default_rng(0).permutation(len(labels[split]))
+        x = np.stack(images[split])[order]
         arrays[f"x_{split}"] = x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2).copy()
-        arrays[f"y_{split}"] = np.asarray(labels[split], dtype=np.int64)
+        arrays[f"y_{split}"] = np.asarray(labels[split], dtype=np.int64)[order]
     return arrays
 
 

@@ -1,0 +1,41 @@
+"""Helpers for the benchmark scripts: run `edge-svp fit` in its own process, read the summary,
+print a table and write JSON. Each configuration runs in a fresh process, so that peak memory
+is measured per configuration."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+RUNS = ROOT / "runs" / "bench"
+
+
+def fit(name: str, args: list[str], group: str) -> dict:
+    """Run `edge-svp fit ARGS` into runs/bench/GROUP/NAME and return its summary."""
+    out = RUNS / group / name
+    cmd = [sys.executable, "-m", "edge_svp", "fit", *args, "--out", str(out), "--overwrite"]
+    print(f"$ edge-svp fit {' '.join(args)}", flush=True)
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"{name} failed:\n{proc.stderr[-2000:]}")
+    return json.loads((out / "summary.json").read_text())
+
+
+def table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
+    """A markdown table; `columns` are (header, key) pairs."""
+    lines = [
+        "| " + " | ".join(h for h, _ in columns) + " |",
+        "|" + "|".join("---" for _ in columns) + "|",
+    ]
+    for row in rows:
+        lines.append("| " + " | ".join(str(row.get(k, "")) for _, k in columns) + " |")
+    return "\n".join(lines)
+
+
+def write_results(name: str, payload: dict) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+    return path

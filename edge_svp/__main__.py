@@ -1,0 +1,3 @@
+from edge_svp.cli import main
+
+main()

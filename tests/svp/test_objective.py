@@ -1,0 +1,61 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from edge_svp.config import SVPConfig
+from edge_svp.svp import ALIGNMENTS, DIVERGENCES, LocalObjective
+
+
+def make(**kw):
+    cfg = SVPConfig(proj_dim=6, **kw)
+    return LocalObjective((10,), ref_dim=6, num_classes=3, svp=cfg, seed=0)
+
+
+def test_loss_is_ce_plus_weighted_terms():
+    torch.manual_seed(0)
+    obj = make(divergence="kl", alignment="mse", beta=0.3, lam=0.7, temperature=2.0)
+    h, v_ref, y = torch.randn(4, 10), torch.randn(4, 6), torch.tensor([0, 1, 2, 0])
+    out = obj(h, v_ref, y)
+    v = obj.project(h)
+    expected = (
+        F.cross_entropy(obj.head(v), y)
+        + 0.3 * DIVERGENCES["kl"](v, v_ref, 2.0)
+        + 0.7 * ALIGNMENTS["mse"](v, v_ref)
+    )
+    assert out.loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert set(out.terms) == {"ce", "divergence", "alignment"}
+
+
+def test_plain_ce_when_weights_are_zero():
+    obj = make(divergence="kl", alignment="cosine", beta=0.0, lam=0.0)
+    h, v_ref, y = torch.randn(4, 10), torch.randn(4, 6), torch.tensor([0, 1, 2, 0])
+    out = obj(h, v_ref, y)
+    assert out.loss.item() == pytest.approx(out.terms["ce"].item())
+
+
+def test_reference_gets_no_gradient_and_v_is_detached():
+    obj = make(alignment="mse", lam=1.0)
+    h = torch.randn(4, 10, requires_grad=True)
+    v_ref = torch.randn(4, 6, requires_grad=True)
+    out = obj(h, v_ref, torch.tensor([0, 1, 2, 0]))
+    out.loss.backward()
+    assert v_ref.grad is None
+    assert h.grad is not None
+    assert not out.v.requires_grad
+
+
+def test_reference_of_another_width_is_projected():
+    cfg = SVPConfig(proj_dim=6, alignment="mse", lam=1.0)
+    obj = LocalObjective((10,), ref_dim=9, num_classes=3, svp=cfg, seed=0)
+    out = obj(torch.randn(2, 10), torch.randn(2, 9), torch.tensor([0, 1]))
+    assert torch.isfinite(out.loss)
+    assert obj.reference.weight.shape == (6, 9)
+
+
+def test_projection_dropout_only_in_training():
+    obj = make(proj_dropout=0.5)
+    h = torch.randn(64, 10)
+    obj.eval()
+    assert torch.equal(obj.classify(h), obj.classify(h))
+    obj.train()
+    assert not torch.equal(obj.classify(h), obj.classify(h))

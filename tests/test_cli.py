@@ -1,0 +1,110 @@
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from edge_svp.cli import main
+
+QUICK = ["--epochs", "2", "--train-limit", "300", "--set", "model.widths=[32, 32]"]
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "digits"
+    result = CliRunner().invoke(main, ["fit", *QUICK, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    return out, result.output
+
+
+def test_fit_writes_a_complete_run_directory(digits_run):
+    out, output = digits_run
+    summary = json.loads((out / "summary.json").read_text())
+    for key in ["method", "schedule", "profile", "dataset", "epochs", "batch_size", "seed",
+                "test_accuracy", "per_block_accuracy", "peak_memory_bytes", "wall_seconds",
+                "versions"]:  # fmt: skip
+        assert key in summary, key
+    assert summary["method"] == "svp" and summary["dataset"] == "digits"
+    assert 0.0 <= summary["test_accuracy"] <= 1.0
+    assert len(summary["per_block_accuracy"]) == 2
+    assert summary["peak_memory_bytes"] > 10_000_000
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 2 * 2  # blocks x epochs
+    assert (out / "config.toml").exists() and (out / "checkpoint.pt").exists()
+    assert "test accuracy" in output and str(out) in output
+
+
+def test_eval_reproduces_the_test_accuracy(digits_run):
+    out, _ = digits_run
+    result = CliRunner().invoke(main, ["eval", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert json.loads(result.output)["test_accuracy"] == summary["test_accuracy"]
+    assert json.loads(result.output)["per_block_accuracy"] == summary["per_block_accuracy"]
+
+
+def test_bp_run_reports_only_the_trained_head(tmp_path):
+    out = tmp_path / "bp"
+    result = CliRunner().invoke(main, ["fit", *QUICK, "--method", "bp", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["method"] == "bp" and summary["schedule"] == "end-to-end"
+    assert summary["per_block_accuracy"][0] is None
+    assert summary["per_block_accuracy"][1] == summary["test_accuracy"]
+
+
+def test_fit_help_documents_every_option():
+    output = CliRunner().invoke(main, ["fit", "--help"]).output
+    for option in ["--profile", "--dataset", "--data-dir", "--method", "--schedule", "--epochs",
+                   "--batch-size", "--lr", "--seed", "--train-limit", "--out", "--set"]:  # fmt: skip
+        assert option in output, option
+
+
+def test_profiles_lists_the_shipped_profiles():
+    output = CliRunner().invoke(main, ["profiles"]).output
+    for name in ["digits-mlp", "mnist-mlp", "cifar10-cnn", "cifar10-vit"]:
+        assert name in output
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["fit", "--profile", "nope"], "unknown profile 'nope'"),
+        (["fit", "--dataset", "mnits"], "did you mean 'mnist'"),
+        (["fit", "--dataset", "mnist", "--data-dir", "/nonexistent"], "does not exist"),
+        (["fit", "--set", "svp.betta=1"], "did you mean 'beta'"),
+        (["fit", "--set", "svp.beta"], "SECTION.KEY=VALUE"),
+        (["fit", "--set", "model.channels=[[4]]"], "unknown key 'channels'"),
+        (["fit", "--set", "svp.divergence=kll"], "unknown divergence"),
+        (["fit", "--dataset", "cifar10", "--data-dir", "."], "did not find cifar10-jpg.zip"),
+        (["eval", "/nonexistent/run"], "not a run directory"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(args, message):
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr
+    assert "Traceback" not in result.output
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_existing_run_directory_is_not_overwritten(digits_run):
+    out, _ = digits_run
+    before = (out / "summary.json").read_text()
+    result = CliRunner().invoke(main, ["fit", *QUICK, "--out", str(out)])
+    assert result.exit_code == 2 and "--overwrite" in result.output
+    assert (out / "summary.json").read_text() == before
+
+
+def test_failed_input_leaves_no_run_directory(tmp_path):
+    out = tmp_path / "never"
+    result = CliRunner().invoke(main, ["fit", "--dataset", "mnist", "--data-dir", str(tmp_path),
+                                       "--out", str(out)])  # fmt: skip
+    assert result.exit_code == 2
+    assert not out.exists()
+
+
+def test_overwrite_refuses_a_folder_that_is_not_a_run(tmp_path):
+    (tmp_path / "precious.txt").write_text("keep me")
+    result = CliRunner().invoke(main, ["fit", *QUICK, "--out", str(tmp_path), "--overwrite"])
+    assert result.exit_code == 2
+    assert (tmp_path / "precious.txt").read_text() == "keep me"

@@ -1,0 +1,101 @@
+import tomllib
+
+import pytest
+
+from edge_svp.config import (
+    RunConfig,
+    config_from_dict,
+    config_to_dict,
+    dump_toml,
+    load_profile,
+    override,
+    parse_settings,
+    profile_names,
+)
+from edge_svp.errors import EdgeSVPError
+
+
+def test_every_shipped_profile_loads_and_round_trips_through_toml():
+    names = profile_names()
+    assert {"digits-mlp", "mnist-mlp", "cifar10-cnn", "cifar10-vit"} <= set(names)
+    for name in names:
+        config = load_profile(name)
+        assert config.profile == name
+        again = config_from_dict(tomllib.loads(dump_toml(config_to_dict(config))))
+        assert config_to_dict(again) == config_to_dict(config)
+
+
+def test_defaults_come_from_the_dataclasses():
+    assert config_to_dict(config_from_dict({})) == config_to_dict(RunConfig())
+
+
+def test_unknown_key_names_the_closest_one():
+    with pytest.raises(EdgeSVPError, match="unknown key 'lamda' .*did you mean 'lam'"):
+        config_from_dict({"svp": {"lamda": 0.1}})
+
+
+def test_unknown_model_option_is_rejected():
+    with pytest.raises(EdgeSVPError, match="unknown key 'width'.*did you mean 'widths'"):
+        config_from_dict({"model": {"kind": "mlp", "width": [3]}})
+
+
+def test_wrong_type_is_rejected():
+    with pytest.raises(EdgeSVPError, match="wrong type"):
+        config_from_dict({"train": {"epochs": "ten"}})
+
+
+def test_int_is_accepted_where_float_is_expected():
+    assert config_from_dict({"svp": {"beta": 1}}).svp.beta == 1.0
+
+
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        ({"svp": {"divergence": "kld"}}, "unknown divergence 'kld'"),
+        ({"train": {"schedule": "greedy"}}, "unknown schedule"),
+        ({"train": {"epochs": 0}}, "epochs must be positive"),
+        ({"svp": {"proj_dropout": 1.0}}, "proj_dropout"),
+        ({"model": {"kind": "resnet"}}, "unknown model kind"),
+    ],
+)
+def test_invalid_values_are_rejected(raw, message):
+    with pytest.raises(EdgeSVPError, match=message):
+        config_from_dict(raw)
+
+
+def test_override_and_settings():
+    config = load_profile("digits-mlp")
+    changed = override(
+        config,
+        **{"train.epochs": 3, "train.seed": None},
+        **parse_settings(["svp.divergence=kl", "model.widths=[8, 4]"]),
+    )
+    assert changed.train.epochs == 3
+    assert changed.train.seed == config.train.seed
+    assert changed.svp.divergence == "kl"
+    assert changed.model.options.widths == [8, 4]
+
+
+def test_override_of_unknown_section_is_an_error():
+    with pytest.raises(EdgeSVPError, match="unknown setting 'trian.epochs'.*did you mean 'train'"):
+        override(RunConfig(), **{"trian.epochs": 3})
+
+
+def test_unknown_profile_lists_the_choices():
+    with pytest.raises(EdgeSVPError, match="unknown profile 'mnist-mpl'.*did you mean 'mnist-mlp'"):
+        load_profile("mnist-mpl")
+
+
+def test_profile_from_a_path(tmp_path):
+    path = tmp_path / "mine.toml"
+    path.write_text('[train]\nepochs = 2\n[model]\nkind = "cnn"\nchannels = [[4]]\n')
+    config = load_profile(str(path))
+    assert config.profile == "mine"
+    assert config.model.options.channels == [[4]]
+
+
+def test_invalid_toml_is_a_clear_error(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text("[train\nepochs = 2\n")
+    with pytest.raises(EdgeSVPError, match="not valid TOML"):
+        load_profile(str(path))

@@ -1,0 +1,104 @@
+import pytest
+import torch
+from torch import nn
+
+from edge_svp import EdgeSVPError, SVPConfig, SVPNetwork
+
+
+def tiny_sequential():
+    return nn.Sequential(
+        nn.Flatten(), nn.Linear(16, 12), nn.ReLU(), nn.Linear(12, 8), nn.ReLU(), nn.Linear(8, 8)
+    )
+
+
+def tiny_net(seed=0, **svp):
+    cfg = SVPConfig(proj_dim=5, **svp)
+    return SVPNetwork.from_sequential(
+        tiny_sequential(), [3, 5], input_shape=(1, 4, 4), num_classes=3, svp=cfg, seed=seed
+    )
+
+
+def test_from_sequential_splits_at_boundaries():
+    net = tiny_net()
+    assert len(net) == 3
+    assert [len(b) for b in net.blocks] == [3, 2, 1]
+    assert net.all_logits(torch.randn(2, 1, 4, 4))[-1].shape == (2, 3)
+
+
+@pytest.mark.parametrize("boundaries", [[3, 3], [0, 2], [2, 9], [5, 2]])
+def test_bad_boundaries_are_rejected(boundaries):
+    with pytest.raises(EdgeSVPError, match="boundaries"):
+        SVPNetwork.from_sequential(tiny_sequential(), boundaries, (1, 4, 4), 3)
+
+
+def test_wrong_input_shape_is_a_clear_error():
+    with pytest.raises(EdgeSVPError, match="block 1 cannot take input"):
+        SVPNetwork.from_sequential(tiny_sequential(), [3], (1, 5, 5), 3)
+
+
+def test_projections_are_buffers_seeded_per_block():
+    net = tiny_net(seed=7)
+    again = tiny_net(seed=7)
+    other = tiny_net(seed=8)
+    for a, b, c in zip(net.objectives, again.objectives, other.objectives, strict=True):
+        assert torch.equal(a.projection.weight, b.projection.weight)
+        assert not torch.equal(a.projection.weight, c.projection.weight)
+    weights = [o.projection.weight for o in net.objectives]
+    assert not torch.equal(weights[1], weights[2])  # same shape, different seed
+    params = {id(p) for p in net.parameters()}
+    assert all(id(o.projection.weight) not in params for o in net.objectives)
+
+
+def test_trainable_parameters_exclude_projections_and_other_blocks():
+    net = tiny_net()
+    ids = {id(p) for p in net.trainable_parameters(1)}
+    assert ids == {
+        id(p) for p in [*net.blocks[1].parameters(), *net.objectives[1].head.parameters()]
+    }
+
+
+def test_no_gradient_crosses_a_block_boundary():
+    """The loss of block 2 must leave block 1's parameters without gradient."""
+    net = tiny_net(divergence="kl", beta=1.0, alignment="mse", lam=1.0)
+    x, y = torch.randn(6, 1, 4, 4), torch.tensor([0, 1, 2, 0, 1, 2])
+    h1 = net.blocks[0](x)
+    v1 = net.objectives[0].project(h1)
+    h2 = net.blocks[1](h1.detach())
+    net.objectives[1](h2, v1, y).loss.backward()
+    assert all(p.grad is None for p in net.blocks[0].parameters())
+    assert all(p.grad is None for p in net.objectives[0].parameters())
+    assert all(p.grad is not None for p in net.blocks[1].parameters())
+
+
+def test_checkpoint_round_trip_keeps_weights_and_projections(tmp_path):
+    net = tiny_net(seed=1)
+    net.save(tmp_path / "net.pt", note="hello")
+    fresh = tiny_net(seed=2)  # other weights, other projections
+    checkpoint = fresh.load(tmp_path / "net.pt")
+    assert checkpoint["note"] == "hello"
+    for key, value in net.state_dict().items():
+        assert torch.equal(value, fresh.state_dict()[key]), key
+    x = torch.randn(3, 1, 4, 4)
+    net.eval(), fresh.eval()
+    assert torch.equal(net(x), fresh(x))
+
+
+def test_loading_a_checkpoint_of_another_model_is_a_clear_error(tmp_path):
+    tiny_net().save(tmp_path / "net.pt")
+    other = SVPNetwork([nn.Sequential(nn.Flatten(), nn.Linear(16, 4))], (1, 4, 4), 3)
+    with pytest.raises(EdgeSVPError, match="does not match"):
+        other.load(tmp_path / "net.pt")
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
+    path = tmp_path / "net.pt"
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(EdgeSVPError, match="cannot read checkpoint"):
+        tiny_net().load(path)
+
+
+def test_probe_does_not_touch_batchnorm_statistics():
+    block = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.BatchNorm2d(2))
+    SVPNetwork([block], (1, 4, 4), 3)
+    assert torch.equal(block[1].running_mean, torch.zeros(2))
+    assert block.training

@@ -1,0 +1,126 @@
+import pytest
+import torch
+
+from edge_svp import (
+    OptimConfig,
+    SVPConfig,
+    TrainConfig,
+    build_network,
+    load_dataset,
+    load_profile,
+    train,
+)
+from edge_svp.config import override
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits").limit(600)
+
+
+def small_config(**changes):
+    config = load_profile("digits-mlp")
+    small = {"model.widths": [64, 64], "svp.proj_dim": 32, "train.batch_size": 32, "optim.lr": 3e-3}
+    return override(config, **{**small, **changes})
+
+
+def net_for(config, data):
+    return build_network(config, data.input_shape, data.num_classes)
+
+
+@pytest.mark.parametrize(
+    "method, schedule", [("svp", "joint"), ("svp", "layerwise"), ("bp", "joint")]
+)
+def test_every_schedule_learns_digits(digits, method, schedule):
+    config = small_config(**{"train.method": method, "train.schedule": schedule, "train.epochs": 8})
+    net = net_for(config, digits)
+    records = train(net, digits, config.train, config.optim)
+    last = records[-1]
+    assert last["test_accuracy"] > 0.8  # chance is 0.1
+    assert records[0]["loss"] > last["loss"]
+    if method == "svp":
+        assert {r["block"] for r in records} == {1, 2}
+        assert len(records) == 2 * config.train.epochs
+    else:
+        assert {r["block"] for r in records} == {2}
+
+
+def test_joint_training_feeds_every_block_a_detached_input(digits):
+    """Asserted on the real training loop: no block input carries autograd history."""
+    config = small_config(**{"train.epochs": 1, "svp.divergence": "kl", "svp.beta": 1.0})
+    net = net_for(config, digits)
+    seen = []
+    hooks = [
+        block.register_forward_pre_hook(
+            lambda m, args, i=i: seen.append((i, args[0].requires_grad))
+        )
+        for i, block in enumerate(net.blocks)
+    ]
+    train(net, digits, config.train, config.optim)
+    for h in hooks:
+        h.remove()
+    assert {i for i, _ in seen} == {0, 1}
+    assert not any(requires_grad for _, requires_grad in seen)
+
+
+def test_layerwise_freezes_each_block_after_its_stage(digits):
+    config = small_config(**{"train.schedule": "layerwise", "train.epochs": 2})
+    net = net_for(config, digits)
+    snapshots = {}
+
+    def on_epoch(records):
+        r = records[0]
+        if r["block"] == 1 and r["epoch"] == config.train.epochs:
+            snapshots["block1"] = [p.detach().clone() for p in net.blocks[0].parameters()]
+
+    train(net, digits, config.train, config.optim, on_epoch=on_epoch)
+    after = list(net.blocks[0].parameters())
+    assert all(torch.equal(a, b) for a, b in zip(snapshots["block1"], after, strict=True))
+
+
+def test_same_seed_same_result(digits):
+    config = small_config(**{"train.epochs": 1})
+    results = []
+    for _ in range(2):
+        net = net_for(config, digits)
+        results.append(train(net, digits, config.train, config.optim)[-1]["loss"])
+    assert results[0] == results[1]
+
+
+def test_user_sequential_trains_with_svp(digits):
+    """A user's own nn.Sequential, no package edits: conv layers on 8x8 digits."""
+    from torch import nn
+
+    from edge_svp import Preprocess, SVPNetwork, block_accuracies
+
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(16 * 16, 32), nn.ReLU(),
+    )  # fmt: skip
+    net = SVPNetwork.from_sequential(
+        model, [3, 5], digits.input_shape, digits.num_classes, svp=SVPConfig(proj_dim=32)
+    )
+    train(net, digits, TrainConfig(epochs=8, batch_size=32), OptimConfig(lr=3e-3))
+    accuracies = block_accuracies(net, digits, Preprocess.fit(digits.x_train, True, False))
+    assert len(accuracies) == 3
+    assert accuracies[-1] > 0.8
+
+
+@pytest.mark.parametrize("kind, options", [
+    ("cnn", {"model.channels": [[4], [8]]}),
+    ("vit", {"model.patch_size": 4, "model.dim": 16, "model.heads": 2,
+             "model.layers_per_block": [1, 1]}),
+])  # fmt: skip
+def test_conv_and_transformer_models_train(digits, kind, options):
+    from edge_svp.config import config_from_dict, config_to_dict
+
+    raw = config_to_dict(small_config(**{"train.epochs": 3}))
+    raw["model"] = {"kind": kind, **{k.split(".")[1]: v for k, v in options.items()}}
+    config = config_from_dict(raw)
+    net = net_for(config, digits)
+    records = train(net, digits, config.train, config.optim)
+    assert len(records) == 6
+    for block in (1, 2):
+        losses = [r["loss"] for r in records if r["block"] == block]
+        assert losses[-1] < losses[0]
