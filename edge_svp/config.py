@@ -12,7 +12,6 @@ import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 
 from edge_svp.errors import EdgeSVPError, did_you_mean, unknown
@@ -225,10 +224,9 @@ def parse_settings(settings: list[str]) -> dict:
 
 
 def profile_dir() -> Path:
-    try:  # an installed wheel carries the profiles as package data
-        return Path(str(resources.files("edge_svp.profiles")))
-    except ModuleNotFoundError:  # a source checkout (or editable install) has them at the top
-        return Path(__file__).resolve().parents[1] / "profiles"
+    package = Path(__file__).resolve().parent
+    installed = package / "profiles"  # an installed wheel carries them inside the package
+    return installed if installed.is_dir() else package.parent / "profiles"  # source checkout
 
 
 def profile_names() -> list[str]:

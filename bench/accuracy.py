@@ -1,0 +1,80 @@
+"""SVP against backprop on the same network, data, epochs and batch.
+
+    python bench/accuracy.py digits
+    python bench/accuracy.py mnist --data-dir ../shared/data
+    python bench/accuracy.py cifar10 --data-dir ../shared/data
+
+Each configuration runs in its own process (`edge-svp fit`). Prints a markdown table and
+writes bench/results/accuracy-<suite>.json.
+"""
+
+import argparse
+import sys
+
+from common import fit, table, write_results
+
+SUITES = {
+    "digits": {"profile": "digits-mlp", "runs": {"svp joint": [], "bp": ["--method", "bp"]}},
+    "mnist": {
+        "profile": "mnist-mlp",
+        "runs": {
+            "svp joint": [],
+            "svp layerwise": ["--schedule", "layerwise"],
+            "bp": ["--method", "bp"],
+        },
+    },
+    "cifar10": {"profile": "cifar10-cnn", "runs": {"svp joint": [], "bp": ["--method", "bp"]}},
+}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("suite", choices=SUITES)
+    parser.add_argument("--data-dir")
+    parser.add_argument("--only", nargs="*", help="run only these configurations")
+    parser.add_argument("extra", nargs=argparse.REMAINDER, help="more `edge-svp fit` options")
+    args = parser.parse_args()
+    suite = SUITES[args.suite]
+    base = ["--profile", suite["profile"]] + (
+        ["--data-dir", args.data_dir] if args.data_dir else []
+    )
+    rows = []
+    for name, extra in suite["runs"].items():
+        if args.only and name not in args.only:
+            continue
+        s = fit(f"{args.suite}-{name.replace(' ', '-')}", base + extra + args.extra, "accuracy")
+        rows.append(
+            {
+                "run": name,
+                "test_accuracy": round(100 * s["test_accuracy"], 2),
+                "per_block": " / ".join(
+                    "-" if a is None else f"{100 * a:.1f}" for a in s["per_block_accuracy"]
+                ),
+                "epochs": s["epochs"],
+                "batch_size": s["batch_size"],
+                "train_examples": s["train_examples"],
+                "peak_rss_mib": round(s["peak_memory_bytes"] / 2**20),
+                "wall_seconds": round(s["wall_seconds"], 1),
+            }
+        )
+        print(rows[-1], flush=True)
+    print(
+        table(
+            rows,
+            [
+                ("run", "run"),
+                ("test acc %", "test_accuracy"),
+                ("per-block acc %", "per_block"),
+                ("epochs", "epochs"),
+                ("batch", "batch_size"),
+                ("peak RSS MiB", "peak_rss_mib"),
+                ("wall s", "wall_seconds"),
+            ],
+        )
+    )
+    command = " ".join(["python", "bench/accuracy.py", *sys.argv[1:]])
+    print("wrote", write_results(f"accuracy-{args.suite}", {"command": command, "rows": rows}))
+
+
+if __name__ == "__main__":
+    main()
