@@ -40,6 +40,12 @@ def _percent(x) -> str:
     return "  -  " if x is None else f"{100 * x:.2f}%"
 
 
+def _echo_accuracy(result: dict) -> None:
+    heads = "  ".join(f"{i + 1}: {_percent(a)}" for i, a in enumerate(result["per_block_accuracy"]))
+    click.echo(f"per-block test accuracy  {heads}")
+    click.echo(f"test accuracy            {_percent(result['test_accuracy'])}")
+
+
 @main.command()
 @click.option(
     "--profile",
@@ -138,11 +144,7 @@ def fit(
         f"{config.model.kind} | {config.train.epochs} epochs, batch {config.train.batch_size}"
     )
     summary = run_fit(config, out, overwrite, ConsoleReporter(config.train.epochs))
-    heads = "  ".join(
-        f"{i + 1}: {_percent(a)}" for i, a in enumerate(summary["per_block_accuracy"])
-    )
-    click.echo(f"per-block test accuracy  {heads}")
-    click.echo(f"test accuracy            {_percent(summary['test_accuracy'])}")
+    _echo_accuracy(summary)
     click.echo(
         f"peak memory              {format_bytes(summary['peak_memory_bytes'])} "
         f"({summary['peak_memory_kind'].replace('_', ' ')})"
@@ -164,9 +166,7 @@ def eval_(run_dir, data_dir, as_json):
     if as_json:
         click.echo(json.dumps(result))
         return
-    heads = "  ".join(f"{i + 1}: {_percent(a)}" for i, a in enumerate(result["per_block_accuracy"]))
-    click.echo(f"per-block test accuracy  {heads}")
-    click.echo(f"test accuracy            {_percent(result['test_accuracy'])}")
+    _echo_accuracy(result)
 
 
 @main.command()
