@@ -16,21 +16,32 @@ or, from a profile, the same path `edge-svp fit` takes:
     summary = es.fit(es.load_profile("digits-mlp"), out="runs/digits")
 """
 
-from edge_svp.config import (
-    DataConfig,
-    ModelConfig,
-    OptimConfig,
-    RunConfig,
-    SVPConfig,
-    TrainConfig,
-    load_profile,
-    override,
-)
-from edge_svp.data import Dataset, Preprocess, load_dataset
-from edge_svp.errors import EdgeSVPError
-from edge_svp.network import SVPNetwork
-from edge_svp.run import build_network, evaluate_run, fit, load_run
-from edge_svp.train import block_accuracies, train
+import importlib
+
+# The API below is imported on first use rather than here, so that the torch-free ORT
+# runtime (`import edge_svp.ort.runtime` on a device without torch) does not pull in torch
+# through this __init__. The first access imports all of it, as an eager import did, and
+# binds every name; binding `train` last also replaces the `edge_svp.train` subpackage
+# attribute with the function, as before.
+_EXPORTS = {
+    "edge_svp.config": ["DataConfig", "ModelConfig", "OptimConfig", "RunConfig", "SVPConfig",
+                        "TrainConfig", "load_profile", "override"],
+    "edge_svp.data": ["Dataset", "Preprocess", "load_dataset"],
+    "edge_svp.errors": ["EdgeSVPError"],
+    "edge_svp.network": ["SVPNetwork"],
+    "edge_svp.run": ["build_network", "evaluate_run", "fit", "load_run"],
+    "edge_svp.train": ["block_accuracies", "train"],
+}  # fmt: skip
+
+
+def __getattr__(name: str):
+    if not any(name in names for names in _EXPORTS.values()):
+        raise AttributeError(f"module 'edge_svp' has no attribute {name!r}")
+    modules = {module: importlib.import_module(module) for module in _EXPORTS}
+    for module, names in _EXPORTS.items():
+        globals().update({n: getattr(modules[module], n) for n in names})
+    return globals()[name]
+
 
 __all__ = [
     "DataConfig",

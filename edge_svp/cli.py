@@ -90,6 +90,13 @@ def _echo_accuracy(result: dict) -> None:
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing run directory.")
 @click.option(
+    "--backend",
+    type=click.Choice(["torch", "ort"]),
+    default="torch",
+    show_default=True,
+    help="Train with torch, or with ONNX Runtime training (SVP layerwise; the ort extra).",
+)
+@click.option(
     "--set",
     "settings",
     multiple=True,
@@ -112,6 +119,7 @@ def fit(
     device,
     out,
     overwrite,
+    backend,
     settings,
 ):
     """Train a network and write a run directory.
@@ -140,10 +148,10 @@ def fit(
     )
     what = "backprop" if config.train.method == "bp" else f"SVP {config.train.schedule}"
     click.echo(
-        f"{what} | profile {config.profile} | dataset {config.data.dataset} | "
+        f"{what} ({backend}) | profile {config.profile} | dataset {config.data.dataset} | "
         f"{config.model.kind} | {config.train.epochs} epochs, batch {config.train.batch_size}"
     )
-    summary = run_fit(config, out, overwrite, ConsoleReporter(config.train.epochs))
+    summary = run_fit(config, out, overwrite, ConsoleReporter(config.train.epochs), backend)
     _echo_accuracy(summary)
     click.echo(
         f"peak memory              {format_bytes(summary['peak_memory_bytes'])} "
@@ -167,6 +175,32 @@ def eval_(run_dir, data_dir, as_json):
         click.echo(json.dumps(result))
         return
     _echo_accuracy(result)
+
+
+@main.command()
+@click.argument("run_dir", required=False, type=click.Path())
+@click.option("--profile", help="Export a fresh network from this profile instead of a run.")
+@click.option("--data-dir", help="Dataset folder (input shape, classes, preprocessing).")
+@click.option("--set", "settings", multiple=True, metavar="SECTION.KEY=VALUE",
+              help="Override a profile setting (with --profile); repeatable.")  # fmt: skip
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option(
+    "--inference",
+    is_flag=True,
+    help="Write one ONNX model of all blocks and the final head (needs a trained RUN_DIR).",
+)
+@user_errors
+def export(run_dir, profile, data_dir, settings, out, inference):
+    """Export RUN_DIR (or --profile) for ONNX Runtime: per-block training artifacts and
+    manifest.json for on-device training, or with --inference one prediction model."""
+    from edge_svp.ort.commands import export as run_export
+
+    config = None
+    if profile:
+        overrides = {"data.data_dir": data_dir, **parse_settings(settings)}
+        config = override(load_profile(profile), **overrides)
+    written = run_export(out, run_dir, config, inference, data_dir if run_dir else None)
+    click.echo(f"wrote {written}")
 
 
 @main.command()

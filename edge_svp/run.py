@@ -85,9 +85,17 @@ def fit(
     out: str | Path | None = None,
     overwrite: bool = False,
     reporter: Reporter | None = None,
+    backend: str = "torch",
 ) -> dict:
-    """Train as `config` says, write the run directory, return the summary."""
+    """Train as `config` says, write the run directory, return the summary.
+
+    backend "ort" trains with ONNX Runtime (edge_svp/ort/backend.py) and keeps its export
+    directory in run_dir/ort."""
     config.validate()
+    if backend == "ort":
+        from edge_svp.ort.backend import check_supported, train_ort
+
+        check_supported(config)
     if config.data.data_dir:
         config.data.data_dir = str(Path(config.data.data_dir).resolve())
     start = time.perf_counter()
@@ -118,14 +126,19 @@ def fit(
             metrics.flush()
             checkpoint(records)
 
-        records = train(
-            net, dataset, config.train, config.optim, preprocess, reporter, on_epoch=on_epoch
-        )
+        if backend == "ort":
+            export_dir = run_dir / "ort"
+            records = train_ort(net, dataset, config, preprocess, export_dir, reporter, on_epoch)
+        else:
+            records = train(
+                net, dataset, config.train, config.optim, preprocess, reporter, on_epoch=on_epoch
+            )
     per_block = block_accuracies(net, dataset, preprocess, config.train.eval_batch_size)
     if config.train.method == "bp":  # only the last head is trained by backprop
         per_block = [None] * (len(per_block) - 1) + per_block[-1:]
     summary = {
         "method": config.train.method,
+        "backend": backend,
         "schedule": config.train.schedule if config.train.method == "svp" else "end-to-end",
         "profile": config.profile,
         "dataset": dataset.name,

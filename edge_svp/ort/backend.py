@@ -1,0 +1,51 @@
+"""`edge-svp fit --backend ort`: export the freshly built network, train it with the torch-free
+runtime, and bring the weights back, so the run directory is the same as the torch backend's
+(plus the export itself in run_dir/ort)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from edge_svp.config import RunConfig
+from edge_svp.data import Dataset, Preprocess
+from edge_svp.errors import EdgeSVPError
+from edge_svp.network import SVPNetwork
+from edge_svp.ort import runtime
+from edge_svp.ort.export import export_training
+from edge_svp.ort.weights import load_trained_weights
+from edge_svp.progress import Reporter
+
+
+def check_supported(config: RunConfig) -> None:
+    if config.train.method != "svp" or config.train.schedule != "layerwise":
+        raise EdgeSVPError(
+            "the ort backend trains SVP layerwise; use --method svp --schedule layerwise"
+        )
+    if config.data.augment:
+        raise EdgeSVPError("the ort backend has no data augmentation; add --set data.augment=false")
+
+
+def train_ort(
+    net: SVPNetwork,
+    dataset: Dataset,
+    config: RunConfig,
+    preprocess: Preprocess,
+    export_dir: Path,
+    reporter: Reporter | None = None,
+    on_epoch: Callable[[list[dict]], None] | None = None,
+) -> list[dict]:
+    """Train `net` in place with ONNX Runtime; returns the same records as the torch backend."""
+    check_supported(config)
+    export_training(net, config, dataset.classes, preprocess, dataset.x_train.dtype, export_dir)
+
+    def collect(records: list[dict]) -> None:
+        load_trained_weights(net, export_dir, blocks={r["block"] for r in records})
+        if on_epoch:
+            on_epoch(records)
+
+    splits = [
+        runtime.Split(dataset.x_train.numpy(), dataset.y_train.numpy()),
+        runtime.Split(dataset.x_test.numpy(), dataset.y_test.numpy()),
+    ]
+    return runtime.train(export_dir, *splits, reporter=reporter, on_epoch=collect)
