@@ -1,11 +1,17 @@
-"""ONNX Runtime on-device training for SVP networks (the optional `ort` extra).
+"""ONNX Runtime on-device training for SVP networks (the optional `ort` extra); docs/ort.md.
 
-  export.py    host side: per-block ORT training artifacts and manifest.json (needs torch)
-  runtime.py   device side: layerwise training from an export directory (no torch)
-  inference.py one chained ONNX model of all blocks and the final head
-  weights.py   ORT-trained weights back into the torch network
-  backend.py   `edge-svp fit --backend ort`: export, train with the runtime, load back
+Host side (torch, onnx, onnxruntime-training):
+  export.py     per-block ORT training artifacts and manifest.json
+  loss.py       the SVP local objective as an onnxblock loss, built from graph.py
+  patches.py    the graph patches onnxruntime-training 1.19.2 needs
+  inference.py  one chained inference model of all blocks and the final head
+  weights.py    ORT-trained weights back into the torch network
+  backend.py    `edge-svp fit --backend ort`; commands.py: `edge-svp export`
+  parity.py     ORT's first training step against torch's
 
-Nothing here is imported by the rest of the package, so edge-svp works without onnx and
-onnxruntime-training; each module that needs them says so with an EdgeSVPError.
+Device side (numpy and onnxruntime-training only, never torch):
+  runtime.py    layerwise training from an export directory; manifest.py reads it
+
+Nothing outside this package imports it, so edge-svp works without onnx and
+onnxruntime-training; a module that needs them says so with an EdgeSVPError.
 """

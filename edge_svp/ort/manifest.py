@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from edge_svp.errors import EdgeSVPError
@@ -59,7 +59,6 @@ class Manifest:
     versions: dict
     format: str = FORMAT
     opset: int = 20
-    notes: list[str] = field(default_factory=list)
 
     def write(self, directory: Path) -> Path:
         path = Path(directory) / MANIFEST
