@@ -46,48 +46,74 @@ def _echo_accuracy(result: dict) -> None:
     click.echo(f"test accuracy            {_percent(result['test_accuracy'])}")
 
 
+# Options that override the profile, shared by `fit` and `plan`: name -> config key.
+PROFILE_OVERRIDES = {
+    "dataset": "data.dataset",
+    "data_dir": "data.data_dir",
+    "train_limit": "data.train_limit",
+    "method": "train.method",
+    "schedule": "train.schedule",
+    "epochs": "train.epochs",
+    "batch_size": "train.batch_size",
+    "seed": "train.seed",
+    "device": "train.device",
+    "lr": "optim.lr",
+    "mem_budget": "memory.budget",
+    "host_budget": "memory.host_budget",
+    "recompute": "memory.recompute",
+}
+
+
+def profile_options(command):
+    """The profile and every option that overrides it."""
+    options = [
+        click.option("--profile", default="digits-mlp", show_default=True,
+                     help="Training recipe: a name from `edge-svp profiles` or a TOML file."),
+        click.option("--dataset",
+                     help="Dataset: digits, mnist, fashion-mnist, cifar10 or imagefolder."),
+        click.option("--data-dir", type=click.Path(),
+                     help="Folder holding the dataset files (imagefolder: the folder or zip)."),
+        click.option("--method", type=click.Choice(["svp", "bp"]),
+                     help="svp: block-local SVP learning; bp: end-to-end backprop baseline."),
+        click.option("--schedule", type=click.Choice(["joint", "layerwise"]),
+                     help="SVP schedule: all blocks per batch, or one block after another."),
+        click.option("--epochs", type=click.IntRange(min=1),
+                     help="Epochs (per block for layerwise)."),
+        click.option("--batch-size", type=click.IntRange(min=1),
+                     help="Mini-batch size (kept under a budget by gradient accumulation)."),
+        click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Learning rate."),
+        click.option("--seed", type=int, help="Seed for weights, projections and data order."),
+        click.option("--train-limit", type=click.IntRange(min=1),
+                     help="Train on the first N training examples only (quick trials)."),
+        click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]),
+                     help="Where to train (default: the profile's, usually auto)."),
+        click.option("--mem-budget", metavar="SIZE",
+                     help="Memory budget, e.g. 512MB, 1.5GiB or bytes: CUDA allocator memory, "
+                     "or on CPU resident memory above the baseline (docs/memory.md)."),
+        click.option("--host-budget", metavar="SIZE",
+                     help="Host RAM for activation caches; beyond it they spill to disk."),
+        click.option("--recompute", is_flag=True, default=None,
+                     help="Recompute the frozen prefix instead of caching its outputs "
+                     "(keeps data augmentation live)."),
+        click.option("--set", "settings", multiple=True, metavar="SECTION.KEY=VALUE",
+                     help="Override any profile setting, e.g. --set svp.beta=0.1 "
+                     "--set model.widths=[500,500]. VALUE is a TOML value; repeatable."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def resolve_config(profile: str, settings, **options):
+    """The profile, overridden by the given options (None means: keep the profile's)."""
+    changes = {PROFILE_OVERRIDES[name]: value for name, value in options.items()}
+    return override(load_profile(profile), **changes, **parse_settings(settings))
+
+
 @main.command()
-@click.option(
-    "--profile",
-    default="digits-mlp",
-    show_default=True,
-    help="Training recipe: a name from `edge-svp profiles` or a path to a TOML file.",
-)
-@click.option("--dataset", help="Dataset: digits, mnist, fashion-mnist, cifar10 or imagefolder.")
-@click.option(
-    "--data-dir",
-    type=click.Path(file_okay=True, dir_okay=True),
-    help="Folder holding the dataset files (for imagefolder: the folder or zip itself).",
-)
-@click.option(
-    "--method",
-    type=click.Choice(["svp", "bp"]),
-    help="svp: block-local SVP learning; bp: end-to-end backprop baseline.",
-)
-@click.option(
-    "--schedule",
-    type=click.Choice(["joint", "layerwise"]),
-    help="SVP schedule: all blocks per batch (joint) or one block after another.",
-)
-@click.option("--epochs", type=click.IntRange(min=1), help="Epochs (per block for layerwise).")
-@click.option("--batch-size", type=click.IntRange(min=1), help="Mini-batch size.")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Learning rate.")
-@click.option("--seed", type=int, help="Seed for weights, projections and data order.")
-@click.option(
-    "--train-limit",
-    type=click.IntRange(min=1),
-    help="Train on the first N training examples only (quick trials).",
-)
-@click.option(
-    "--device",
-    type=click.Choice(["auto", "cpu", "cuda"]),
-    help="Where to train (default: the profile's, usually auto).",
-)
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False),
-    help="Run directory (default: runs/<profile>-<schedule>-<time>).",
-)
+@profile_options
+@click.option("--out", type=click.Path(file_okay=False),
+              help="Run directory (default: runs/<profile>-<schedule>-<time>).")  # fmt: skip
 @click.option("--overwrite", is_flag=True, help="Replace an existing run directory.")
 @click.option(
     "--backend",
@@ -96,32 +122,8 @@ def _echo_accuracy(result: dict) -> None:
     show_default=True,
     help="Train with torch, or with ONNX Runtime training (SVP layerwise; the ort extra).",
 )
-@click.option(
-    "--set",
-    "settings",
-    multiple=True,
-    metavar="SECTION.KEY=VALUE",
-    help="Override any profile setting, e.g. --set svp.beta=0.1 --set model.widths=[500,500]. "
-    "VALUE is a TOML value; repeatable.",
-)
 @user_errors
-def fit(
-    profile,
-    dataset,
-    data_dir,
-    method,
-    schedule,
-    epochs,
-    batch_size,
-    lr,
-    seed,
-    train_limit,
-    device,
-    out,
-    overwrite,
-    backend,
-    settings,
-):
+def fit(profile, settings, out, overwrite, backend, **options):
     """Train a network and write a run directory.
 
     The profile gives every setting; the options above override it. With no options this
@@ -130,35 +132,56 @@ def fit(
     from edge_svp.progress import ConsoleReporter
     from edge_svp.run import fit as run_fit
 
-    config = override(
-        load_profile(profile),
-        **{
-            "data.dataset": dataset,
-            "data.data_dir": data_dir,
-            "data.train_limit": train_limit,
-            "train.method": method,
-            "train.schedule": schedule,
-            "train.epochs": epochs,
-            "train.batch_size": batch_size,
-            "train.seed": seed,
-            "train.device": device,
-            "optim.lr": lr,
-            **parse_settings(settings),
-        },
-    )
+    config = resolve_config(profile, settings, **options)
     what = "backprop" if config.train.method == "bp" else f"SVP {config.train.schedule}"
+    budget = f" | budget {config.memory.budget}" if config.memory.budget else ""
     click.echo(
         f"{what} ({backend}) | profile {config.profile} | dataset {config.data.dataset} | "
         f"{config.model.kind} | {config.train.epochs} epochs, batch {config.train.batch_size}"
+        f"{budget}"
     )
     summary = run_fit(config, out, overwrite, ConsoleReporter(config.train.epochs), backend)
     _echo_accuracy(summary)
+    memory = summary["memory"]
+    measured = max(memory["measured_peak_bytes"], default=None)
+    if measured is not None:
+        budget = memory["budget_bytes"]
+        click.echo(
+            f"training memory          {format_bytes(measured)} measured"
+            + (f", predicted {format_bytes(max(memory['predicted_peak_bytes']))}"
+               if memory["predicted_peak_bytes"] else "")
+            + (f", budget {format_bytes(budget)}" if budget else "")
+            + f" ({memory['kind'].replace('_', ' ')})"
+        )  # fmt: skip
     click.echo(
         f"peak memory              {format_bytes(summary['peak_memory_bytes'])} "
         f"({summary['peak_memory_kind'].replace('_', ' ')})"
     )
     click.echo(f"wall time                {summary['wall_seconds']:.1f} s")
     click.echo(f"saved to                 {summary['run_dir']}")
+
+
+@main.command()
+@profile_options
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+@user_errors
+def plan(profile, settings, as_json, **options):
+    """Show the memory plan for a profile: per block, what it costs, its micro-batch,
+    where its activation cache lives and its predicted peak; and the smallest budget that
+    works. Nothing is trained."""
+    from edge_svp.run import plan_run
+
+    config = resolve_config(profile, settings, **options)
+    memory_plan = plan_run(config)
+    if as_json:
+        click.echo(json.dumps(memory_plan.to_dict(), indent=2))
+        return
+    budget = format_bytes(memory_plan.budget) if memory_plan.budget else "none"
+    click.echo(f"{config.profile}: SVP {memory_plan.schedule} on {memory_plan.device}, "
+               f"batch {memory_plan.batch_size}, budget {budget}")  # fmt: skip
+    click.echo(memory_plan.table())
+    click.echo(f"predicted peak          {format_bytes(memory_plan.predicted_peak)}")
+    click.echo(f"smallest budget that works  {format_bytes(memory_plan.min_budget)}")
 
 
 @main.command("eval")

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edge_svp.errors import EdgeSVPError, did_you_mean, unknown
+from edge_svp.memory.size import parse_size
 from edge_svp.models import MODELS
 
 
@@ -61,6 +62,18 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     eval_batch_size: int = 1000
+    checkpointing: bool = False  # bp only: recompute each block's activations in backward
+
+
+@dataclass
+class MemoryConfig:
+    """The memory budget and where activation caches may live (docs/memory.md)."""
+
+    budget: str | None = None  # e.g. "512MB", "1.5GiB"; none: no budget, no planning
+    host_budget: str | None = None  # host RAM for activation caches; beyond it they spill to disk
+    cache_dtype: str = "float32"  # float32 | float16
+    recompute: bool = False  # recompute the frozen prefix instead of caching its outputs
+    cache_dir: str | None = None  # where disk caches go (default: the system's temp folder)
 
 
 @dataclass
@@ -82,6 +95,7 @@ class RunConfig:
     svp: SVPConfig = field(default_factory=SVPConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
 
     def validate(self) -> RunConfig:
         from edge_svp.svp import ALIGNMENTS, DIVERGENCES, HEADS
@@ -96,6 +110,7 @@ class RunConfig:
             ("method", self.train.method, ("svp", "bp")),
             ("schedule", self.train.schedule, ("joint", "layerwise")),
             ("device", self.train.device, ("auto", "cpu", "cuda")),
+            ("cache_dtype", self.memory.cache_dtype, ("float32", "float16")),
         ]
         for kind, value, choices in checks:
             if value not in choices:
@@ -114,6 +129,11 @@ class RunConfig:
                 raise EdgeSVPError(f"{name} must be positive, got {value}")
         if self.data.train_limit is not None and self.data.train_limit <= 0:
             raise EdgeSVPError(f"train_limit must be positive, got {self.data.train_limit}")
+        for size in (self.memory.budget, self.memory.host_budget):
+            if size is not None:
+                parse_size(size)
+        if self.memory.budget and self.train.method == "bp":
+            raise EdgeSVPError("a memory budget applies to SVP training; drop it for --method bp")
         if not 0.0 <= self.svp.proj_dropout < 1.0:
             raise EdgeSVPError(f"proj_dropout must be in [0, 1), got {self.svp.proj_dropout}")
         return self
@@ -159,7 +179,13 @@ def from_table(cls, table: dict, where: str):
 
 def config_from_dict(raw: dict, where: str = "config") -> RunConfig:
     raw = dict(raw)
-    sections = {"data": DataConfig, "svp": SVPConfig, "optim": OptimConfig, "train": TrainConfig}
+    sections = {
+        "data": DataConfig,
+        "svp": SVPConfig,
+        "optim": OptimConfig,
+        "train": TrainConfig,
+        "memory": MemoryConfig,
+    }
     allowed = ["profile", "description", "model", *sections]
     for key in raw:
         if key not in allowed:
@@ -183,7 +209,7 @@ def config_from_dict(raw: dict, where: str = "config") -> RunConfig:
 
 def config_to_dict(config: RunConfig) -> dict:
     out = {"profile": config.profile, "description": config.description}
-    for name in ("data", "svp", "optim", "train"):
+    for name in ("data", "svp", "optim", "train", "memory"):
         out[name] = dataclasses.asdict(getattr(config, name))
     out["model"] = {"kind": config.model.kind, **dataclasses.asdict(config.model.options)}
     return out

@@ -25,16 +25,17 @@ import torch
 from edge_svp.config import RunConfig, config_to_dict, dump_toml, load_config
 from edge_svp.data import Dataset, Preprocess, load_dataset
 from edge_svp.errors import EdgeSVPError
-from edge_svp.memory import peak_memory_bytes
+from edge_svp.memory import MemoryMeter, format_bytes, parse_size, peak_memory_bytes
 from edge_svp.models import build_blocks
 from edge_svp.network import SVPNetwork, read_checkpoint
 from edge_svp.progress import Reporter
-from edge_svp.train import block_accuracies, resolve_device, train
+from edge_svp.train import block_accuracies, plan_training, resolve_device, train
 
 CHECKPOINT = "checkpoint.pt"
 SUMMARY = "summary.json"
 METRICS = "metrics.jsonl"
 CONFIG = "config.toml"
+PLAN = "plan.json"
 
 
 def build_network(config: RunConfig, input_shape, num_classes: int) -> SVPNetwork:
@@ -100,13 +101,24 @@ def fit(
         config.data.data_dir = str(Path(config.data.data_dir).resolve())
     start = time.perf_counter()
     dataset, preprocess = load_data(config)
-    net = build_network(config, dataset.input_shape, dataset.num_classes)
     device = resolve_device(config.train.device)
-    # only now, with the input known to be good, does anything appear on disk
+    plan = None
+    if config.train.method == "svp" and backend == "torch":
+        # probe a throwaway copy, so the network itself is charged to the measured budget
+        probe = build_network(config, dataset.input_shape, dataset.num_classes)
+        plan = plan_training(probe, dataset, preprocess, config.train, config.optim, config.memory)
+        del probe
+    meter = MemoryMeter(device)  # baseline: after imports, data loading and the probe
+    net = build_network(config, dataset.input_shape, dataset.num_classes)
+    if device.type == "cuda" and config.memory.budget:
+        limit = (meter.baseline + parse_size(config.memory.budget)) / total_device_memory(device)
+        torch.cuda.set_per_process_memory_fraction(min(limit, 1.0), device)  # overrun fails fast
+    # only now, with the input known to be good and the plan feasible, does anything
+    # appear on disk
     run_dir = prepare_run_dir(Path(out) if out else default_run_dir(config), overwrite)
     (run_dir / CONFIG).write_text(dump_toml(config_to_dict(config)))
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+    if plan:
+        (run_dir / PLAN).write_text(json.dumps(plan.to_dict(), indent=2) + "\n")
 
     def checkpoint(records=None):
         net.save(
@@ -131,7 +143,16 @@ def fit(
             records = train_ort(net, dataset, config, preprocess, export_dir, reporter, on_epoch)
         else:
             records = train(
-                net, dataset, config.train, config.optim, preprocess, reporter, on_epoch=on_epoch
+                net,
+                dataset,
+                config.train,
+                config.optim,
+                preprocess,
+                reporter,
+                on_epoch=on_epoch,
+                memory=config.memory,
+                plan=plan,
+                meter=meter,
             )
     per_block = block_accuracies(net, dataset, preprocess, config.train.eval_batch_size)
     if config.train.method == "bp":  # only the last head is trained by backprop
@@ -159,11 +180,51 @@ def fit(
         "run_dir": str(run_dir),
         "versions": versions(),
         "final_epoch": records[-1] if records else None,
+        "memory": memory_report(config, plan, meter, reporter),
     }
     tmp = run_dir / (SUMMARY + ".tmp")
     tmp.write_text(json.dumps(summary, indent=2) + "\n")
     tmp.replace(run_dir / SUMMARY)
     return summary
+
+
+def plan_run(config: RunConfig):
+    """The MemoryPlan `fit` would follow for `config`, without training."""
+    config.validate()
+    if config.train.method != "svp":
+        raise EdgeSVPError("plans are made for SVP training; backprop keeps every block resident")
+    dataset, preprocess = load_data(config)
+    net = build_network(config, dataset.input_shape, dataset.num_classes)
+    return plan_training(net, dataset, preprocess, config.train, config.optim, config.memory)
+
+
+def memory_report(config: RunConfig, plan, meter: MemoryMeter, reporter) -> dict:
+    """Budget, predicted and measured peaks per block; an overrun is reported loudly."""
+    budget = parse_size(config.memory.budget) if config.memory.budget else None
+    predicted = [b.predicted_peak for b in plan.blocks] if plan else None
+    measured = meter.peaks
+    if plan and config.train.schedule == "joint":  # one measurement for the whole run
+        measured = measured * len(plan.blocks)
+    within = budget is None or max(measured, default=0) <= budget
+    if not within and reporter:
+        reporter.message(
+            f"WARNING: measured peak {format_bytes(max(measured))} exceeded the budget "
+            f"{format_bytes(budget)}"
+        )
+    return {
+        "budget_bytes": budget,
+        "baseline_bytes": meter.baseline,
+        "kind": "cuda_allocator" if meter.device.type == "cuda" else "process_rss_above_baseline",
+        "predicted_peak_bytes": predicted,
+        "measured_peak_bytes": measured,
+        "micro_batch": [b.micro_batch for b in plan.blocks] if plan else None,
+        "cache": [b.output_cache for b in plan.blocks] if plan else None,
+        "within_budget": within,
+    }
+
+
+def total_device_memory(device) -> int:
+    return torch.cuda.get_device_properties(device).total_memory
 
 
 def load_run(run_dir: str | Path, data_dir: str | None = None):

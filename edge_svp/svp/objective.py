@@ -45,6 +45,7 @@ class LocalObjective(nn.Module):
         self.lam = svp.lam
         self.divergence_name = svp.divergence
         self.alignment_name = svp.alignment
+        self.reference_dim = ref_dim
         in_dim = pooled_dim(tuple(feature_shape), svp.pool_size)
         self.projection = RandomProjection(in_dim, svp.proj_dim, seed)
         self.reference = (

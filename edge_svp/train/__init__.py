@@ -1,7 +1,11 @@
 """Training schedules: joint and layerwise SVP, and the backprop baseline.
 
-train(net, dataset)                       # SVP, joint schedule, defaults
-train(net, dataset, TrainConfig(schedule="layerwise", epochs=5))
+    train(net, dataset)                       # SVP, joint schedule, defaults
+    train(net, dataset, TrainConfig(schedule="layerwise", epochs=5))
+    train(net, dataset, memory=MemoryConfig(budget="256MB"))
+
+SVP schedules run as a MemoryPlan says (micro-batch, cache locations); without a budget
+the plan keeps the whole batch and caches in host RAM.
 """
 
 from __future__ import annotations
@@ -10,15 +14,47 @@ from collections.abc import Callable
 
 import torch
 
-from edge_svp.config import DataConfig, OptimConfig, TrainConfig
+from edge_svp.config import DataConfig, MemoryConfig, OptimConfig, TrainConfig
 from edge_svp.data import Dataset, Preprocess
+from edge_svp.memory import MemoryMeter, parse_size
+from edge_svp.memory.planner import MemoryPlan, measure_costs, plan_blocks
 from edge_svp.progress import Reporter
 from edge_svp.train.backprop import train_backprop
-from edge_svp.train.common import TrainData, evaluate, resolve_device
+from edge_svp.train.common import TrainData, evaluate, make_optimizer, resolve_device
 from edge_svp.train.joint import train_joint
 from edge_svp.train.layerwise import train_layerwise
 
 SCHEDULES = {"joint": train_joint, "layerwise": train_layerwise}
+
+
+def plan_training(
+    net,
+    dataset: Dataset,
+    preprocess: Preprocess,
+    train: TrainConfig,
+    optim: OptimConfig,
+    memory: MemoryConfig,
+) -> MemoryPlan:
+    """Probe each block of `net` on the training device and plan within memory.budget."""
+    device = resolve_device(train.device)
+    n = len(dataset.y_train)
+
+    def first_input(m: int) -> torch.Tensor:  # real examples, through real preprocessing
+        return preprocess(dataset.x_train[torch.randint(0, n, (m,))], train=True)
+
+    costs = measure_costs(net, lambda p: make_optimizer(p, optim), device, first_input)
+    return plan_blocks(
+        costs,
+        train.schedule,
+        device.type,
+        train.batch_size,
+        n + len(dataset.y_test),
+        budget=parse_size(memory.budget) if memory.budget else None,
+        host_budget=parse_size(memory.host_budget) if memory.host_budget else None,
+        cache_dtype=memory.cache_dtype,
+        recompute=memory.recompute,
+        input_projection_bytes=net.input_projection.weight.numel() * 4,
+    )
 
 
 def train(
@@ -29,18 +65,25 @@ def train(
     preprocess: Preprocess | None = None,
     reporter: Reporter | None = None,
     on_epoch: Callable[[list[dict]], None] | None = None,
+    memory: MemoryConfig | None = None,
+    plan: MemoryPlan | None = None,
+    meter: MemoryMeter | None = None,
 ) -> list[dict]:
     """Train `net` in place; returns one record per block per epoch."""
     train = train or TrainConfig()
     optim = optim or OptimConfig()
+    memory = memory or MemoryConfig()
     defaults = DataConfig()
     preprocess = preprocess or Preprocess.fit(dataset.x_train, defaults.normalize, defaults.augment)
     device = resolve_device(train.device)
+    if train.method == "svp" and plan is None:
+        plan = plan_training(net, dataset, preprocess, train, optim, memory)
+    meter = meter or MemoryMeter(device)
     torch.manual_seed(train.seed)  # augmentation and dropout draws
-    net.to(device)
+    if train.schedule != "layerwise" or train.method == "bp":
+        net.to(device)
     data = TrainData(dataset, preprocess, device)
     records: list[dict] = []
-
     reporter = reporter or Reporter()
 
     def collect(epoch_records: list[dict]) -> None:
@@ -50,7 +93,7 @@ def train(
             on_epoch(epoch_records)
 
     run = train_backprop if train.method == "bp" else SCHEDULES[train.schedule]
-    run(net, data, train, optim, reporter, collect)
+    run(net, data, train, optim, reporter, collect, plan, meter, memory)
     return records
 
 
@@ -60,4 +103,4 @@ def block_accuracies(net, dataset: Dataset, preprocess: Preprocess, batch_size: 
     return evaluate(net, TrainData(dataset, preprocess, device), batch_size)
 
 
-__all__ = ["SCHEDULES", "block_accuracies", "train"]
+__all__ = ["SCHEDULES", "block_accuracies", "plan_training", "train"]

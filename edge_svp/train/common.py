@@ -95,3 +95,15 @@ def evaluate(net, data: TrainData, batch_size: int) -> list[float]:
             correct[i] += int((logits.argmax(-1) == y).sum())
     net.train(was_training)
     return (correct.double() / n).tolist()
+
+
+def micro_steps(n: int, batch_size: int, micro_batch: int, generator: torch.Generator):
+    """(indices, share of its batch, last of its batch?) for each micro-batch of one epoch.
+
+    Gradients of the micro-batches of one batch are accumulated, each loss weighted by its
+    share, so a step sees the same gradient as the whole batch would give.
+    """
+    for idx in batches(n, batch_size, True, generator):
+        chunks = idx.split(micro_batch)
+        for j, chunk in enumerate(chunks):
+            yield chunk, len(chunk) / len(idx), j == len(chunks) - 1

@@ -1,0 +1,352 @@
+"""The memory planner: what each block costs, and a MemoryPlan that fits a budget.
+
+Costs come from two sources:
+  counted   parameter and buffer bytes, activation-cache bytes (numel x element size)
+  measured  a probe step per block, at two micro-batch sizes, on a throwaway copy of the
+            block: the peak above the memory in use before the step. A straight line
+            through the two peaks gives the per-example bytes (activations saved for
+            backward, the input, temporaries) and the fixed bytes of a step (gradients,
+            optimizer state, workspace).
+
+From these, plan_layerwise / plan_joint pick for each block the largest micro-batch that
+fits (gradient accumulation keeps the profile's batch), where the activation cache lives
+(device, host RAM or disk) and what is resident, and predict each block's peak. See
+docs/memory.md for what a budget counts.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+
+import torch
+
+from edge_svp.errors import EdgeSVPError
+from edge_svp.memory.meter import MemoryMeter, release_memory
+from edge_svp.memory.size import format_bytes
+
+PROBE_SIZES = (16, 64)
+STREAM_BUFFERS = 3  # batches a streaming cache holds outside the step: 2 queued, 1 being read
+BYTES = {"float32": 4, "float16": 2}
+
+
+@dataclass
+class BlockCost:
+    input_shape: tuple[int, ...]
+    output_shape: tuple[int, ...]
+    param_bytes: int  # the block and its head: what trains
+    buffer_bytes: int  # BatchNorm statistics, the fixed projections
+    state_bytes: int  # measured: gradients, optimizer state, workspace of one step
+    example_bytes: int  # measured: activations, input and temporaries per example
+
+    @property
+    def input_example_bytes(self) -> int:
+        return 4 * math.prod(self.input_shape)
+
+    @property
+    def output_example_bytes(self) -> int:
+        return 4 * math.prod(self.output_shape)
+
+
+@dataclass
+class BlockPlan:
+    block: int  # 1-based
+    micro_batch: int
+    accumulation: int  # micro-batches per optimizer step
+    input_source: str  # data | device | host | disk | recompute
+    output_cache: str | None  # where this block's outputs go for the next block
+    resident_bytes: int  # parameters and buffers held in budgeted memory
+    state_bytes: int
+    activation_bytes: int  # per-example bytes x micro-batch
+    cache_bytes: int  # activation caches held in budgeted memory
+    predicted_peak: int
+
+
+@dataclass
+class MemoryPlan:
+    schedule: str
+    device: str
+    budget: int | None
+    host_budget: int | None
+    batch_size: int
+    cache_dtype: str
+    min_budget: int  # the smallest budget for which a plan exists
+    blocks: list[BlockPlan] = field(default_factory=list)
+    costs: list[BlockCost] = field(default_factory=list)
+
+    @property
+    def predicted_peak(self) -> int:
+        return max(b.predicted_peak for b in self.blocks)
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["predicted_peak"] = self.predicted_peak
+        return out
+
+    def table(self) -> str:
+        head = ["block", "params", "optimizer", "activations", "micro-batch", "input",
+                "caches", "predicted peak"]  # fmt: skip
+        rows = [head]
+        for b, c in zip(self.blocks, self.costs, strict=True):
+            rows.append([
+                str(b.block),
+                format_bytes(c.param_bytes + c.buffer_bytes),
+                format_bytes(b.state_bytes),
+                format_bytes(b.activation_bytes),
+                f"{b.micro_batch} x {b.accumulation}",
+                b.input_source,
+                format_bytes(b.cache_bytes) + (f" -> {b.output_cache}" if b.output_cache else ""),
+                format_bytes(b.predicted_peak),
+            ])  # fmt: skip
+        widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+        return "\n".join(
+            "  ".join(v.rjust(w) for v, w in zip(r, widths, strict=True)) for r in rows
+        )
+
+
+# --- measuring --------------------------------------------------------------------------
+
+
+def _bytes(tensors) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def _probe_step(block, objective, make_input, ref_dim, num_classes, optimizer_factory, device, m):
+    """Peak bytes of one training step at micro-batch m, above what exists before it."""
+    optimizer = optimizer_factory([*block.parameters(), *objective.head.parameters()])
+    meter = MemoryMeter(device)  # the baseline: everything that exists before the step
+    with meter.section() as section:
+        x = make_input(m)
+        v_ref = torch.randn(m, ref_dim, device=device)
+        y = torch.randint(0, num_classes, (m,), device=device)
+        out = objective(block(x), v_ref, y)
+        out.loss.backward()
+        optimizer.step()
+        del x, v_ref, y, out
+        optimizer.zero_grad(set_to_none=True)
+        del optimizer
+    return section.peak
+
+
+def measure_costs(
+    net,
+    optimizer_factory: Callable,
+    device: torch.device,
+    first_input: Callable[[int], torch.Tensor],
+) -> list[BlockCost]:
+    """Probe every block of `net` (left untouched) with real training steps on `device`.
+
+    `first_input(m)` makes a batch for the first block exactly as training will (for
+    example uint8 images through preprocessing), so its temporaries are measured too.
+    """
+    shapes = [tuple(net.input_shape)] + _output_shapes(net)
+    costs = []
+    for i in range(len(net)):
+        block = copy.deepcopy(net.blocks[i]).to(device).train()
+        objective = copy.deepcopy(net.objectives[i]).to(device).train()
+        shape = shapes[i]
+
+        def make_input(m: int, first=i == 0, shape=shape) -> torch.Tensor:
+            return first_input(m).to(device) if first else torch.randn(m, *shape, device=device)
+
+        args = (block, objective, make_input, objective.reference_dim, net.num_classes,
+                optimizer_factory, device)  # fmt: skip
+        _probe_step(*args, PROBE_SIZES[0])  # warm-up: one-time kernel set-up is not per step
+        small, large = (_probe_step(*args, m) for m in PROBE_SIZES)
+        per_example = max((large - small) / (PROBE_SIZES[1] - PROBE_SIZES[0]), 0.0)
+        fixed = max(small - per_example * PROBE_SIZES[0], 0.0)
+        costs.append(
+            BlockCost(
+                input_shape=shape,
+                output_shape=shapes[i + 1],
+                param_bytes=_bytes([*block.parameters(), *objective.head.parameters()]),
+                buffer_bytes=_bytes([*block.buffers(), *objective.buffers()]),
+                state_bytes=int(fixed),
+                example_bytes=int(math.ceil(per_example)),
+            )
+        )
+        del block, objective, args
+        release_memory(device)
+    return costs
+
+
+@torch.no_grad()
+def _output_shapes(net) -> list[tuple[int, ...]]:
+    was_training = net.training
+    net.eval()
+    h, shapes = torch.zeros(1, *net.input_shape), []
+    for block in net.blocks:
+        h = block(h)
+        shapes.append(tuple(h.shape[1:]))
+    net.train(was_training)
+    return shapes
+
+
+# --- planning ---------------------------------------------------------------------------
+
+
+def micro_batches(batch_size: int) -> list[int]:
+    """Candidate micro-batches, largest first: ceil(B / k) for k = 1, 2, ..."""
+    return sorted({math.ceil(batch_size / k) for k in range(1, batch_size + 1)}, reverse=True)
+
+
+@dataclass
+class _Setting:
+    """Everything plan_layerwise needs besides the costs."""
+
+    device_type: str
+    budget: int | None
+    host_budget: int | None
+    batch_size: int
+    num_examples: int  # train + test: the cache holds both splits
+    cache_dtype: str
+    recompute: bool
+    input_projection_bytes: int
+
+    def counted(self, location: str | None) -> bool:
+        """Does a cache at `location` sit in budgeted memory?"""
+        if location in (None, "disk", "data", "recompute"):
+            return False
+        return location == "device" or self.device_type == "cpu"
+
+
+def _cache_bytes(cost: BlockCost, s: _Setting) -> int:
+    return s.num_examples * math.prod(cost.output_shape) * BYTES[s.cache_dtype]
+
+
+def _block_plan(i, costs, m, source, target, s: _Setting) -> BlockPlan:
+    cost = costs[i]
+    if s.device_type == "cpu":  # host memory is the device: the whole network is resident
+        resident = sum(c.param_bytes + c.buffer_bytes for c in costs) + s.input_projection_bytes
+    else:
+        resident = cost.param_bytes + cost.buffer_bytes
+        if source == "recompute":
+            resident += sum(c.param_bytes + c.buffer_bytes for c in costs[:i])
+    cache_in = _cache_bytes(costs[i - 1], s) if i and s.counted(source) else 0
+    cache_out = _cache_bytes(cost, s) if s.counted(target) else 0
+    streaming = source in ("host", "disk") and s.device_type == "cpu"
+    stream = STREAM_BUFFERS * m * cost.input_example_bytes if streaming else 0
+    if source == "recompute":  # the frozen prefix runs without autograd, one output at a time
+        stream = 2 * m * max(c.output_example_bytes for c in costs[:i])
+    activations = m * cost.example_bytes
+    train_peak = resident + cost.state_bytes + activations + cache_in + stream
+    cache_peak = resident + activations + cache_in + cache_out + stream if target else 0
+    return BlockPlan(
+        block=i + 1,
+        micro_batch=m,
+        accumulation=math.ceil(s.batch_size / m),
+        input_source=source,
+        output_cache=target,
+        resident_bytes=resident,
+        state_bytes=cost.state_bytes,
+        activation_bytes=activations,
+        cache_bytes=cache_in + cache_out,
+        predicted_peak=max(train_peak, cache_peak),
+    )
+
+
+def _best(i, costs, source, target, s: _Setting) -> BlockPlan | None:
+    """The plan with the largest micro-batch that fits, or None."""
+    for m in micro_batches(s.batch_size):
+        plan = _block_plan(i, costs, m, source, target, s)
+        if s.budget is None or plan.predicted_peak <= s.budget:
+            return plan
+    return None
+
+
+def _locations(i, costs, s: _Setting) -> list[str]:
+    """Where block i's output cache may go, cheapest to read first."""
+    options = ["device", "host", "disk"] if s.device_type == "cuda" else ["host", "disk"]
+    if s.budget is None:
+        options = ["host"]  # no budget: keep the simple, fast choice
+    if s.host_budget is not None and _cache_bytes(costs[i], s) > s.host_budget:
+        options = [o for o in options if o != "host"]
+    return options
+
+
+def plan_layerwise(costs: list[BlockCost], s: _Setting) -> list[BlockPlan]:
+    plans, source = [], "data"
+    for i in range(len(costs)):
+        last = i == len(costs) - 1
+        if last or s.recompute:
+            plan = _best(i, costs, source, None, s)
+        else:
+            # prefer the location that lets this block and the next keep the largest batch
+            def score(loc, i=i, source=source):
+                here = _best(i, costs, source, loc, s)
+                after = _best(i + 1, costs, loc, None, s)
+                return min(here.micro_batch if here else 0, after.micro_batch if after else 0)
+
+            options = _locations(i, costs, s)
+            best = max(options, key=lambda loc: (score(loc), -options.index(loc)))
+            plan = _best(i, costs, source, best, s)
+        if plan is None:
+            return plans + [None]
+        plans.append(plan)
+        source = "recompute" if s.recompute else plan.output_cache
+    return plans
+
+
+def plan_joint(costs: list[BlockCost], s: _Setting) -> list[BlockPlan]:
+    """All blocks resident; one block's graph alive at a time."""
+    resident = sum(c.param_bytes + c.buffer_bytes for c in costs) + s.input_projection_bytes
+    state = sum(c.state_bytes for c in costs)
+    for m in micro_batches(s.batch_size):
+        peaks = [resident + state + m * c.example_bytes for c in costs]
+        if s.budget is None or max(peaks) <= s.budget:
+            return [
+                BlockPlan(i + 1, m, math.ceil(s.batch_size / m), "data" if i == 0 else "device",
+                          None, resident, state, m * c.example_bytes, 0, peaks[i])
+                for i, c in enumerate(costs)
+            ]  # fmt: skip
+    return [None]
+
+
+def plan_blocks(
+    costs: list[BlockCost],
+    schedule: str,
+    device_type: str,
+    batch_size: int,
+    num_examples: int,
+    budget: int | None = None,
+    host_budget: int | None = None,
+    cache_dtype: str = "float32",
+    recompute: bool = False,
+    input_projection_bytes: int = 0,
+) -> MemoryPlan:
+    """A MemoryPlan for `schedule`, or EdgeSVPError naming the block that cannot fit."""
+    s = _Setting(device_type, budget, host_budget, batch_size, num_examples, cache_dtype,
+                 recompute, input_projection_bytes)  # fmt: skip
+    planner = plan_joint if schedule == "joint" else plan_layerwise
+    unlimited = replace(s, budget=None, batch_size=1)
+    if schedule == "joint" or recompute:
+        floor = planner(costs, unlimited)
+    else:  # the smallest layerwise plan streams every cache from disk at micro-batch 1
+        floor = [_block_plan(i, costs, 1, "data" if i == 0 else "disk",
+                             None if i == len(costs) - 1 else "disk", unlimited)
+                 for i in range(len(costs))]  # fmt: skip
+    min_budget = max(p.predicted_peak for p in floor)
+    plans = planner(costs, s)
+    if plans[-1] is None:
+        raise infeasible(schedule, costs, floor, budget, min_budget)
+    return MemoryPlan(schedule, device_type, budget, host_budget, batch_size, cache_dtype,
+                      min_budget, plans, costs)  # fmt: skip
+
+
+def infeasible(schedule, costs, floor, budget, min_budget) -> EdgeSVPError:
+    if schedule == "joint":
+        resident = floor[0].resident_bytes + floor[0].state_bytes
+        if resident > budget:
+            return EdgeSVPError(
+                f"joint training keeps all {len(costs)} blocks and their optimizer states "
+                f"resident ({format_bytes(resident)}), more than the budget "
+                f"{format_bytes(budget)}; use --schedule layerwise, which holds one block"
+            )
+    worst = max(floor, key=lambda p: p.predicted_peak)
+    return EdgeSVPError(
+        f"block {worst.block} needs {format_bytes(worst.predicted_peak)} at micro-batch 1, "
+        f"more than the budget {format_bytes(budget)}; the smallest budget that works "
+        f"is {format_bytes(min_budget)}"
+    )
