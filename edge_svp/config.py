@@ -218,6 +218,9 @@ def config_to_dict(config: RunConfig) -> dict:
 def override(config: RunConfig, **changes) -> RunConfig:
     """Apply `section.key` overrides, e.g. override(c, **{"train.epochs": 3}); None is skipped."""
     raw = config_to_dict(config)
+    kind = changes.get("model.kind")
+    if kind is not None and kind != raw["model"]["kind"]:
+        raw["model"] = {"kind": kind}  # another model kind starts from its own defaults
     for dotted, value in changes.items():
         if value is None:
             continue

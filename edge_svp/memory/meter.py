@@ -17,6 +17,8 @@ import threading
 
 import torch
 
+M_MMAP_THRESHOLD = -3  # mallopt parameter number, from glibc's malloc.h
+
 
 def _status_kib(field: str) -> int | None:
     try:
@@ -58,6 +60,22 @@ def reset_peak_rss() -> bool:
         return False
 
 
+def predictable_host_allocator() -> None:
+    """Make freed host memory go back to the OS at once.
+
+    glibc raises its mmap threshold as large blocks are freed, after which big tensors come
+    from heap arenas whose freed memory stays resident: RSS then ratchets up and stops
+    tracking live memory. A fixed threshold keeps every large tensor in its own mapping,
+    returned on free, so the planner's probe and the training run see the same memory.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL("libc.so.6")
+            libc.mallopt(M_MMAP_THRESHOLD, 64 * 1024)
+        except (OSError, AttributeError):
+            pass
+
+
 def release_memory(device: torch.device) -> None:
     """Give freed memory back: to the OS on CPU (glibc keeps freed heap otherwise), and the
     caching allocator's blocks on CUDA."""
@@ -87,6 +105,7 @@ class MemoryMeter:
     """
 
     def __init__(self, device: torch.device, interval: float = 0.005):
+        predictable_host_allocator()
         self.device = device
         self.interval = interval
         release_memory(device)

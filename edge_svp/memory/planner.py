@@ -29,6 +29,10 @@ from edge_svp.memory.size import format_bytes
 
 PROBE_SIZES = (16, 64)
 STREAM_BUFFERS = 3  # batches a streaming cache holds outside the step: 2 queued, 1 being read
+# What a training run keeps besides the probed step: thread stacks, kernel caches, Python
+# objects, checkpoint and metrics I/O. Measured at 1.5-3.5 MiB between blocks of small CPU
+# runs (bench/memory.py shows predicted against measured); charged to every block.
+RUNTIME_RESERVE = 4 * 2**20
 BYTES = {"float32": 4, "float16": 2}
 
 
@@ -231,6 +235,7 @@ def _block_plan(i, costs, m, source, target, s: _Setting) -> BlockPlan:
     if source == "recompute":  # the frozen prefix runs without autograd, one output at a time
         stream = 2 * m * max(c.output_example_bytes for c in costs[:i])
     activations = m * cost.example_bytes
+    resident += RUNTIME_RESERVE
     train_peak = resident + cost.state_bytes + activations + cache_in + stream
     cache_peak = resident + activations + cache_in + cache_out + stream if target else 0
     return BlockPlan(
@@ -292,6 +297,7 @@ def plan_layerwise(costs: list[BlockCost], s: _Setting) -> list[BlockPlan]:
 def plan_joint(costs: list[BlockCost], s: _Setting) -> list[BlockPlan]:
     """All blocks resident; one block's graph alive at a time."""
     resident = sum(c.param_bytes + c.buffer_bytes for c in costs) + s.input_projection_bytes
+    resident += RUNTIME_RESERVE
     state = sum(c.state_bytes for c in costs)
     for m in micro_batches(s.batch_size):
         peaks = [resident + state + m * c.example_bytes for c in costs]

@@ -1,0 +1,102 @@
+import pytest
+
+from edge_svp.errors import EdgeSVPError
+from edge_svp.memory.planner import RUNTIME_RESERVE, BlockCost, micro_batches, plan_blocks
+
+MB = 10**6
+
+
+def toy_costs():
+    """Three blocks: params 1 MB, state 2 MB, 0.1 MB per example; outputs of 1000 floats."""
+    return [
+        BlockCost((10,), (1000,), 1 * MB, 0, 2 * MB, 100_000),
+        BlockCost((1000,), (1000,), 1 * MB, 0, 2 * MB, 100_000),
+        BlockCost((1000,), (1000,), 1 * MB, 0, 2 * MB, 100_000),
+    ]
+
+
+def plan(schedule="layerwise", device="cuda", budget=None, **kw):
+    kw.setdefault("num_examples", 1000)  # each cache: 1000 x 1000 x 4 B = 4 MB
+    return plan_blocks(toy_costs(), schedule, device, 64, budget=budget, **kw)
+
+
+def test_micro_batch_candidates():
+    assert micro_batches(8) == [8, 4, 3, 2, 1]
+    assert micro_batches(1) == [1]
+
+
+def test_cuda_layerwise_arithmetic_with_device_caches():
+    p = plan(budget=100 * MB)
+    b2 = p.blocks[1]
+    assert b2.micro_batch == 64 and b2.accumulation == 1
+    assert (b2.input_source, b2.output_cache) == ("device", "device")
+    # training: params + state + 64 examples + the input cache (4 MB)
+    training = RUNTIME_RESERVE + 1 * MB + 2 * MB + 64 * 100_000 + 4 * MB
+    # writing the next cache: the optimizer is gone, both caches are on the device
+    caching = RUNTIME_RESERVE + 1 * MB + 64 * 100_000 + 4 * MB + 4 * MB
+    assert b2.predicted_peak == max(training, caching)
+
+
+def test_tight_budget_shrinks_the_micro_batch_and_keeps_the_batch():
+    budget = RUNTIME_RESERVE + 5 * MB
+    p = plan(budget=budget)
+    for b in p.blocks:
+        assert b.micro_batch < 64
+        assert b.micro_batch * b.accumulation >= 64
+        assert b.predicted_peak <= budget
+    # device caches do not fit next to the block: they move off the device
+    assert p.blocks[0].output_cache in ("host", "disk")
+
+
+def test_host_budget_sends_caches_to_disk():
+    p = plan(budget=RUNTIME_RESERVE + 5 * MB, host_budget=1 * MB)
+    assert [b.output_cache for b in p.blocks] == ["disk", "disk", None]
+    assert p.blocks[1].input_source == "disk"
+
+
+def test_cpu_counts_host_caches_and_the_whole_network():
+    p = plan(device="cpu", budget=100 * MB)
+    b2 = p.blocks[1]
+    assert b2.resident_bytes == RUNTIME_RESERVE + 3 * MB  # every block lives in host memory
+    assert b2.cache_bytes == 8 * MB  # host caches are in budgeted memory on CPU
+
+
+def test_min_budget_is_exactly_the_feasibility_threshold():
+    p = plan(budget=100 * MB)
+    plan(budget=p.min_budget)  # feasible
+    with pytest.raises(EdgeSVPError) as error:
+        plan(budget=p.min_budget - 1)
+    message = str(error.value)
+    assert message.startswith("block ")
+    assert "at micro-batch 1" in message and "smallest budget that works" in message
+
+
+def test_joint_plan_keeps_every_block_resident():
+    p = plan("joint", budget=100 * MB)
+    resident = RUNTIME_RESERVE + 3 * MB
+    assert all(b.resident_bytes == resident and b.state_bytes == 6 * MB for b in p.blocks)
+    assert all(b.micro_batch == 64 for b in p.blocks)
+
+
+def test_joint_refuses_when_parameters_and_states_do_not_fit():
+    with pytest.raises(EdgeSVPError, match="--schedule layerwise"):
+        plan("joint", budget=RUNTIME_RESERVE + 8 * MB)
+
+
+def test_recompute_keeps_the_prefix_resident_and_caches_nothing():
+    p = plan(budget=100 * MB, recompute=True)
+    assert [b.input_source for b in p.blocks] == ["data", "recompute", "recompute"]
+    assert all(b.output_cache is None for b in p.blocks)
+    assert p.blocks[2].resident_bytes == RUNTIME_RESERVE + 3 * MB
+
+
+def test_no_budget_keeps_the_whole_batch_in_host_caches():
+    p = plan()
+    assert all(b.micro_batch == 64 for b in p.blocks)
+    assert [b.output_cache for b in p.blocks] == ["host", "host", None]
+
+
+def test_fp16_cache_halves_cache_bytes():
+    fp32 = plan(device="cpu").blocks[1].cache_bytes
+    fp16 = plan(device="cpu", cache_dtype="float16").blocks[1].cache_bytes
+    assert fp16 * 2 == fp32

@@ -1,0 +1,63 @@
+"""Training under a memory budget, measured for real on the CPU."""
+
+import json
+import re
+
+import pytest
+from click.testing import CliRunner
+
+from edge_svp.cli import main
+
+CNN = ["--set", 'model.kind="cnn"', "--set", "model.channels=[[64],[64]]", "--set",
+       "svp.proj_dim=32", "--batch-size", "256", "--epochs", "1", "--schedule", "layerwise"]  # fmt: skip
+
+
+def fit(tmp_path, *args):
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, ["fit", *CNN, *args, "--out", str(out)])
+    return result, out
+
+
+def test_tight_budget_micro_batches_and_measured_peak_stays_under(tmp_path):
+    result, out = fit(tmp_path, "--mem-budget", "16MB", "--host-budget", "1MB")
+    assert result.exit_code == 0, result.output
+    memory = json.loads((out / "summary.json").read_text())["memory"]
+    assert memory["budget_bytes"] == 16_000_000
+    assert memory["micro_batch"][0] < 256  # the planner had to split the batch
+    assert memory["cache"] == ["disk", None]  # the host budget sent the cache to disk
+    assert memory["within_budget"]
+    assert 0 < max(memory["measured_peak_bytes"]) <= 16_000_000
+    assert all(p <= 16_000_000 for p in memory["predicted_peak_bytes"])
+
+
+def test_infeasible_budget_is_refused_before_training(tmp_path):
+    result, out = fit(tmp_path, "--mem-budget", "1MB")
+    assert result.exit_code == 2
+    line = result.stderr.strip()
+    assert len(line.splitlines()) == 1
+    assert re.search(r"block \d needs [\d.]+ [KMG]iB at micro-batch 1", line)
+    assert "smallest budget that works" in line
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("budget", ["12 parsecs", "-1GB", "MB"])
+def test_malformed_budget_is_one_line(tmp_path, budget):
+    result, out = fit(tmp_path, "--mem-budget", budget)
+    assert result.exit_code == 2
+    assert "memory size" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_plan_prints_a_table_and_the_smallest_budget():
+    result = CliRunner().invoke(main, ["plan", *CNN, "--mem-budget", "64MB"])
+    assert result.exit_code == 0, result.output
+    assert "predicted peak" in result.output and "smallest budget that works" in result.output
+    assert result.output.count("\n") >= 5
+
+
+def test_plan_json_matches_what_fit_follows(tmp_path):
+    result = CliRunner().invoke(main, ["plan", *CNN, "--mem-budget", "20MB", "--json"])
+    plan = json.loads(result.output)
+    assert plan["budget"] == 20_000_000
+    assert plan["min_budget"] <= plan["predicted_peak"] <= 20_000_000
+    assert [b["block"] for b in plan["blocks"]] == [1, 2]
