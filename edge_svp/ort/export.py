@@ -26,6 +26,7 @@ from edge_svp.data import Preprocess
 from edge_svp.errors import EdgeSVPError
 from edge_svp.network import SVPNetwork
 from edge_svp.ort.requirements import missing
+from edge_svp.svp import RandomProjection
 
 try:
     import onnx
@@ -116,10 +117,11 @@ def export_block_graph(block: torch.nn.Module, input_shape, index: int) -> onnx.
 
 def loss_spec(net: SVPNetwork, index: int, feature_shape) -> LossSpec:
     objective = net.objectives[index]
-    cfg_dim = objective.projection.weight.shape[0]
+    projection = objective.projection.weight.numpy()
+    # the reference is projected only when its width differs from this block's d0
     reference = objective.reference
-    ref_weight = reference.weight.numpy() if hasattr(reference, "weight") else None
-    ref_dim = ref_weight.shape[1] if ref_weight is not None else cfg_dim
+    ref_weight = reference.weight.numpy() if isinstance(reference, RandomProjection) else None
+    ref_dim = ref_weight.shape[1] if ref_weight is not None else projection.shape[0]
     head = {f"head.{k}": v.detach().numpy() for k, v in objective.head.state_dict().items()}
     return LossSpec(
         feature_shape=tuple(feature_shape),
@@ -133,7 +135,7 @@ def loss_spec(net: SVPNetwork, index: int, feature_shape) -> LossSpec:
         pool_size=objective.pool_size,
         token_pool=objective.token_pool,
         head="linear" if isinstance(objective.head, torch.nn.Linear) else "mlp",
-        projection=objective.projection.weight.numpy(),
+        projection=projection,
         reference_projection=ref_weight,
         head_parameters=head,
     )
@@ -265,13 +267,13 @@ def export_training(
     out: str | Path,
 ) -> Manifest:
     """Write ORT training artifacts for every block of `net` (its current weights) to `out`."""
+    _, optimizer = optimizer_block(config)  # refuse an optimizer ORT lacks before any work
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     net = net.cpu()
     shapes = block_shapes(net)
     blocks = [export_block(net, i, shapes, config, out / f"block{i + 1}") for i in range(len(net))]
     onnx.save(reference_model(net), str(out / "reference.onnx"))
-    _, optimizer = optimizer_block(config)
     raw = config_to_dict(config)
     manifest = Manifest(
         profile=config.profile,

@@ -165,12 +165,15 @@ class Inputs:
 
     def advance(self, trainer: BlockTrainer, batch_size: int) -> None:
         """Replace the inputs with the outputs of the block `trainer` (now frozen)."""
-        hs, vs = [], []
-        for idx in batches(len(self.split.y), batch_size):
+        n = len(self.split.y)
+        h = v = None  # filled in place: concatenating batches would briefly hold it twice
+        for idx in batches(n, batch_size):
             out = trainer.evaluate(self(idx))
-            hs.append(out[OUTPUT])
-            vs.append(out[V_OUT])
-        self.cache = (np.concatenate(hs), np.concatenate(vs))
+            if h is None:
+                h = np.empty((n, *out[OUTPUT].shape[1:]), np.float32)
+                v = np.empty((n, *out[V_OUT].shape[1:]), np.float32)
+            h[idx], v[idx] = out[OUTPUT], out[V_OUT]
+        self.cache = (h, v)
 
 
 def accuracy(trainer: BlockTrainer, inputs: Inputs, batch_size: int) -> float:
