@@ -29,7 +29,13 @@ from edge_svp.memory import MemoryMeter, format_bytes, parse_size, peak_memory_b
 from edge_svp.models import build_blocks
 from edge_svp.network import SVPNetwork, read_checkpoint
 from edge_svp.progress import Reporter
-from edge_svp.train import block_accuracies, plan_training, resolve_device, train
+from edge_svp.train import (
+    block_accuracies,
+    measure_network,
+    plan_training,
+    resolve_device,
+    train,
+)
 
 CHECKPOINT = "checkpoint.pt"
 SUMMARY = "summary.json"
@@ -103,10 +109,16 @@ def fit(
     dataset, preprocess = load_data(config)
     device = resolve_device(config.train.device)
     plan = None
-    if config.train.method == "svp" and backend == "torch":
-        # probe a throwaway copy, so the network itself is charged to the measured budget
+    if backend == "torch":
+        # Probe a throwaway copy, so that the network itself is charged to the measured
+        # budget. The probe also runs every kernel once, for bp too, so that one-time
+        # set-up is charged to no method.
         probe = build_network(config, dataset.input_shape, dataset.num_classes)
-        plan = plan_training(probe, dataset, preprocess, config.train, config.optim, config.memory)
+        costs = measure_network(probe, dataset, preprocess, config.train, config.optim)
+        if config.train.method == "svp":
+            plan = plan_training(
+                probe, dataset, preprocess, config.train, config.optim, config.memory, costs
+            )
         del probe
     meter = MemoryMeter(device)  # baseline: after imports, data loading and the probe
     net = build_network(config, dataset.input_shape, dataset.num_classes)

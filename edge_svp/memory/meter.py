@@ -109,10 +109,10 @@ class MemoryMeter:
         self.device = device
         self.interval = interval
         release_memory(device)
-        self.baseline = self._in_use()
+        self.baseline = self.in_use()
         self.peaks: list[int] = []
 
-    def _in_use(self) -> int:
+    def in_use(self) -> int:
         if self.device.type == "cuda":
             return torch.cuda.memory_allocated(self.device)
         return current_rss_bytes()

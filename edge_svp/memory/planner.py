@@ -44,6 +44,7 @@ class BlockCost:
     buffer_bytes: int  # BatchNorm statistics, the fixed projections
     state_bytes: int  # measured: gradients, optimizer state, workspace of one step
     example_bytes: int  # measured: activations, input and temporaries per example
+    kept_bytes: int = 0  # measured: the part of state_bytes that outlives a step
 
     @property
     def input_example_bytes(self) -> int:
@@ -118,7 +119,8 @@ def _bytes(tensors) -> int:
 
 
 def _probe_step(block, objective, make_input, ref_dim, num_classes, optimizer_factory, device, m):
-    """Peak bytes of one training step at micro-batch m, above what exists before it."""
+    """Peak bytes of one training step at micro-batch m, above what exists before it, and
+    the bytes the step leaves behind (gradients, optimizer state)."""
     optimizer = optimizer_factory([*block.parameters(), *objective.head.parameters()])
     meter = MemoryMeter(device)  # the baseline: everything that exists before the step
     with meter.section() as section:
@@ -129,9 +131,10 @@ def _probe_step(block, objective, make_input, ref_dim, num_classes, optimizer_fa
         out.loss.backward()
         optimizer.step()
         del x, v_ref, y, out
+        kept = meter.in_use() - meter.baseline  # gradients and optimizer state stay
         optimizer.zero_grad(set_to_none=True)
         del optimizer
-    return section.peak
+    return section.peak, max(kept, 0)
 
 
 def measure_costs(
@@ -158,7 +161,7 @@ def measure_costs(
         args = (block, objective, make_input, objective.reference_dim, net.num_classes,
                 optimizer_factory, device)  # fmt: skip
         _probe_step(*args, PROBE_SIZES[0])  # warm-up: one-time kernel set-up is not per step
-        small, large = (_probe_step(*args, m) for m in PROBE_SIZES)
+        (small, kept), (large, _) = (_probe_step(*args, m) for m in PROBE_SIZES)
         per_example = max((large - small) / (PROBE_SIZES[1] - PROBE_SIZES[0]), 0.0)
         fixed = max(small - per_example * PROBE_SIZES[0], 0.0)
         costs.append(
@@ -168,6 +171,7 @@ def measure_costs(
                 param_bytes=_bytes([*block.parameters(), *objective.head.parameters()]),
                 buffer_bytes=_bytes([*block.buffers(), *objective.buffers()]),
                 state_bytes=int(fixed),
+                kept_bytes=int(min(kept, fixed)),
                 example_bytes=int(math.ceil(per_example)),
             )
         )
@@ -265,7 +269,7 @@ def _locations(i, costs, s: _Setting) -> list[str]:
     """Where block i's output cache may go, cheapest to read first."""
     options = ["device", "host", "disk"] if s.device_type == "cuda" else ["host", "disk"]
     if s.budget is None:
-        options = ["host"]  # no budget: keep the simple, fast choice
+        options = options[-2:]  # no budget: spend no device memory on caches
     if s.host_budget is not None and _cache_bytes(costs[i], s) > s.host_budget:
         options = [o for o in options if o != "host"]
     return options
@@ -295,16 +299,22 @@ def plan_layerwise(costs: list[BlockCost], s: _Setting) -> list[BlockPlan]:
 
 
 def plan_joint(costs: list[BlockCost], s: _Setting) -> list[BlockPlan]:
-    """All blocks resident; one block's graph alive at a time."""
+    """All blocks resident; one block's graph alive at a time.
+
+    Every block keeps its gradients and optimizer state; the step's workspace and the
+    activations are only ever alive for one block at a time."""
     resident = sum(c.param_bytes + c.buffer_bytes for c in costs) + s.input_projection_bytes
     resident += RUNTIME_RESERVE
-    state = sum(c.state_bytes for c in costs)
+    kept = sum(c.kept_bytes for c in costs)
     for m in micro_batches(s.batch_size):
-        peaks = [resident + state + m * c.example_bytes for c in costs]
+        peaks = [
+            resident + kept + c.state_bytes - c.kept_bytes + m * c.example_bytes for c in costs
+        ]
         if s.budget is None or max(peaks) <= s.budget:
             return [
                 BlockPlan(i + 1, m, math.ceil(s.batch_size / m), "data" if i == 0 else "device",
-                          None, resident, state, m * c.example_bytes, 0, peaks[i])
+                          None, resident, kept + c.state_bytes - c.kept_bytes,
+                          m * c.example_bytes, 0, peaks[i])
                 for i, c in enumerate(costs)
             ]  # fmt: skip
     return [None]
@@ -343,7 +353,7 @@ def plan_blocks(
 
 def infeasible(schedule, costs, floor, budget, min_budget) -> EdgeSVPError:
     if schedule == "joint":
-        resident = floor[0].resident_bytes + floor[0].state_bytes
+        resident = floor[0].resident_bytes + sum(c.kept_bytes for c in costs)
         if resident > budget:
             return EdgeSVPError(
                 f"joint training keeps all {len(costs)} blocks and their optimizer states "

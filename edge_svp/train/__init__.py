@@ -27,6 +27,17 @@ from edge_svp.train.layerwise import train_layerwise
 SCHEDULES = {"joint": train_joint, "layerwise": train_layerwise}
 
 
+def measure_network(net, dataset: Dataset, preprocess: Preprocess, train, optim) -> list:
+    """Probe each block of `net` (left untouched) on the training device: BlockCosts."""
+    device = resolve_device(train.device)
+    n = len(dataset.y_train)
+
+    def first_input(m: int) -> torch.Tensor:  # real examples, through real preprocessing
+        return preprocess(dataset.x_train[torch.randint(0, n, (m,))], train=True)
+
+    return measure_costs(net, lambda p: make_optimizer(p, optim), device, first_input)
+
+
 def plan_training(
     net,
     dataset: Dataset,
@@ -34,21 +45,16 @@ def plan_training(
     train: TrainConfig,
     optim: OptimConfig,
     memory: MemoryConfig,
+    costs: list | None = None,
 ) -> MemoryPlan:
-    """Probe each block of `net` on the training device and plan within memory.budget."""
-    device = resolve_device(train.device)
-    n = len(dataset.y_train)
-
-    def first_input(m: int) -> torch.Tensor:  # real examples, through real preprocessing
-        return preprocess(dataset.x_train[torch.randint(0, n, (m,))], train=True)
-
-    costs = measure_costs(net, lambda p: make_optimizer(p, optim), device, first_input)
+    """Probe each block of `net` (unless `costs` are given) and plan within memory.budget."""
+    costs = costs or measure_network(net, dataset, preprocess, train, optim)
     return plan_blocks(
         costs,
         train.schedule,
-        device.type,
+        resolve_device(train.device).type,
         train.batch_size,
-        n + len(dataset.y_test),
+        len(dataset.y_train) + len(dataset.y_test),
         budget=parse_size(memory.budget) if memory.budget else None,
         host_budget=parse_size(memory.host_budget) if memory.host_budget else None,
         cache_dtype=memory.cache_dtype,
@@ -103,4 +109,4 @@ def block_accuracies(net, dataset: Dataset, preprocess: Preprocess, batch_size: 
     return evaluate(net, TrainData(dataset, preprocess, device), batch_size)
 
 
-__all__ = ["SCHEDULES", "block_accuracies", "plan_training", "train"]
+__all__ = ["SCHEDULES", "block_accuracies", "measure_network", "plan_training", "train"]
