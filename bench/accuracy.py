@@ -9,9 +9,10 @@ writes bench/results/accuracy-<suite>.json.
 """
 
 import argparse
+import json
 import sys
 
-from common import fit, table, write_results
+from common import RESULTS, fit, table, write_results
 
 SUITES = {
     "digits": {"profile": "digits-mlp", "runs": {"svp joint": [], "bp": ["--method", "bp"]}},
@@ -73,7 +74,13 @@ def main():
         )
     )
     command = " ".join(["python", "bench/accuracy.py", *sys.argv[1:]])
-    print("wrote", write_results(f"accuracy-{args.suite}", {"command": command, "rows": rows}))
+    for r in rows:
+        r["command"] = command
+    # runs of one suite made by separate invocations (--only) share one results file
+    path = RESULTS / f"accuracy-{args.suite}.json"
+    earlier = json.loads(path.read_text())["rows"] if path.exists() else []
+    merged = {r["run"]: r for r in earlier + rows}
+    print("wrote", write_results(f"accuracy-{args.suite}", {"rows": list(merged.values())}))
 
 
 if __name__ == "__main__":
