@@ -105,7 +105,6 @@ class BlockTrainer:
 
     def __init__(self, export_dir: Path, block: Block, threads: int | None = None):
         onnxruntime, api = ort_api()
-        self.block = block
         directory = Path(export_dir) / block.directory
         options = onnxruntime.SessionOptions()
         options.log_severity_level = 3  # not the warnings about unused Dropout constants
