@@ -38,6 +38,7 @@ def main():
     parser.add_argument("--train-limit", type=int)
     parser.add_argument("--d0", type=int, required=True, help="the profile's proj_dim")
     parser.add_argument("--only", nargs="*", help="run only these grid entries")
+    parser.add_argument("--reuse", action="store_true", help="reuse finished identical runs")
     args = parser.parse_args()
 
     base = ["--profile", args.profile, "--data-dir", args.data_dir, "--epochs", str(args.epochs)]
@@ -52,7 +53,7 @@ def main():
         if args.only and name not in args.only:
             continue
         extra = [a for s in settings for a in ("--set", s.format(**sizes))]
-        summary = fit(f"{args.profile}-{i:02d}", base + extra, group="ablation")
+        summary = fit(f"{args.profile}-{i:02d}", base + extra, "ablation", args.reuse)
         rows.append(
             {
                 "config": name.replace("0.25x", str(sizes["d0_small"])).replace(

@@ -12,15 +12,23 @@ RESULTS = ROOT / "bench" / "results"
 RUNS = ROOT / "runs" / "bench"
 
 
-def fit(name: str, args: list[str], group: str) -> dict:
-    """Run `edge-svp fit ARGS` into runs/bench/GROUP/NAME and return its summary."""
+def fit(name: str, args: list[str], group: str, reuse: bool = False) -> dict:
+    """Run `edge-svp fit ARGS` into runs/bench/GROUP/NAME and return its summary.
+
+    With `reuse`, a finished run of the same command line is read instead of run again."""
     out = RUNS / group / name
+    done = out / "summary.json"
+    if reuse and done.exists() and (out / "args.json").exists():
+        if json.loads((out / "args.json").read_text()) == args:
+            print(f"reusing {out}", flush=True)
+            return json.loads(done.read_text())
     cmd = [sys.executable, "-m", "edge_svp", "fit", *args, "--out", str(out), "--overwrite"]
     print(f"$ edge-svp fit {' '.join(args)}", flush=True)
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"{name} failed:\n{proc.stderr[-2000:]}")
-    return json.loads((out / "summary.json").read_text())
+    (out / "args.json").write_text(json.dumps(args))
+    return json.loads(done.read_text())
 
 
 def table(rows: list[dict], columns: list[tuple[str, str]]) -> str:

@@ -19,6 +19,7 @@ import json
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -161,10 +162,15 @@ def mnist_suite(args) -> dict:
     base += ["--data-dir", args.data_dir] if args.data_dir else []
     rows = []
     for backend in ("torch", "ort"):
-        s = fit(f"mnist-layerwise-{backend}", [*base, "--backend", backend], "ort")
+        name = f"mnist-layerwise-{backend}"
+        s = fit(name, [*base, "--backend", backend], "ort")
+        svp = tomllib.loads((RUNS / "ort" / name / "config.toml").read_text())["svp"]
         rows.append(
             {
                 "backend": backend,
+                "svp": " ".join(
+                    f"{k}={svp[k]}" for k in ("divergence", "beta", "alignment", "lam")
+                ),
                 "test_accuracy": round(100 * s["test_accuracy"], 2),
                 "per_block": " / ".join(f"{100 * a:.2f}" for a in s["per_block_accuracy"]),
                 "epochs": s["epochs"],
@@ -175,7 +181,7 @@ def mnist_suite(args) -> dict:
         )
         print(rows[-1], flush=True)
     gap = abs(rows[0]["test_accuracy"] - rows[1]["test_accuracy"])
-    print(table(rows, [("backend", "backend"), ("test acc %", "test_accuracy"),
+    print(table(rows, [("backend", "backend"), ("svp", "svp"), ("test acc %", "test_accuracy"),
                        ("per-block acc %", "per_block"), ("epochs per block", "epochs"),
                        ("peak RSS MiB", "peak_rss_mib"), ("wall s", "wall_seconds")]))  # fmt: skip
     print(f"accuracy gap: {gap:.2f} points")
