@@ -2,10 +2,11 @@
 
     python bench/accuracy.py digits
     python bench/accuracy.py mnist --data-dir ../shared/data
-    python bench/accuracy.py cifar10 --data-dir ../shared/data
+    python bench/accuracy.py cifar10 --data-dir ../shared/data --epochs 5
 
-Each configuration runs in its own process (`edge-svp fit`). Prints a markdown table and
-writes bench/results/accuracy-<suite>.json.
+Each configuration runs in its own process (`edge-svp fit`); `--only NAME ...` runs some of
+them (results of separate invocations merge). Prints a markdown table and writes
+bench/results/accuracy-<suite>.json.
 """
 
 import argparse
@@ -33,7 +34,7 @@ def main():
     parser.add_argument("suite", choices=SUITES)
     parser.add_argument("--data-dir")
     parser.add_argument("--only", nargs="*", help="run only these configurations")
-    parser.add_argument("extra", nargs=argparse.REMAINDER, help="more `edge-svp fit` options")
+    parser.add_argument("--epochs", type=int, help="override the profile's epochs")
     args = parser.parse_args()
     suite = SUITES[args.suite]
     base = ["--profile", suite["profile"]] + (
@@ -43,7 +44,8 @@ def main():
     for name, extra in suite["runs"].items():
         if args.only and name not in args.only:
             continue
-        s = fit(f"{args.suite}-{name.replace(' ', '-')}", base + extra + args.extra, "accuracy")
+        epochs = ["--epochs", str(args.epochs)] if args.epochs else []
+        s = fit(f"{args.suite}-{name.replace(' ', '-')}", base + extra + epochs, "accuracy")
         rows.append(
             {
                 "run": name,
