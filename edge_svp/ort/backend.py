@@ -22,6 +22,12 @@ def check_supported(config: RunConfig) -> None:
         raise EdgeSVPError(
             "the ort backend trains SVP layerwise; use --method svp --schedule layerwise"
         )
+    memory = config.memory
+    if memory.budget or memory.host_budget or memory.recompute or memory.cache_dtype != "float32":
+        raise EdgeSVPError(
+            "the ort backend keeps float32 caches in host memory and plans no budget; "
+            "drop --mem-budget, --host-budget, --recompute and memory.cache_dtype"
+        )
     if config.data.augment:
         raise EdgeSVPError("the ort backend has no data augmentation; add --set data.augment=false")
 

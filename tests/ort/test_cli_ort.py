@@ -73,6 +73,10 @@ def test_export_training_artifacts_from_a_run_and_from_a_profile(ort_run, tmp_pa
     "args, message",
     [
         (["fit", "--backend", "ort", "--schedule", "joint"], "trains SVP layerwise"),
+        (
+            ["fit", "--backend", "ort", "--schedule", "layerwise", "--mem-budget", "64MB"],
+            "plans no budget",
+        ),
         (["export", "--out", "x"], "either a RUN_DIR or --profile"),
         (["export", "--profile", "digits-mlp", "--inference", "--out", "x"], "trained RUN_DIR"),
     ],
