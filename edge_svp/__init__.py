@@ -24,8 +24,8 @@ import importlib
 # binds every name; binding `train` last also replaces the `edge_svp.train` subpackage
 # attribute with the function, as before.
 _EXPORTS = {
-    "edge_svp.config": ["DataConfig", "ModelConfig", "OptimConfig", "RunConfig", "SVPConfig",
-                        "TrainConfig", "load_profile", "override"],
+    "edge_svp.config": ["DataConfig", "MemoryConfig", "ModelConfig", "OptimConfig", "RunConfig",
+                        "SVPConfig", "TrainConfig", "load_profile", "override"],
     "edge_svp.data": ["Dataset", "Preprocess", "load_dataset"],
     "edge_svp.errors": ["EdgeSVPError"],
     "edge_svp.network": ["SVPNetwork"],
@@ -47,6 +47,7 @@ __all__ = [
     "DataConfig",
     "Dataset",
     "EdgeSVPError",
+    "MemoryConfig",
     "ModelConfig",
     "OptimConfig",
     "Preprocess",
