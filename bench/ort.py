@@ -68,7 +68,7 @@ def worker(framework: str, kind: str, export_dir: Path, threads: int, steps: int
     else:
         import torch
 
-        from edge_svp.train.common import make_optimizer
+        from edge_svp.training.common import make_optimizer
 
         torch.set_num_threads(threads)
         config, net = network(kind)

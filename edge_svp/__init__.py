@@ -21,8 +21,7 @@ import importlib
 # The API below is imported on first use rather than here, so that the torch-free ORT
 # runtime (`import edge_svp.ort.runtime` on a device without torch) does not pull in torch
 # through this __init__. The first access imports all of it, as an eager import did, and
-# binds every name; binding `train` last also replaces the `edge_svp.train` subpackage
-# attribute with the function, as before.
+# binds every name.
 _EXPORTS = {
     "edge_svp.config": ["DataConfig", "MemoryConfig", "ModelConfig", "OptimConfig", "RunConfig",
                         "SVPConfig", "TrainConfig", "load_profile", "override"],
@@ -30,7 +29,7 @@ _EXPORTS = {
     "edge_svp.errors": ["EdgeSVPError"],
     "edge_svp.network": ["SVPNetwork"],
     "edge_svp.run": ["build_network", "evaluate_run", "fit", "load_run"],
-    "edge_svp.train": ["block_accuracies", "train"],
+    "edge_svp.training": ["block_accuracies", "train"],
 }  # fmt: skip
 
 

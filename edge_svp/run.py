@@ -29,7 +29,7 @@ from edge_svp.memory import MemoryMeter, format_bytes, parse_size, peak_memory_b
 from edge_svp.models import build_blocks
 from edge_svp.network import SVPNetwork, read_checkpoint
 from edge_svp.progress import Reporter
-from edge_svp.train import (
+from edge_svp.training import (
     block_accuracies,
     measure_network,
     plan_training,

@@ -7,7 +7,7 @@ run
 
 Block 1 trains for all epochs on the preprocessed input; then it is frozen, its eval graph
 computes its outputs h and projections v on both splits once, and block 2 trains on that cache
-(h as input, v as reference), and so on: the layerwise schedule of edge_svp/train/layerwise.py.
+(h as input, v as reference), and so on: the layerwise schedule of edge_svp/training/layerwise.py.
 Each block's weights are saved to its trained_checkpoint after every epoch.
 """
 
@@ -89,7 +89,7 @@ class Preprocessor:
 
 
 def lr_factor(kind: str, step: int, total: int) -> float:
-    """edge_svp.train.common.make_lr_schedule, one value per optimizer step."""
+    """edge_svp.training.common.make_lr_schedule, one value per optimizer step."""
     if kind == "constant":
         return 1.0
     return 0.5 * (1 + math.cos(math.pi * min(step, total) / total))

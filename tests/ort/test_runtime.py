@@ -26,7 +26,7 @@ from edge_svp.ort import runtime  # noqa: E402
 from edge_svp.ort.inference import export_inference  # noqa: E402
 from edge_svp.ort.manifest import Manifest  # noqa: E402
 from edge_svp.ort.weights import load_trained_weights  # noqa: E402
-from edge_svp.train import block_accuracies  # noqa: E402
+from edge_svp.training import block_accuracies  # noqa: E402
 
 
 def splits(kind):

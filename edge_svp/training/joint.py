@@ -9,7 +9,7 @@ import time
 
 import torch
 
-from edge_svp.train.common import (
+from edge_svp.training.common import (
     BatchStats,
     evaluate,
     make_lr_schedule,

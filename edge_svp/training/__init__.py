@@ -19,10 +19,10 @@ from edge_svp.data import Dataset, Preprocess
 from edge_svp.memory import MemoryMeter, parse_size
 from edge_svp.memory.planner import MemoryPlan, measure_costs, plan_blocks
 from edge_svp.progress import Reporter
-from edge_svp.train.backprop import train_backprop
-from edge_svp.train.common import TrainData, evaluate, make_optimizer, resolve_device
-from edge_svp.train.joint import train_joint
-from edge_svp.train.layerwise import train_layerwise
+from edge_svp.training.backprop import train_backprop
+from edge_svp.training.common import TrainData, evaluate, make_optimizer, resolve_device
+from edge_svp.training.joint import train_joint
+from edge_svp.training.layerwise import train_layerwise
 
 SCHEDULES = {"joint": train_joint, "layerwise": train_layerwise}
 

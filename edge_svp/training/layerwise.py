@@ -16,7 +16,7 @@ import torch
 from edge_svp.data import batches
 from edge_svp.memory import release_memory
 from edge_svp.memory.activation_cache import ActivationCache
-from edge_svp.train.common import BatchStats, make_lr_schedule, make_optimizer, micro_steps
+from edge_svp.training.common import BatchStats, make_lr_schedule, make_optimizer, micro_steps
 
 
 class BlockInputs:

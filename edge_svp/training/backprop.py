@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from edge_svp.train.common import (
+from edge_svp.training.common import (
     BatchStats,
     evaluate,
     make_lr_schedule,
