@@ -124,3 +124,25 @@ def test_conv_and_transformer_models_train(digits, kind, options):
     for block in (1, 2):
         losses = [r["loss"] for r in records if r["block"] == block]
         assert losses[-1] < losses[0]
+
+
+def test_layerwise_from_disk_caches_trains_exactly_as_from_host(digits):
+    from edge_svp import MemoryConfig
+
+    config = small_config(**{"train.schedule": "layerwise", "train.epochs": 2})
+    runs = {}
+    for where, memory in {"host": MemoryConfig(), "disk": MemoryConfig(host_budget="1")}.items():
+        net = net_for(config, digits)
+        runs[where] = train(net, digits, config.train, config.optim, memory=memory)
+    assert runs["disk"] == [
+        {**r, "seconds": d["seconds"]} for r, d in zip(runs["host"], runs["disk"], strict=True)
+    ]
+
+
+def test_layerwise_with_recomputed_prefix_learns(digits):
+    from edge_svp import MemoryConfig
+
+    config = small_config(**{"train.schedule": "layerwise", "train.epochs": 8})
+    net = net_for(config, digits)
+    records = train(net, digits, config.train, config.optim, memory=MemoryConfig(recompute=True))
+    assert records[-1]["block"] == 2 and records[-1]["test_accuracy"] > 0.8
