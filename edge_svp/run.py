@@ -5,9 +5,11 @@
       metrics.jsonl    one line per block per epoch, appended as training goes
       checkpoint.pt    weights, projection buffers and preprocessing, written atomically
                        after every epoch
-      summary.json     written last: accuracies, peak memory, wall time, versions
+      plan.json        the memory plan followed (SVP with the torch backend)
+      summary.json     written last: accuracies, peak and per-block memory, wall time,
+                       versions
 
-This module is the Python API under `edge-svp fit` and `edge-svp eval`.
+This module is the Python API under `edge-svp fit`, `edge-svp eval` and `edge-svp plan`.
 """
 
 from __future__ import annotations
