@@ -30,8 +30,9 @@ from edge_svp.memory.size import format_bytes
 PROBE_SIZES = (16, 64)
 STREAM_BUFFERS = 3  # batches a streaming cache holds outside the step: 2 queued, 1 being read
 # What a training run keeps besides the probed step: thread stacks, kernel caches, Python
-# objects, checkpoint and metrics I/O. Measured at 1.5-3.5 MiB between blocks of small CPU
-# runs (bench/memory.py shows predicted against measured); charged to every block.
+# objects, checkpoint and metrics I/O. Seen at 1.5-3.5 MiB between the blocks of small
+# digits CNN runs on CPU; charged to every block. bench/memory.py shows predicted against
+# measured peaks, and docs/memory.md the limits of this.
 RUNTIME_RESERVE = 4 * 2**20
 BYTES = {"float32": 4, "float16": 2}
 

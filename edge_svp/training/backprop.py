@@ -11,13 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from edge_svp.training.common import (
-    BatchStats,
-    evaluate,
-    make_lr_schedule,
-    make_optimizer,
-    micro_steps,
-)
+from edge_svp.data import batches
+from edge_svp.training.common import BatchStats, evaluate, make_lr_schedule, make_optimizer
 
 
 def _forward(net, x: torch.Tensor, checkpointing: bool) -> torch.Tensor:
@@ -39,10 +34,9 @@ def train_backprop(net, data, train, optim, reporter, on_epoch, plan, meter, mem
             start = time.perf_counter()
             net.train()
             stats = BatchStats()
-            epoch_steps = list(
-                micro_steps(data.num_train(), train.batch_size, train.batch_size, order)
-            )
-            for idx, _, _ in reporter.track(epoch_steps, len(epoch_steps), f"epoch {epoch}"):
+            for idx in reporter.track(
+                batches(data.num_train(), train.batch_size, True, order), steps, f"epoch {epoch}"
+            ):
                 x, y = data.batch("train", idx, train=True)
                 logits = _forward(net, x, train.checkpointing)
                 loss = F.cross_entropy(logits, y)
