@@ -10,7 +10,7 @@ import click
 
 from edge_svp.config import load_profile, override, parse_settings, profile_names
 from edge_svp.errors import EdgeSVPError
-from edge_svp.memory import format_bytes
+from edge_svp.memory import format_bytes, parse_size
 
 
 def user_errors(fn):
@@ -57,6 +57,7 @@ PROFILE_OVERRIDES = {
     "batch_size": "train.batch_size",
     "seed": "train.seed",
     "device": "train.device",
+    "precision": "train.precision",
     "lr": "optim.lr",
     "mem_budget": "memory.budget",
     "host_budget": "memory.host_budget",
@@ -87,6 +88,15 @@ def profile_options(command):
                      help="Train on the first N training examples only (quick trials)."),
         click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]),
                      help="Where to train (default: the profile's, usually auto)."),
+        click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]),
+                     help="Autocast precision per block (fp16: CUDA only, with a gradient "
+                     "scaler)."),
+        click.option("--target", "target_name", metavar="NAME|FILE.toml",
+                     help="Device target from `edge-svp targets`: sets the device, the default "
+                     "memory budget and the precision (options given here win)."),
+        click.option("--strict", is_flag=True,
+                     help="Refuse a CUDA target when no CUDA is present, instead of running "
+                     "on the CPU."),
         click.option("--mem-budget", metavar="SIZE",
                      help="Memory budget, e.g. 512MB, 1.5GiB or bytes: CUDA allocator memory, "
                      "or on CPU resident memory above the baseline (docs/memory.md)."),
@@ -104,10 +114,20 @@ def profile_options(command):
     return command
 
 
-def resolve_config(profile: str, settings, **options):
-    """The profile, overridden by the given options (None means: keep the profile's)."""
+def resolve_config(profile: str, settings, target_name=None, strict=False, keep=(), **options):
+    """The profile, made for the target, overridden by the given options (None means: keep
+    the profile's or the target's). A fallback from a missing CUDA is noted on stderr."""
     changes = {PROFILE_OVERRIDES[name]: value for name, value in options.items()}
-    return override(load_profile(profile), **changes, **parse_settings(settings))
+    changes.update(parse_settings(settings))
+    config = override(load_profile(profile), **changes)
+    if target_name:
+        from edge_svp.target import apply_target, load_target
+
+        given = {key for key, value in changes.items() if value is not None} | set(keep)
+        config, note = apply_target(config, load_target(target_name), given, strict)
+        if note:
+            click.echo(f"edge-svp: {note}", err=True)
+    return config
 
 
 @main.command()
@@ -132,13 +152,21 @@ def fit(profile, settings, out, overwrite, backend, **options):
     from edge_svp.progress import ConsoleReporter
     from edge_svp.run import fit as run_fit
 
-    config = resolve_config(profile, settings, **options)
+    # the ort backend plans no budget: a target's default budget does not apply to it
+    keep = ["memory.budget"] if backend == "ort" else []
+    config = resolve_config(profile, settings, keep=keep, **options)
     what = "backprop" if config.train.method == "bp" else f"SVP {config.train.schedule}"
-    budget = f" | budget {config.memory.budget}" if config.memory.budget else ""
+    budget = (
+        f" | budget {format_bytes(parse_size(config.memory.budget))}"
+        if config.memory.budget
+        else ""
+    )
+    target = f" | target {config.target}" if config.target else ""
+    precision = f" | {config.train.precision}" if config.train.precision != "fp32" else ""
     click.echo(
         f"{what} ({backend}) | profile {config.profile} | dataset {config.data.dataset} | "
         f"{config.model.kind} | {config.train.epochs} epochs, batch {config.train.batch_size}"
-        f"{budget}"
+        f"{budget}{precision}{target}"
     )
     summary = run_fit(config, out, overwrite, ConsoleReporter(config.train.epochs), backend)
     _echo_accuracy(summary)
@@ -177,8 +205,14 @@ def plan(profile, settings, as_json, **options):
         click.echo(json.dumps(memory_plan.to_dict(), indent=2))
         return
     budget = format_bytes(memory_plan.budget) if memory_plan.budget else "none"
-    click.echo(f"{config.profile}: SVP {memory_plan.schedule} on {memory_plan.device}, "
-               f"batch {memory_plan.batch_size}, budget {budget}")  # fmt: skip
+    unified = ", unified memory" if memory_plan.unified_memory else ""
+    target = f" (target {config.target})" if config.target else ""
+    click.echo(f"{config.profile}: SVP {memory_plan.schedule} for {memory_plan.device}{unified}"
+               f"{target}, {memory_plan.precision}, batch {memory_plan.batch_size}, "
+               f"budget {budget}")  # fmt: skip
+    if memory_plan.probe_device != memory_plan.device:
+        click.echo(f"costs probed on this machine's {memory_plan.probe_device}: estimates of "
+                   f"the {memory_plan.device} device's until run there")  # fmt: skip
     click.echo(memory_plan.table())
     click.echo(f"predicted peak          {format_bytes(memory_plan.predicted_peak)}")
     click.echo(f"smallest budget that works  {format_bytes(memory_plan.min_budget)}")
@@ -233,3 +267,31 @@ def profiles():
     for name in profile_names():
         config = load_profile(name)
         click.echo(f"{name:<20} {config.description}")
+
+
+@main.group(invoke_without_command=True)
+@click.pass_context
+@user_errors
+def targets(ctx):
+    """List the shipped device targets (for --target); `targets detect` describes this
+    machine in the same TOML format."""
+    if ctx.invoked_subcommand:
+        return
+    from edge_svp.target import load_target, target_names
+
+    for name in target_names():
+        t = load_target(name)
+        unified = "unified" if t.unified_memory else "own"
+        click.echo(
+            f"{name:<22} {t.device:<4} {t.memory:>6} {unified:<7} "
+            f"budget {format_bytes(t.budget_bytes):>9}  {t.precision:<4}  {t.description}"
+        )
+
+
+@targets.command()
+@user_errors
+def detect():
+    """Describe this machine as a target (TOML; save it and pass its path to --target)."""
+    from edge_svp.target import detect_target, target_toml
+
+    click.echo(target_toml(detect_target()), nl=False)

@@ -63,6 +63,8 @@ class TrainConfig:
     batch_size: int = 128
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
+    precision: str = "fp32"  # fp32 | fp16 | bf16: autocast per block (docs/targets.md)
+    threads: int = 0  # CPU threads for torch and ONNX Runtime; 0: their own default
     eval_batch_size: int = 1000
     checkpointing: bool = False  # bp only: recompute each block's activations in backward
 
@@ -92,6 +94,7 @@ class ModelConfig:
 class RunConfig:
     profile: str = "digits-mlp"
     description: str = ""
+    target: str | None = None  # the device the run was made for (targets/*.toml)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     svp: SVPConfig = field(default_factory=SVPConfig)
@@ -112,6 +115,7 @@ class RunConfig:
             ("method", self.train.method, ("svp", "bp")),
             ("schedule", self.train.schedule, ("joint", "layerwise")),
             ("device", self.train.device, ("auto", "cpu", "cuda")),
+            ("precision", self.train.precision, ("fp32", "fp16", "bf16")),
             ("cache_dtype", self.memory.cache_dtype, ("float32", "float16")),
         ]
         for kind, value, choices in checks:
@@ -129,6 +133,8 @@ class RunConfig:
         for name, value in positive.items():
             if value <= 0:
                 raise EdgeSVPError(f"{name} must be positive, got {value}")
+        if self.train.threads < 0:
+            raise EdgeSVPError(f"threads must be 0 (the default) or more, got {self.train.threads}")
         if self.data.train_limit is not None and self.data.train_limit <= 0:
             raise EdgeSVPError(f"train_limit must be positive, got {self.data.train_limit}")
         for size in (self.memory.budget, self.memory.host_budget):
@@ -188,7 +194,7 @@ def config_from_dict(raw: dict, where: str = "config") -> RunConfig:
         "train": TrainConfig,
         "memory": MemoryConfig,
     }
-    allowed = ["profile", "description", "model", *sections]
+    allowed = ["profile", "description", "target", "model", *sections]
     for key in raw:
         if key not in allowed:
             raise EdgeSVPError(f"unknown key '{key}' in {where}{did_you_mean(key, allowed)}")
@@ -201,16 +207,20 @@ def config_from_dict(raw: dict, where: str = "config") -> RunConfig:
     if kind not in MODELS:
         raise unknown("model kind", kind, MODELS)
     options = from_table(MODELS[kind].options, model, f"{where} [model]")
+    target = raw.get("target")
+    if target is not None and not isinstance(target, str):
+        raise EdgeSVPError(f"{where}: target must be a target name, got {target!r}")
     return RunConfig(
         profile=raw.get("profile", RunConfig.profile),
         description=raw.get("description", ""),
+        target=target,
         model=ModelConfig(kind=kind, options=options),
         **kwargs,
     ).validate()
 
 
 def config_to_dict(config: RunConfig) -> dict:
-    out = {"profile": config.profile, "description": config.description}
+    out = {"profile": config.profile, "description": config.description, "target": config.target}
     for name in ("data", "svp", "optim", "train", "memory"):
         out[name] = dataclasses.asdict(getattr(config, name))
     out["model"] = {"kind": config.model.kind, **dataclasses.asdict(config.model.options)}
@@ -254,31 +264,70 @@ def parse_settings(settings: list[str]) -> dict:
 # --- profiles ------------------------------------------------------------------------------
 
 
-def profile_dir() -> Path:
+def shipped_dir(name: str) -> Path:
+    """A data folder kept at the top of the repository (profiles, targets)."""
     package = Path(__file__).resolve().parent
-    installed = package / "profiles"  # an installed wheel carries them inside the package
-    return installed if installed.is_dir() else package.parent / "profiles"  # source checkout
+    installed = package / name  # an installed wheel carries it inside the package
+    return installed if installed.is_dir() else package.parent / name  # source checkout
+
+
+def profile_dir() -> Path:
+    return shipped_dir("profiles")
 
 
 def profile_names() -> list[str]:
     return sorted(p.stem for p in profile_dir().glob("*.toml"))
 
 
-def load_profile(name_or_path: str) -> RunConfig:
-    """A shipped profile by name (`mnist-mlp`) or any TOML file by path."""
+def find_toml(name_or_path: str, kind: str, folder: Path) -> Path:
+    """A shipped file of `folder` by name, or any TOML file by path."""
     path = Path(name_or_path)
     if path.suffix != ".toml":
-        path = profile_dir() / f"{name_or_path}.toml"
+        path = folder / f"{name_or_path}.toml"
         if not path.exists():
-            raise unknown("profile", name_or_path, profile_names())
+            raise unknown(kind, name_or_path, [p.stem for p in folder.glob("*.toml")])
     elif not path.exists():
-        raise EdgeSVPError(f"profile file not found: {path}")
+        raise EdgeSVPError(f"{kind} file not found: {path}")
+    return path
+
+
+def read_toml(path: Path) -> dict:
     try:
-        raw = tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as e:
         raise EdgeSVPError(f"{path} is not valid TOML: {e}") from None
+
+
+def _profile_table(name_or_path: str, chain: tuple[Path, ...] = ()) -> dict:
+    """A profile's TOML with `extends = "BASE"` resolved: its tables are merged key by key
+    into BASE's (a [model] of another kind replaces BASE's), other keys replace BASE's."""
+    path = find_toml(name_or_path, "profile", profile_dir())
+    raw = read_toml(path)
     raw.setdefault("profile", path.stem)
-    return config_from_dict(raw, where=str(path.name))
+    base = raw.pop("extends", None)
+    if base is None:
+        return raw
+    if not isinstance(base, str):
+        raise EdgeSVPError(f"{path.name}: extends must be a profile name, got {base!r}")
+    if path.resolve() in chain:
+        raise EdgeSVPError(f"{path.name}: profiles extend each other in a circle")
+    if base.endswith(".toml"):  # a path, relative to the profile that names it
+        base = str(path.parent / base)
+    merged = _profile_table(base, (*chain, path.resolve()))
+    for key, value in raw.items():
+        old = merged.get(key)
+        tables = isinstance(value, dict) and isinstance(old, dict)
+        if tables and (key != "model" or value.get("kind", old.get("kind")) == old.get("kind")):
+            merged[key] = {**old, **value}
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_profile(name_or_path: str) -> RunConfig:
+    """A shipped profile by name (`mnist-mlp`) or any TOML file by path."""
+    raw = _profile_table(name_or_path)
+    return config_from_dict(raw, where=f"profile {raw['profile']}")
 
 
 def load_config(path: Path) -> RunConfig:
@@ -306,7 +355,11 @@ def _toml_value(value) -> str:
 
 def dump_toml(raw: dict) -> str:
     """TOML for a dict of scalars and one level of tables; None values are left out."""
-    lines = [f"{k} = {_toml_value(v)}" for k, v in raw.items() if not isinstance(v, dict)]
+    lines = [
+        f"{k} = {_toml_value(v)}"
+        for k, v in raw.items()
+        if v is not None and not isinstance(v, dict)
+    ]
     for name, table in raw.items():
         if isinstance(table, dict):
             lines += ["", f"[{name}]"]

@@ -31,6 +31,7 @@ from edge_svp.memory import MemoryMeter, format_bytes, parse_size, peak_memory_b
 from edge_svp.models import build_blocks
 from edge_svp.network import SVPNetwork, read_checkpoint
 from edge_svp.progress import Reporter
+from edge_svp.target import Target, load_target
 from edge_svp.training import (
     block_accuracies,
     measure_network,
@@ -38,6 +39,7 @@ from edge_svp.training import (
     resolve_device,
     train,
 )
+from edge_svp.training.precision import check_precision
 
 CHECKPOINT = "checkpoint.pt"
 SUMMARY = "summary.json"
@@ -79,6 +81,16 @@ def prepare_run_dir(out: Path, overwrite: bool) -> Path:
     return out
 
 
+def prepare_device(config: RunConfig) -> tuple[torch.device, Target | None]:
+    """The training device and the run's target; set torch's CPU threads if asked."""
+    config.validate()
+    device = resolve_device(config.train.device)
+    check_precision(config.train.precision, device)
+    if config.train.threads:
+        torch.set_num_threads(config.train.threads)
+    return device, load_target(config.target) if config.target else None
+
+
 def versions() -> dict:
     out = {"python": platform.python_version()}
     for pkg in ("edge-svp", "torch", "numpy"):
@@ -100,7 +112,7 @@ def fit(
 
     backend "ort" trains with ONNX Runtime (edge_svp/ort/backend.py) and keeps its export
     directory in run_dir/ort."""
-    config.validate()
+    device, target = prepare_device(config)
     if backend == "ort":
         from edge_svp.ort.backend import check_supported, train_ort
 
@@ -109,7 +121,6 @@ def fit(
         config.data.data_dir = str(Path(config.data.data_dir).resolve())
     start = time.perf_counter()
     dataset, preprocess = load_data(config)
-    device = resolve_device(config.train.device)
     plan = None
     if backend == "torch":
         # Probe a throwaway copy, so that the network itself is charged to the measured
@@ -119,8 +130,9 @@ def fit(
         costs = measure_network(probe, dataset, preprocess, config.train, config.optim)
         if config.train.method == "svp":
             plan = plan_training(
-                probe, dataset, preprocess, config.train, config.optim, config.memory, costs
-            )
+                probe, dataset, preprocess, config.train, config.optim, config.memory, costs,
+                target,
+            )  # fmt: skip
         del probe
     meter = MemoryMeter(device)  # baseline: after imports, data loading and the probe
     net = build_network(config, dataset.input_shape, dataset.num_classes)
@@ -183,6 +195,8 @@ def fit(
         "epochs": config.train.epochs,
         "batch_size": config.train.batch_size,
         "seed": config.train.seed,
+        "precision": config.train.precision,
+        "target": config.target,
         "train_examples": len(dataset.y_train),
         "test_examples": len(dataset.y_test),
         "test_accuracy": per_block[-1],
@@ -204,12 +218,14 @@ def fit(
 
 def plan_run(config: RunConfig):
     """The MemoryPlan `fit` would follow for `config`, without training."""
-    config.validate()
+    _, target = prepare_device(config)
     if config.train.method != "svp":
         raise EdgeSVPError("plans are made for SVP training; backprop keeps every block resident")
     dataset, preprocess = load_data(config)
     net = build_network(config, dataset.input_shape, dataset.num_classes)
-    return plan_training(net, dataset, preprocess, config.train, config.optim, config.memory)
+    return plan_training(
+        net, dataset, preprocess, config.train, config.optim, config.memory, target=target
+    )
 
 
 def memory_report(config: RunConfig, plan, meter: MemoryMeter, reporter) -> dict:

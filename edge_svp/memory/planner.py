@@ -16,6 +16,7 @@ docs/memory.md for what a budget counts.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from collections.abc import Callable
@@ -73,7 +74,7 @@ class BlockPlan:
 @dataclass
 class MemoryPlan:
     schedule: str
-    device: str
+    device: str  # the device type the plan is for
     budget: int | None
     host_budget: int | None
     batch_size: int
@@ -81,6 +82,9 @@ class MemoryPlan:
     min_budget: int  # the smallest budget for which a plan exists
     blocks: list[BlockPlan] = field(default_factory=list)
     costs: list[BlockCost] = field(default_factory=list)
+    unified_memory: bool = False  # host RAM is the device's memory (Jetson): host caches count
+    precision: str = "fp32"  # the autocast the probe steps ran under
+    probe_device: str = ""  # where the costs were measured, when not on `device`
 
     @property
     def predicted_peak(self) -> int:
@@ -119,7 +123,9 @@ def _bytes(tensors) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
-def _probe_step(block, objective, make_input, ref_dim, num_classes, optimizer_factory, device, m):
+def _probe_step(
+    block, objective, make_input, ref_dim, num_classes, optimizer_factory, device, autocast, m
+):
     """Peak bytes of one training step at micro-batch m, above what exists before it, and
     the bytes the step leaves behind (gradients, optimizer state)."""
     optimizer = optimizer_factory([*block.parameters(), *objective.head.parameters()])
@@ -128,7 +134,8 @@ def _probe_step(block, objective, make_input, ref_dim, num_classes, optimizer_fa
         x = make_input(m)
         v_ref = torch.randn(m, ref_dim, device=device)
         y = torch.randint(0, num_classes, (m,), device=device)
-        out = objective(block(x), v_ref, y)
+        with autocast():  # the training step's precision: its activations are what it keeps
+            out = objective(block(x), v_ref, y)
         out.loss.backward()
         optimizer.step()
         del x, v_ref, y, out
@@ -143,11 +150,13 @@ def measure_costs(
     optimizer_factory: Callable,
     device: torch.device,
     first_input: Callable[[int], torch.Tensor],
+    autocast: Callable = contextlib.nullcontext,
 ) -> list[BlockCost]:
     """Probe every block of `net` (left untouched) with real training steps on `device`.
 
     `first_input(m)` makes a batch for the first block exactly as training will (for
     example uint8 images through preprocessing), so its temporaries are measured too.
+    `autocast()` is the context the training forward runs in (mixed precision).
     """
     shapes = [tuple(net.input_shape)] + _output_shapes(net)
     costs = []
@@ -160,7 +169,7 @@ def measure_costs(
             return first_input(m).to(device) if first else torch.randn(m, *shape, device=device)
 
         args = (block, objective, make_input, objective.reference_dim, net.num_classes,
-                optimizer_factory, device)  # fmt: skip
+                optimizer_factory, device, autocast)  # fmt: skip
         _probe_step(*args, PROBE_SIZES[0])  # warm-up: one-time kernel set-up is not per step
         (small, kept), (large, _) = (_probe_step(*args, m) for m in PROBE_SIZES)
         per_example = max((large - small) / (PROBE_SIZES[1] - PROBE_SIZES[0]), 0.0)
@@ -213,12 +222,19 @@ class _Setting:
     cache_dtype: str
     recompute: bool
     input_projection_bytes: int
+    unified: bool = False
+
+    @property
+    def host_counted(self) -> bool:
+        """Is host RAM budgeted memory? On a CPU it is the device; on a unified-memory board
+        (Jetson) the GPU's memory is the same RAM, so a "host" cache frees nothing."""
+        return self.device_type == "cpu" or self.unified
 
     def counted(self, location: str | None) -> bool:
         """Does a cache at `location` sit in budgeted memory?"""
         if location in (None, "disk", "data", "recompute"):
             return False
-        return location == "device" or self.device_type == "cpu"
+        return location == "device" or self.host_counted
 
 
 def _cache_bytes(cost: BlockCost, s: _Setting) -> int:
@@ -227,7 +243,7 @@ def _cache_bytes(cost: BlockCost, s: _Setting) -> int:
 
 def _block_plan(i, costs, m, source, target, s: _Setting) -> BlockPlan:
     cost = costs[i]
-    if s.device_type == "cpu":  # host memory is the device: the whole network is resident
+    if s.host_counted:  # frozen blocks wait in budgeted memory: the whole network is resident
         resident = sum(c.param_bytes + c.buffer_bytes for c in costs) + s.input_projection_bytes
     else:
         resident = cost.param_bytes + cost.buffer_bytes
@@ -235,7 +251,7 @@ def _block_plan(i, costs, m, source, target, s: _Setting) -> BlockPlan:
             resident += sum(c.param_bytes + c.buffer_bytes for c in costs[:i])
     cache_in = _cache_bytes(costs[i - 1], s) if i and s.counted(source) else 0
     cache_out = _cache_bytes(cost, s) if s.counted(target) else 0
-    streaming = source in ("host", "disk") and s.device_type == "cpu"
+    streaming = source in ("host", "disk") and s.host_counted
     stream = STREAM_BUFFERS * m * cost.input_example_bytes if streaming else 0
     if source == "recompute":  # the frozen prefix runs without autograd, one output at a time
         stream = 2 * m * max(c.output_example_bytes for c in costs[:i])
@@ -268,9 +284,14 @@ def _best(i, costs, source, target, s: _Setting) -> BlockPlan | None:
 
 def _locations(i, costs, s: _Setting) -> list[str]:
     """Where block i's output cache may go, cheapest to read first."""
-    options = ["device", "host", "disk"] if s.device_type == "cuda" else ["host", "disk"]
-    if s.budget is None:
-        options = options[-2:]  # no budget: spend no device memory on caches
+    if s.unified:  # "host" is the same RAM as "device", and slower to read: never better
+        options = ["device", "disk"]
+    elif s.device_type == "cuda":
+        options = ["device", "host", "disk"]
+        if s.budget is None:
+            options = options[-2:]  # no budget: spend no device memory on caches
+    else:
+        options = ["host", "disk"]
     if s.host_budget is not None and _cache_bytes(costs[i], s) > s.host_budget:
         options = [o for o in options if o != "host"]
     return options
@@ -332,10 +353,11 @@ def plan_blocks(
     cache_dtype: str = "float32",
     recompute: bool = False,
     input_projection_bytes: int = 0,
+    unified: bool = False,
 ) -> MemoryPlan:
     """A MemoryPlan for `schedule`, or EdgeSVPError naming the block that cannot fit."""
     s = _Setting(device_type, budget, host_budget, batch_size, num_examples, cache_dtype,
-                 recompute, input_projection_bytes)  # fmt: skip
+                 recompute, input_projection_bytes, unified)  # fmt: skip
     planner = plan_joint if schedule == "joint" else plan_layerwise
     unlimited = replace(s, budget=None, batch_size=1)
     if schedule == "joint" or recompute:
@@ -349,7 +371,7 @@ def plan_blocks(
     if plans[-1] is None:
         raise infeasible(schedule, costs, floor, budget, min_budget)
     return MemoryPlan(schedule, device_type, budget, host_budget, batch_size, cache_dtype,
-                      min_budget, plans, costs)  # fmt: skip
+                      min_budget, plans, costs, unified)  # fmt: skip
 
 
 def infeasible(schedule, costs, floor, budget, min_budget) -> EdgeSVPError:

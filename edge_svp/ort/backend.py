@@ -30,6 +30,8 @@ def check_supported(config: RunConfig) -> None:
         )
     if config.data.augment:
         raise EdgeSVPError("the ort backend has no data augmentation; add --set data.augment=false")
+    if config.train.precision != "fp32":
+        raise EdgeSVPError("the ort backend trains in fp32; drop --precision")
 
 
 def train_ort(
@@ -54,4 +56,5 @@ def train_ort(
         runtime.Split(dataset.x_train.numpy(), dataset.y_train.numpy()),
         runtime.Split(dataset.x_test.numpy(), dataset.y_test.numpy()),
     ]
-    return runtime.train(export_dir, *splits, reporter=reporter, on_epoch=collect)
+    threads = config.train.threads or None
+    return runtime.train(export_dir, *splits, reporter=reporter, on_epoch=collect, threads=threads)

@@ -19,23 +19,33 @@ from edge_svp.data import Dataset, Preprocess
 from edge_svp.memory import MemoryMeter, parse_size
 from edge_svp.memory.planner import MemoryPlan, measure_costs, plan_blocks
 from edge_svp.progress import Reporter
+from edge_svp.target import Target, unified_memory
 from edge_svp.training.backprop import train_backprop
 from edge_svp.training.common import TrainData, evaluate, make_optimizer, resolve_device
 from edge_svp.training.joint import train_joint
 from edge_svp.training.layerwise import train_layerwise
+from edge_svp.training.precision import autocast, check_precision
 
 SCHEDULES = {"joint": train_joint, "layerwise": train_layerwise}
 
 
 def measure_network(net, dataset: Dataset, preprocess: Preprocess, train, optim) -> list:
-    """Probe each block of `net` (left untouched) on the training device: BlockCosts."""
+    """Probe each block of `net` (left untouched) on the training device, in the training
+    precision: BlockCosts."""
     device = resolve_device(train.device)
+    check_precision(train.precision, device)
     n = len(dataset.y_train)
 
     def first_input(m: int) -> torch.Tensor:  # real examples, through real preprocessing
         return preprocess(dataset.x_train[torch.randint(0, n, (m,))], train=True)
 
-    return measure_costs(net, lambda p: make_optimizer(p, optim), device, first_input)
+    return measure_costs(
+        net,
+        lambda p: make_optimizer(p, optim),
+        device,
+        first_input,
+        lambda: autocast(train.precision, device),
+    )
 
 
 def plan_training(
@@ -46,13 +56,18 @@ def plan_training(
     optim: OptimConfig,
     memory: MemoryConfig,
     costs: list | None = None,
+    target: Target | None = None,
 ) -> MemoryPlan:
-    """Probe each block of `net` (unless `costs` are given) and plan within memory.budget."""
+    """Probe each block of `net` (unless `costs` are given) and plan within memory.budget.
+
+    With a `target`, the plan is for the target's device and memory (unified or not), from
+    costs probed on this machine's training device."""
     costs = costs or measure_network(net, dataset, preprocess, train, optim)
-    return plan_blocks(
+    device = resolve_device(train.device)
+    plan = plan_blocks(
         costs,
         train.schedule,
-        resolve_device(train.device).type,
+        target.device if target else device.type,
         train.batch_size,
         len(dataset.y_train) + len(dataset.y_test),
         budget=parse_size(memory.budget) if memory.budget else None,
@@ -60,7 +75,10 @@ def plan_training(
         cache_dtype=memory.cache_dtype,
         recompute=memory.recompute,
         input_projection_bytes=net.input_projection.weight.numel() * 4,
+        unified=target.unified_memory if target else unified_memory(device),
     )
+    plan.precision, plan.probe_device = train.precision, device.type
+    return plan
 
 
 def train(

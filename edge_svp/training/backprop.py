@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from edge_svp.data import batches
-from edge_svp.training.common import BatchStats, evaluate, make_lr_schedule, make_optimizer
+from edge_svp.training.common import BatchStats, evaluate
+from edge_svp.training.precision import BlockStep
 
 
 def _forward(net, x: torch.Tensor, checkpointing: bool) -> torch.Tensor:
@@ -25,8 +26,7 @@ def train_backprop(net, data, train, optim, reporter, on_epoch, plan, meter, mem
     steps = -(-data.num_train() // train.batch_size)
     params = [p for b in net.blocks for p in b.parameters()]
     params += list(net.objectives[-1].head.parameters())
-    optimizer = make_optimizer(params, optim)
-    schedule = make_lr_schedule(optimizer, optim, steps * train.epochs)
+    stepper = BlockStep(params, optim, steps * train.epochs, train.precision, data.device)
     order = torch.Generator().manual_seed(train.seed)
     last = len(net)
     with meter.section():
@@ -38,15 +38,14 @@ def train_backprop(net, data, train, optim, reporter, on_epoch, plan, meter, mem
                 batches(data.num_train(), train.batch_size, True, order), steps, f"epoch {epoch}"
             ):
                 x, y = data.batch("train", idx, train=True)
-                logits = _forward(net, x, train.checkpointing)
-                loss = F.cross_entropy(logits, y)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                schedule.step()
+                with stepper.autocast():
+                    logits = _forward(net, x, train.checkpointing)
+                    loss = F.cross_entropy(logits, y)
+                stepper.backward(loss)
+                stepper.step()
                 stats.update(loss, logits.detach(), y)
             test = evaluate(net, data, min(train.eval_batch_size, train.batch_size))[-1]
             seconds = time.perf_counter() - start
-            lr = schedule.get_last_lr()[0]
+            lr = stepper.lr
             on_epoch([stats.record(block=last, epoch=epoch, test_accuracy=test,
                                    seconds=seconds, lr=lr)])  # fmt: skip

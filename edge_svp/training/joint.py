@@ -9,21 +9,19 @@ import time
 
 import torch
 
-from edge_svp.training.common import (
-    BatchStats,
-    evaluate,
-    make_lr_schedule,
-    make_optimizer,
-    micro_steps,
-)
+from edge_svp.training.common import BatchStats, evaluate, micro_steps
+from edge_svp.training.precision import BlockStep
 
 
 def train_joint(net, data, train, optim, reporter, on_epoch, plan, meter, memory) -> None:
     n_blocks = len(net)
     micro_batch = plan.blocks[0].micro_batch
     steps = -(-data.num_train() // train.batch_size)
-    optimizers = [make_optimizer(net.trainable_parameters(i), optim) for i in range(n_blocks)]
-    schedules = [make_lr_schedule(o, optim, steps * train.epochs) for o in optimizers]
+    steppers = [
+        BlockStep(net.trainable_parameters(i), optim, steps * train.epochs, train.precision,
+                  data.device)
+        for i in range(n_blocks)
+    ]  # fmt: skip
     order = torch.Generator().manual_seed(train.seed)
     with meter.section():
         for epoch in range(1, train.epochs + 1):
@@ -35,20 +33,19 @@ def train_joint(net, data, train, optim, reporter, on_epoch, plan, meter, memory
                 x, y = data.batch("train", idx, train=True)
                 h, v_ref = x, net.reference(x)
                 for i in range(n_blocks):
-                    # detach: the block boundary; no gradient reaches the previous block
-                    h = net.blocks[i](h.detach())
-                    out = net.objectives[i](h, v_ref, y)
-                    (out.loss * share).backward()
+                    with steppers[i].autocast():
+                        # detach: the block boundary; no gradient reaches the previous block
+                        h = net.blocks[i](h.detach())
+                        out = net.objectives[i](h, v_ref, y)
+                    steppers[i].backward(out.loss * share)
                     stats[i].update(out.loss, out.logits, y)
                     v_ref = out.v
                 if last:
-                    for optimizer, schedule in zip(optimizers, schedules, strict=True):
-                        optimizer.step()
-                        schedule.step()
-                        optimizer.zero_grad(set_to_none=True)
+                    for stepper in steppers:
+                        stepper.step()
             test = evaluate(net, data, min(train.eval_batch_size, micro_batch))
             seconds = time.perf_counter() - start
-            lr = schedules[0].get_last_lr()[0]
+            lr = steppers[0].lr
             on_epoch(
                 [
                     s.record(

@@ -16,7 +16,8 @@ import torch
 from edge_svp.data import batches
 from edge_svp.memory import release_memory
 from edge_svp.memory.activation_cache import ActivationCache
-from edge_svp.training.common import BatchStats, make_lr_schedule, make_optimizer, micro_steps
+from edge_svp.training.common import BatchStats, micro_steps
+from edge_svp.training.precision import BlockStep
 
 
 class BlockInputs:
@@ -118,8 +119,8 @@ def _train_block(net, i, inputs, train, optim, reporter, on_epoch, block_plan, o
     block, objective = net.blocks[i], net.objectives[i]
     n = len(inputs.data.dataset.y_train)
     steps_per_epoch = -(-n // train.batch_size)
-    optimizer = make_optimizer(net.trainable_parameters(i), optim)
-    schedule = make_lr_schedule(optimizer, optim, steps_per_epoch * train.epochs)
+    stepper = BlockStep(net.trainable_parameters(i), optim, steps_per_epoch * train.epochs,
+                        train.precision, inputs.data.device)  # fmt: skip
     for epoch in range(1, train.epochs + 1):
         start = time.perf_counter()
         block.train()
@@ -131,17 +132,16 @@ def _train_block(net, i, inputs, train, optim, reporter, on_epoch, block_plan, o
         for (x, v_ref, y), (_, share, last) in reporter.track(
             zip(stream, steps, strict=True), len(steps), label
         ):
-            out = objective(block(x), v_ref, y)
-            (out.loss * share).backward()
+            with stepper.autocast():
+                out = objective(block(x), v_ref, y)
+            stepper.backward(out.loss * share)
             stats.update(out.loss, out.logits, y)
             if last:
-                optimizer.step()
-                schedule.step()
-                optimizer.zero_grad(set_to_none=True)
+                stepper.step()
         block.eval()
         objective.eval()
         test = _head_accuracy(net, i, inputs, block_plan.micro_batch)
         seconds = time.perf_counter() - start
-        lr = schedule.get_last_lr()[0]
+        lr = stepper.lr
         on_epoch([stats.record(block=i + 1, epoch=epoch, test_accuracy=test,
                                seconds=seconds, lr=lr)])  # fmt: skip
