@@ -102,3 +102,22 @@ def test_fp16_cache_halves_cache_bytes():
     fp32 = plan(device="cpu").blocks[1].cache_bytes
     fp16 = plan(device="cpu", cache_dtype="float16").blocks[1].cache_bytes
     assert fp16 * 2 == fp32
+
+
+def test_unified_memory_charges_host_caches_and_frozen_blocks_to_the_budget():
+    dedicated = plan(budget=100 * MB, host_budget=100 * MB)
+    unified = plan(budget=100 * MB, host_budget=100 * MB, unified=True)
+    assert unified.unified_memory and unified.device == "cuda"
+    b2 = unified.blocks[1]
+    assert b2.resident_bytes == RUNTIME_RESERVE + 3 * MB  # frozen blocks wait in the same RAM
+    assert dedicated.blocks[1].resident_bytes == RUNTIME_RESERVE + 1 * MB
+    # host and device are one memory: caches go to the device or, when tight, to disk
+    assert all(b.output_cache in ("device", None) for b in unified.blocks)
+    tight = plan(budget=RUNTIME_RESERVE + 8 * MB, unified=True)
+    # the same budget on a dedicated GPU keeps the caches in host RAM, outside the budget
+    assert [b.output_cache for b in plan(budget=RUNTIME_RESERVE + 8 * MB).blocks][:2] == [
+        "host",
+        "host",
+    ]
+    assert [b.output_cache for b in tight.blocks] == ["disk", "disk", None]
+    assert all(b.predicted_peak <= RUNTIME_RESERVE + 8 * MB for b in tight.blocks)

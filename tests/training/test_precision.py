@@ -1,0 +1,72 @@
+"""Mixed precision on the CPU: bf16 autocast runs per block, fp16 is refused; the planner
+probes under the same autocast. fp16 with its gradient scaler needs CUDA:
+bench/precision_cuda.py checks it on a GPU."""
+
+import pytest
+import torch
+from click.testing import CliRunner
+from torch import nn
+
+from edge_svp import SVPConfig, SVPNetwork, build_network, load_dataset, load_profile, train
+from edge_svp.cli import main
+from edge_svp.config import override
+from edge_svp.errors import EdgeSVPError
+from edge_svp.memory.planner import measure_costs
+from edge_svp.training.precision import BlockStep, autocast
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits").limit(600)
+
+
+def config_for(**changes):
+    small = {"model.widths": [64, 64], "svp.proj_dim": 32, "train.batch_size": 32,
+             "optim.lr": 3e-3, "train.precision": "bf16", "train.epochs": 6}  # fmt: skip
+    return override(load_profile("digits-mlp"), **{**small, **changes})
+
+
+@pytest.mark.parametrize(
+    "method, schedule", [("svp", "joint"), ("svp", "layerwise"), ("bp", "joint")]
+)
+def test_bf16_runs_every_block_under_autocast_and_learns(digits, method, schedule):
+    config = config_for(**{"train.method": method, "train.schedule": schedule})
+    net = build_network(config, digits.input_shape, digits.num_classes)
+    dtypes = []
+    for block in net.blocks:
+        block.register_forward_hook(lambda m, args, out: dtypes.append(out.dtype))
+    records = train(net, digits, config.train, config.optim)
+    assert torch.bfloat16 in dtypes  # the training forward ran in bf16 (evaluation in fp32)
+    assert records[-1]["test_accuracy"] > 0.8
+    assert all(p.dtype == torch.float32 for p in net.parameters())  # master weights stay fp32
+
+
+def test_fp16_on_the_cpu_is_refused(tmp_path):
+    with pytest.raises(EdgeSVPError, match="fp16 needs CUDA"):
+        BlockStep(
+            [nn.Parameter(torch.zeros(1))], config_for().optim, 1, "fp16", torch.device("cpu")
+        )
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, ["fit", "--precision", "fp16", "--out", str(out)])
+    assert result.exit_code == 2 and "fp16 needs CUDA" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_the_planner_probes_under_the_training_precision():
+    """bf16 activations are half the bytes of fp32 ones; the probe must see that."""
+    cpu = torch.device("cpu")
+    shape = (3, 32, 32)
+
+    def per_example(precision: str) -> int:
+        torch.manual_seed(0)
+        block = nn.Sequential(nn.Conv2d(3, 64, 3, padding=1), nn.ReLU(),
+                              nn.Conv2d(64, 64, 3, padding=1), nn.ReLU())  # fmt: skip
+        net = SVPNetwork([block], shape, 10, SVPConfig(proj_dim=16))
+        costs = measure_costs(net, lambda p: torch.optim.SGD(p, lr=0.1), cpu,
+                              lambda m: torch.randn(m, *shape),
+                              lambda: autocast(precision, cpu))  # fmt: skip
+        return costs[0].example_bytes
+
+    fp32, bf16 = per_example("fp32"), per_example("bf16")
+    assert fp32 > 1_000_000  # two 64 x 32 x 32 float maps and their ReLUs per example
+    assert bf16 < 0.75 * fp32
