@@ -99,3 +99,33 @@ def test_invalid_toml_is_a_clear_error(tmp_path):
     path.write_text("[train\nepochs = 2\n")
     with pytest.raises(EdgeSVPError, match="not valid TOML"):
         load_profile(str(path))
+
+
+def test_paper_profiles_and_their_gpu_sizes():
+    assert {"fashion-mnist-mlp", "cifar10-cnn-full", "cifar10-vit-full"} <= set(profile_names())
+    fashion, mnist = load_profile("fashion-mnist-mlp"), load_profile("mnist-mlp")
+    assert fashion.data.dataset == "fashion-mnist"
+    assert fashion.model.options.widths == mnist.model.options.widths == [1000, 1000, 1000]
+    cnn, full = load_profile("cifar10-cnn"), load_profile("cifar10-cnn-full")
+    assert full.data.augment and full.svp.proj_dim == cnn.svp.proj_dim  # inherited
+    assert len(full.model.options.channels) > len(cnn.model.options.channels)
+    for name in ("cifar10-vit", "cifar10-vit-full"):
+        assert load_profile(name).svp.proj_dim == 10  # d0 = number of classes, as in the paper
+    assert load_profile("cifar10-vit-full").model.options.dim > 128
+
+
+def test_a_profile_extends_another_and_its_errors_name_the_bad_key(tmp_path):
+    path = tmp_path / "mine.toml"
+    path.write_text('extends = "mnist-mlp"\n[train]\nepochs = 2\n')
+    config = load_profile(str(path))
+    assert config.profile == "mine" and config.train.epochs == 2
+    assert config.model.options.widths == [1000, 1000, 1000]
+    path.write_text('extends = "mnist-mlp"\n[train]\nepoch = 2\n')
+    with pytest.raises(EdgeSVPError, match="unknown key 'epoch' .*did you mean 'epochs'"):
+        load_profile(str(path))
+    path.write_text('extends = "mine.toml"\n')
+    with pytest.raises(EdgeSVPError, match="in a circle"):
+        load_profile(str(path))
+    path.write_text('extends = "mnist-mpl"\n')
+    with pytest.raises(EdgeSVPError, match="did you mean 'mnist-mlp'"):
+        load_profile(str(path))
