@@ -295,3 +295,17 @@ def detect():
     from edge_svp.target import detect_target, target_toml
 
     click.echo(target_toml(detect_target()), nl=False)
+
+
+@main.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path())
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Folder for report.md and the PNG plots.")  # fmt: skip
+@user_errors
+def report(run_dirs, out):
+    """Plots and a markdown summary of one or more run directories: accuracy against depth,
+    loss and accuracy curves per block, memory per block against the budget, and a
+    side-by-side table (needs the `report` extra: matplotlib)."""
+    from edge_svp.report import write_report
+
+    click.echo(f"wrote {write_report(list(run_dirs), out)}")
