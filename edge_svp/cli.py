@@ -279,13 +279,13 @@ def targets(ctx):
         return
     from edge_svp.target import load_target, target_names
 
+    rows = [["target", "device", "memory", "", "default budget", "precision"]]
     for name in target_names():
         t = load_target(name)
-        unified = "unified" if t.unified_memory else "own"
-        click.echo(
-            f"{name:<22} {t.device:<4} {t.memory:>6} {unified:<7} "
-            f"budget {format_bytes(t.budget_bytes):>9}  {t.precision:<4}  {t.description}"
-        )
+        kind = "unified" if t.unified_memory else "dedicated" if t.device == "cuda" else "RAM"
+        rows.append([name, t.device, t.memory, kind, format_bytes(t.budget_bytes), t.precision])
+    for row in rows:
+        click.echo(f"{row[0]:<22} {row[1]:<6} {row[2]:>6} {row[3]:<9} {row[4]:>14}  {row[5]}")
 
 
 @targets.command()

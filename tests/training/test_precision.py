@@ -22,7 +22,7 @@ def digits():
 
 def config_for(**changes):
     small = {"model.widths": [64, 64], "svp.proj_dim": 32, "train.batch_size": 32,
-             "optim.lr": 3e-3, "train.precision": "bf16", "train.epochs": 6}  # fmt: skip
+             "optim.lr": 3e-3, "train.precision": "bf16", "train.epochs": 4}  # fmt: skip
     return override(load_profile("digits-mlp"), **{**small, **changes})
 
 
