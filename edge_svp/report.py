@@ -215,7 +215,8 @@ def _memory_note(run: Run) -> str | None:
     """Why a run has no memory plot, or None when it has one."""
     memory = run.summary.get("memory")
     if not memory or not memory.get("measured_peak_bytes"):
-        return f"`{run.name}`: summary.json has no memory section, so there is no memory plot."
+        return (f"`{run.name}`: summary.json has no memory section (or no measured peaks: the "
+                "ort backend measures none), so there is no memory plot.")  # fmt: skip
     if run.is_bp:
         peak = _mib(max(memory["measured_peak_bytes"]))
         return (f"`{run.name}`: backprop trains all blocks at once and follows no per-block "

@@ -153,7 +153,10 @@ def apply_target(
         "train.device": target.device,
         "memory.budget": str(target.budget_bytes) if config.train.method == "svp" else None,
         "train.precision": target.precision,
-        "train.threads": None if "OMP_NUM_THREADS" in os.environ else target.cpu_threads,
+        # never more threads than this machine has cores, when it stands in for the target
+        "train.threads": None
+        if "OMP_NUM_THREADS" in os.environ
+        else min(target.cpu_threads, os.cpu_count() or 1),
     }
     changes = {k: v for k, v in changes.items() if k not in keep}
     config = override(config, **changes)

@@ -1,4 +1,5 @@
 import json
+import os
 import tomllib
 
 import pytest
@@ -106,7 +107,7 @@ def test_target_sets_device_budget_precision_and_threads(monkeypatch):
     assert note is None and config.target == "cpu-x86"
     assert config.train.device == "cpu" and config.train.precision == cpu.precision
     assert int(config.memory.budget) == cpu.budget_bytes
-    assert config.train.threads == cpu.cpu_threads
+    assert config.train.threads == min(cpu.cpu_threads, os.cpu_count())
     # what the user gave wins; threads stay the operator's where OMP_NUM_THREADS is set
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     given = override(load_profile("digits-mlp"), **{"memory.budget": "64MB",
