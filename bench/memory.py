@@ -13,21 +13,11 @@ markdown table and writes bench/results/memory.json.
 
 import argparse
 import json
-import subprocess
 import sys
 
-from common import ROOT, fit, table, write_results
+from common import DISK_ONLY, fit, table, tight_budget, write_results
 
 MIB = 2**20
-DISK_ONLY = ["--host-budget", "1"]  # one byte of host RAM: every cache goes to disk
-
-
-def tight_budget(base: list[str], micro: int) -> int:
-    """The planner's predicted peak for micro-batch `micro`, caches on disk."""
-    cmd = [sys.executable, "-m", "edge_svp", "plan", *base, "--schedule", "layerwise",
-           "--batch-size", str(micro), *DISK_ONLY, "--json"]  # fmt: skip
-    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True).stdout
-    return json.loads(out)["predicted_peak"]
 
 
 def row(profile: str, name: str, summary: dict, bp_peak: int | None) -> dict:

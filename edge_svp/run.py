@@ -27,7 +27,13 @@ import torch
 from edge_svp.config import RunConfig, config_to_dict, dump_toml, load_config
 from edge_svp.data import Dataset, Preprocess, load_dataset
 from edge_svp.errors import EdgeSVPError
-from edge_svp.memory import MemoryMeter, format_bytes, parse_size, peak_memory_bytes
+from edge_svp.memory import (
+    MemoryMeter,
+    format_bytes,
+    parse_size,
+    peak_memory_bytes,
+    predictable_host_allocator,
+)
 from edge_svp.models import build_blocks
 from edge_svp.network import SVPNetwork, read_checkpoint
 from edge_svp.progress import Reporter
@@ -100,6 +106,7 @@ def fit(
 
     backend "ort" trains with ONNX Runtime (edge_svp/ort/backend.py) and keeps its export
     directory in run_dir/ort."""
+    predictable_host_allocator()  # before any thread or matrix product: see its docstring
     config.validate()
     if backend == "ort":
         from edge_svp.ort.backend import check_supported, train_ort
@@ -204,6 +211,7 @@ def fit(
 
 def plan_run(config: RunConfig):
     """The MemoryPlan `fit` would follow for `config`, without training."""
+    predictable_host_allocator()  # the probe must see the allocator that training will
     config.validate()
     if config.train.method != "svp":
         raise EdgeSVPError("plans are made for SVP training; backprop keeps every block resident")

@@ -5,6 +5,7 @@ from edge_svp.memory.meter import (
     current_rss_bytes,
     peak_memory_bytes,
     peak_rss_bytes,
+    predictable_host_allocator,
     release_memory,
 )
 from edge_svp.memory.size import format_bytes, parse_size
@@ -16,5 +17,6 @@ __all__ = [
     "parse_size",
     "peak_memory_bytes",
     "peak_rss_bytes",
+    "predictable_host_allocator",
     "release_memory",
 ]
