@@ -8,7 +8,7 @@ layerwise under the scheduler at a tight budget (the planner's own prediction fo
 micro-batch --micro, with every cache on disk). Each configuration runs in its own
 process; peak memory is the process's resident memory above its baseline (after imports,
 data loading and the planner's probe) on CPU, the allocator's peak on CUDA. Prints a
-markdown table and writes bench/results/memory.json.
+markdown table and writes bench/results/memory.json (memory-cuda.json on a GPU).
 """
 
 import argparse
@@ -94,7 +94,8 @@ def main():
         )
     )
     command = " ".join(["python", "bench/memory.py", *sys.argv[1:]])
-    print("wrote", write_results("memory", {"command": command, "epochs": args.epochs,
+    name = "memory-cuda" if summary["device"].startswith("cuda") else "memory"
+    print("wrote", write_results(name, {"command": command, "epochs": args.epochs,
                                             "train_limit": args.train_limit, "rows": rows}))  # fmt: skip
 
 

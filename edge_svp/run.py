@@ -163,18 +163,21 @@ def fit(
             export_dir = run_dir / "ort"
             records = train_ort(net, dataset, config, preprocess, export_dir, reporter, on_epoch)
         else:
-            records = train(
-                net,
-                dataset,
-                config.train,
-                config.optim,
-                preprocess,
-                reporter,
-                on_epoch=on_epoch,
-                memory=config.memory,
-                plan=plan,
-                meter=meter,
-            )
+            try:
+                records = train(
+                    net,
+                    dataset,
+                    config.train,
+                    config.optim,
+                    preprocess,
+                    reporter,
+                    on_epoch=on_epoch,
+                    memory=config.memory,
+                    plan=plan,
+                    meter=meter,
+                )
+            except torch.OutOfMemoryError:
+                raise out_of_memory(config, plan, meter) from None
     per_block = block_accuracies(net, dataset, preprocess, config.train.eval_batch_size)
     if config.train.method == "bp":  # only the last head is trained by backprop
         per_block = [None] * (len(per_block) - 1) + per_block[-1:]
@@ -243,6 +246,25 @@ def memory_report(config: RunConfig, plan, meter: MemoryMeter, reporter) -> dict
         "cache": [b.output_cache for b in plan.blocks] if plan else None,
         "within_budget": within,
     }
+
+
+def out_of_memory(config: RunConfig, plan, meter: MemoryMeter) -> EdgeSVPError:
+    """One line for a CUDA allocation that failed: under a budget the memory fraction was
+    capped at baseline + budget, so the plan's prediction fell short of the real need."""
+    where, predicted = "training", plan.predicted_peak if plan else None
+    if plan and config.train.schedule == "layerwise":
+        block = min(len(meter.peaks) + 1, len(plan.blocks))  # the block being trained
+        where, predicted = f"block {block}", plan.blocks[block - 1].predicted_peak
+    if config.memory.budget:
+        return EdgeSVPError(
+            f"{where} ran out of CUDA memory under the budget {config.memory.budget} "
+            f"(predicted peak {format_bytes(predicted)}); the checkpoint of the last finished "
+            f"epoch is kept. Retry with a larger --mem-budget"
+        )
+    return EdgeSVPError(
+        f"{where} ran out of CUDA memory; set --mem-budget to the memory you can give it, "
+        f"and the planner will pick micro-batches that fit"
+    )
 
 
 def total_device_memory(device) -> int:

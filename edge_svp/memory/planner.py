@@ -29,11 +29,11 @@ from edge_svp.memory.size import format_bytes
 
 PROBE_SIZES = (16, 64)
 STREAM_BUFFERS = 3  # batches a streaming cache holds outside the step: 2 queued, 1 being read
-# What a training run keeps besides the probed step: thread stacks, kernel caches, Python
-# objects, checkpoint and metrics I/O. Seen at 1.5-3.5 MiB between the blocks of small
-# digits CNN runs on CPU; charged to every block. bench/memory.py shows predicted against
-# measured peaks, and docs/memory.md the limits of this.
-RUNTIME_RESERVE = 4 * 2**20
+# What a training run keeps besides the probed step, in the process's resident memory on
+# CPU: thread stacks, Python objects, metrics and checkpoint I/O. Seen at 0.5-2.2 MiB on the
+# shipped profiles (bench/plan_accuracy.py). On CUDA the allocator counts tensors only, and
+# the probe sees every kind of tensor a step allocates.
+RUNTIME_RESERVE = {"cpu": 4 * 2**20, "cuda": 0}
 BYTES = {"float32": 4, "float16": 2}
 
 
@@ -240,7 +240,7 @@ def _block_plan(i, costs, m, source, target, s: _Setting) -> BlockPlan:
     if source == "recompute":  # the frozen prefix runs without autograd, one output at a time
         stream = 2 * m * max(c.output_example_bytes for c in costs[:i])
     activations = m * cost.example_bytes
-    resident += RUNTIME_RESERVE
+    resident += RUNTIME_RESERVE[s.device_type]
     train_peak = resident + cost.state_bytes + activations + cache_in + stream
     cache_peak = resident + activations + cache_in + cache_out + stream if target else 0
     return BlockPlan(
@@ -305,7 +305,7 @@ def plan_joint(costs: list[BlockCost], s: _Setting) -> list[BlockPlan]:
     Every block keeps its gradients and optimizer state; the step's workspace and the
     activations are only ever alive for one block at a time."""
     resident = sum(c.param_bytes + c.buffer_bytes for c in costs) + s.input_projection_bytes
-    resident += RUNTIME_RESERVE
+    resident += RUNTIME_RESERVE[s.device_type]
     kept = sum(c.kept_bytes for c in costs)
     for m in micro_batches(s.batch_size):
         peaks = [
