@@ -70,7 +70,13 @@ def main():
         }  # fmt: skip
         for name, extra in configs.items():
             run = f"{profile}-{name.split(',')[0]}-{name.split(', ')[1].replace(' ', '-')}"
-            summary = fit(run, base + ["--epochs", str(args.epochs)] + extra, "plan-accuracy")
+            try:
+                summary = fit(run, base + ["--epochs", str(args.epochs)] + extra, "plan-accuracy")
+            except SystemExit as failure:  # a run that failed is a result too
+                print(failure, flush=True)
+                rows.append({"profile": profile, "config": name, "block": "failed",
+                             "error_pct": 0.0, "within_budget": str(failure).splitlines()[-1]})  # fmt: skip
+                continue
             rows += rows_of(profile, name, summary)
             print(rows[-1], flush=True)
     print(

@@ -29,6 +29,7 @@ from edge_svp.data import Dataset, Preprocess, load_dataset
 from edge_svp.errors import EdgeSVPError
 from edge_svp.memory import (
     MemoryMeter,
+    cap_device_memory,
     format_bytes,
     parse_size,
     peak_memory_bytes,
@@ -132,8 +133,7 @@ def fit(
     meter = MemoryMeter(device)  # baseline: after imports, data loading and the probe
     net = build_network(config, dataset.input_shape, dataset.num_classes)
     if device.type == "cuda" and config.memory.budget:
-        limit = (meter.baseline + parse_size(config.memory.budget)) / total_device_memory(device)
-        torch.cuda.set_per_process_memory_fraction(min(limit, 1.0), device)  # overrun fails fast
+        cap_device_memory(device, parse_size(config.memory.budget))  # overrun fails fast
     # only now, with the input known to be good and the plan feasible, does anything
     # appear on disk
     run_dir = prepare_run_dir(Path(out) if out else default_run_dir(config), overwrite)
@@ -265,10 +265,6 @@ def out_of_memory(config: RunConfig, plan, meter: MemoryMeter) -> EdgeSVPError:
         f"{where} ran out of CUDA memory; set --mem-budget to the memory you can give it, "
         f"and the planner will pick micro-batches that fit"
     )
-
-
-def total_device_memory(device) -> int:
-    return torch.cuda.get_device_properties(device).total_memory
 
 
 def load_run(run_dir: str | Path, data_dir: str | None = None):

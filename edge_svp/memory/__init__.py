@@ -2,6 +2,7 @@
 
 from edge_svp.memory.meter import (
     MemoryMeter,
+    cap_device_memory,
     current_rss_bytes,
     peak_memory_bytes,
     peak_rss_bytes,
@@ -12,6 +13,7 @@ from edge_svp.memory.size import format_bytes, parse_size
 
 __all__ = [
     "MemoryMeter",
+    "cap_device_memory",
     "current_rss_bytes",
     "format_bytes",
     "parse_size",

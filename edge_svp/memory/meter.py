@@ -100,6 +100,22 @@ def release_memory(device: torch.device) -> None:
             pass
 
 
+# The caching allocator reserves memory in segments (2 MiB for small tensors, 20 MiB and up
+# for large ones), so what it reserves runs ahead of what is allocated, which the budget
+# counts. The cap leaves it this much room: a quarter of the budget, at least 64 MiB.
+ALLOCATOR_SLACK = (0.25, 64 * 2**20)
+
+
+def cap_device_memory(device: torch.device, budget: int) -> None:
+    """Let the CUDA caching allocator reserve at most what it holds now, the budget and its
+    segment slack: an allocation beyond that fails at once instead of thrashing. The budget
+    itself (allocated bytes) is checked against the measured peak."""
+    share, least = ALLOCATOR_SLACK
+    limit = torch.cuda.memory_reserved(device) + budget + max(int(share * budget), least)
+    total = torch.cuda.get_device_properties(device).total_memory
+    torch.cuda.set_per_process_memory_fraction(min(limit / total, 1.0), device)
+
+
 def peak_memory_bytes(device: torch.device) -> int:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device)
