@@ -178,7 +178,10 @@ def fit(
                 )
             except torch.OutOfMemoryError:
                 raise out_of_memory(config, plan, meter) from None
-    per_block = block_accuracies(net, dataset, preprocess, config.train.eval_batch_size)
+    eval_batch = config.train.eval_batch_size
+    if plan and config.memory.budget:  # evaluation must fit the budget too
+        eval_batch = min(eval_batch, *(b.micro_batch for b in plan.blocks))
+    per_block = block_accuracies(net, dataset, preprocess, eval_batch)
     if config.train.method == "bp":  # only the last head is trained by backprop
         per_block = [None] * (len(per_block) - 1) + per_block[-1:]
     summary = {

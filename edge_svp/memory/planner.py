@@ -46,6 +46,7 @@ class BlockCost:
     state_bytes: int  # measured: gradients, optimizer state, workspace of one step
     example_bytes: int  # measured: activations, input and temporaries per example
     kept_bytes: int = 0  # measured: the part of state_bytes that outlives a step
+    objective_bytes: int = 0  # head and projection: the next block's reference needs them
 
     @property
     def input_example_bytes(self) -> int:
@@ -174,6 +175,7 @@ def measure_costs(
                 state_bytes=int(fixed),
                 kept_bytes=int(min(kept, fixed)),
                 example_bytes=int(math.ceil(per_example)),
+                objective_bytes=_bytes([*objective.parameters(), *objective.buffers()]),
             )
         )
         del block, objective, args
@@ -229,8 +231,9 @@ def _block_plan(i, costs, m, source, target, s: _Setting) -> BlockPlan:
     cost = costs[i]
     if s.device_type == "cpu":  # host memory is the device: the whole network is resident
         resident = sum(c.param_bytes + c.buffer_bytes for c in costs) + s.input_projection_bytes
-    else:
-        resident = cost.param_bytes + cost.buffer_bytes
+    else:  # the block, the input projection, and the objective that makes its reference
+        resident = cost.param_bytes + cost.buffer_bytes + s.input_projection_bytes
+        resident += costs[i - 1].objective_bytes if i else 0
         if source == "recompute":
             resident += sum(c.param_bytes + c.buffer_bytes for c in costs[:i])
     cache_in = _cache_bytes(costs[i - 1], s) if i and s.counted(source) else 0

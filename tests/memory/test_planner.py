@@ -103,3 +103,14 @@ def test_fp16_cache_halves_cache_bytes():
     fp32 = plan(device="cpu").blocks[1].cache_bytes
     fp16 = plan(device="cpu", cache_dtype="float16").blocks[1].cache_bytes
     assert fp16 * 2 == fp32
+
+
+def test_cuda_layerwise_keeps_the_reference_makers_on_the_device():
+    # the input projection (block 1's reference) and the previous block's objective (the
+    # reference of every later block) sit on the device next to the block in training
+    costs = toy_costs()
+    for c in costs:
+        c.objective_bytes = 300_000
+    p = plan_blocks(costs, "layerwise", "cuda", 64, 1000, input_projection_bytes=200_000)
+    assert p.blocks[0].resident_bytes == RESERVE + 1 * MB + 200_000
+    assert p.blocks[1].resident_bytes == RESERVE + 1 * MB + 200_000 + 300_000
