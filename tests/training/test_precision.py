@@ -63,7 +63,7 @@ def test_the_planner_probes_under_the_training_precision():
                               nn.Conv2d(64, 64, 3, padding=1), nn.ReLU())  # fmt: skip
         net = SVPNetwork([block], shape, 10, SVPConfig(proj_dim=16))
         costs = measure_costs(net, lambda p: torch.optim.SGD(p, lr=0.1), cpu,
-                              lambda m: torch.randn(m, *shape),
+                              lambda m: torch.randn(m, *shape), 64,
                               lambda: autocast(precision, cpu))  # fmt: skip
         return costs[0].example_bytes
 
