@@ -122,25 +122,61 @@ def resolve_config(profile: str, settings, **options):
     show_default=True,
     help="Train with torch, or with ONNX Runtime training (SVP layerwise; the ort extra).",
 )
+@click.option(
+    "--nproc",
+    type=click.IntRange(min=1),
+    help="Train on N local processes: the blocks split into pipeline stages "
+    "(docs/distributed.md). Under torchrun, leave it out.",
+)
+@click.option(
+    "--stages",
+    type=click.IntRange(min=1),
+    help="Pipeline stages (default: one per process); each stage runs on "
+    "processes/stages data-parallel replicas.",
+)
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=300.0,
+              show_default=True,
+              help="With --nproc or torchrun: seconds a process waits for another before "
+              "it stops.")  # fmt: skip
 @user_errors
-def fit(profile, settings, out, overwrite, backend, **options):
+def fit(profile, settings, out, overwrite, backend, nproc, stages, timeout, **options):
     """Train a network and write a run directory.
 
     The profile gives every setting; the options above override it. With no options this
     trains an SVP MLP on scikit-learn's digits, which needs no download.
     """
-    from edge_svp.progress import ConsoleReporter
+    from edge_svp import distributed
+    from edge_svp.progress import ConsoleReporter, Reporter
     from edge_svp.run import fit as run_fit
 
     config = resolve_config(profile, settings, **options)
+    mode = distributed.mode(nproc, stages)  # None: this process trains alone
+    if mode == "launch":
+        from edge_svp.distributed.launch import launch
+
+        code, reason = launch(config, nproc, stages, out, overwrite, timeout, backend)
+        if code:
+            click.echo(f"edge-svp: error: {reason}", err=True)
+        sys.exit(code)
+    if mode == "rank":
+        from edge_svp.distributed.worker import fit_rank
+
+        if distributed.rank() != 0:  # rank 0 speaks for the run
+            fit_rank(config, out, overwrite, stages, timeout, Reporter(), backend)
+            return
     what = "backprop" if config.train.method == "bp" else f"SVP {config.train.schedule}"
+    what = "SVP pipelined" if mode else what
     budget = f" | budget {config.memory.budget}" if config.memory.budget else ""
     click.echo(
         f"{what} ({backend}) | profile {config.profile} | dataset {config.data.dataset} | "
         f"{config.model.kind} | {config.train.epochs} epochs, batch {config.train.batch_size}"
         f"{budget}"
     )
-    summary = run_fit(config, out, overwrite, ConsoleReporter(config.train.epochs), backend)
+    reporter = ConsoleReporter(config.train.epochs)
+    if mode == "rank":
+        summary = fit_rank(config, out, overwrite, stages, timeout, reporter, backend)
+    else:
+        summary = run_fit(config, out, overwrite, reporter, backend)
     _echo_accuracy(summary)
     memory = summary["memory"]
     measured = max(memory["measured_peak_bytes"], default=None)
@@ -158,6 +194,11 @@ def fit(profile, settings, out, overwrite, backend, **options):
         f"({summary['peak_memory_kind'].replace('_', ' ')})"
     )
     click.echo(f"wall time                {summary['wall_seconds']:.1f} s")
+    if "pipeline" in summary:
+        pipe = summary["pipeline"]
+        click.echo(f"pipeline                 {pipe['train_samples_per_second']:.0f} samples/s; "
+                   f"per step {format_bytes(pipe['activation_bytes_per_step'])} sent forward, "
+                   f"{format_bytes(pipe['allreduce_bytes_per_step'])} all-reduced")  # fmt: skip
     click.echo(f"saved to                 {summary['run_dir']}")
 
 

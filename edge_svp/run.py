@@ -59,8 +59,10 @@ def load_data(config: RunConfig) -> tuple[Dataset, Preprocess]:
     return dataset, preprocess
 
 
-def default_run_dir(config: RunConfig) -> Path:
-    method = config.train.method if config.train.method == "bp" else config.train.schedule
+def default_run_dir(config: RunConfig, schedule: str | None = None) -> Path:
+    method = schedule or (
+        config.train.method if config.train.method == "bp" else config.train.schedule
+    )
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     return Path("runs") / f"{config.profile}-{method}-{stamp}"
 
@@ -137,10 +139,7 @@ def fit(
     def checkpoint(records=None):
         net.save(
             run_dir / CHECKPOINT,
-            config=config_to_dict(config),
-            preprocess=preprocess.state(),
-            classes=dataset.classes,
-            input_shape=list(dataset.input_shape),
+            **checkpoint_contents(config, preprocess, dataset),
             last_record=records[-1] if records else None,
         )
 
@@ -171,20 +170,9 @@ def fit(
     per_block = block_accuracies(net, dataset, preprocess, config.train.eval_batch_size)
     if config.train.method == "bp":  # only the last head is trained by backprop
         per_block = [None] * (len(per_block) - 1) + per_block[-1:]
+    schedule = config.train.schedule if config.train.method == "svp" else "end-to-end"
     summary = {
-        "method": config.train.method,
-        "backend": backend,
-        "schedule": config.train.schedule if config.train.method == "svp" else "end-to-end",
-        "profile": config.profile,
-        "dataset": dataset.name,
-        "model": config.model.kind,
-        "num_blocks": len(net),
-        "parameters": sum(p.numel() for p in net.parameters()),
-        "epochs": config.train.epochs,
-        "batch_size": config.train.batch_size,
-        "seed": config.train.seed,
-        "train_examples": len(dataset.y_train),
-        "test_examples": len(dataset.y_test),
+        **describe_run(config, dataset, backend, schedule, net),
         "test_accuracy": per_block[-1],
         "per_block_accuracy": per_block,
         "peak_memory_bytes": peak_memory_bytes(device),
@@ -196,10 +184,44 @@ def fit(
         "final_epoch": records[-1] if records else None,
         "memory": memory_report(config, plan, meter, reporter),
     }
+    write_summary(run_dir, summary)
+    return summary
+
+
+def checkpoint_contents(config: RunConfig, preprocess: Preprocess, dataset: Dataset) -> dict:
+    """What a checkpoint holds besides the weights."""
+    return {
+        "config": config_to_dict(config),
+        "preprocess": preprocess.state(),
+        "classes": dataset.classes,
+        "input_shape": list(dataset.input_shape),
+    }
+
+
+def describe_run(config: RunConfig, dataset: Dataset, backend: str, schedule: str, net) -> dict:
+    """The first entries of summary.json: what was trained, on what."""
+    return {
+        "method": config.train.method,
+        "backend": backend,
+        "schedule": schedule,
+        "profile": config.profile,
+        "dataset": dataset.name,
+        "model": config.model.kind,
+        "num_blocks": len(net),
+        "parameters": sum(p.numel() for p in net.parameters()),
+        "epochs": config.train.epochs,
+        "batch_size": config.train.batch_size,
+        "seed": config.train.seed,
+        "train_examples": len(dataset.y_train),
+        "test_examples": len(dataset.y_test),
+    }
+
+
+def write_summary(run_dir: Path, summary: dict) -> None:
+    """summary.json, written atomically: its presence means the run finished."""
     tmp = run_dir / (SUMMARY + ".tmp")
     tmp.write_text(json.dumps(summary, indent=2) + "\n")
     tmp.replace(run_dir / SUMMARY)
-    return summary
 
 
 def plan_run(config: RunConfig):

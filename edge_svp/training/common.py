@@ -97,13 +97,22 @@ def evaluate(net, data: TrainData, batch_size: int) -> list[float]:
     return (correct.double() / n).tolist()
 
 
-def micro_steps(n: int, batch_size: int, micro_batch: int, generator: torch.Generator):
+def micro_steps(
+    n: int,
+    batch_size: int,
+    micro_batch: int,
+    generator: torch.Generator,
+    replica: int = 0,
+    replicas: int = 1,
+):
     """(indices, share of its batch, last of its batch?) for each micro-batch of one epoch.
 
     Gradients of the micro-batches of one batch are accumulated, each loss weighted by its
-    share, so a step sees the same gradient as the whole batch would give.
+    share, so a step sees the same gradient as the whole batch would give. Data-parallel
+    replicas each take every `replicas`-th example of a batch (possibly none), so that the
+    sum of their gradients is the whole batch's.
     """
     for idx in batches(n, batch_size, True, generator):
-        chunks = idx.split(micro_batch)
+        chunks = idx[replica::replicas].split(micro_batch)  # one empty chunk if none
         for j, chunk in enumerate(chunks):
             yield chunk, len(chunk) / len(idx), j == len(chunks) - 1
