@@ -48,6 +48,9 @@ class StageContext:
     def owned(self) -> range:
         return range(self.first, self.stop)
 
+    def sent_bytes(self) -> int:
+        return self.outbox.bytes if self.outbox else 0
+
 
 def keep_stage(net, first: int, stop: int, device: torch.device) -> None:
     """Drop the blocks other stages train and move this stage's part to `device`. Every rank

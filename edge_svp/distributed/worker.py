@@ -269,14 +269,14 @@ def _fit(config, rank, layout, device, backend, store, out, overwrite, timeout, 
             epoch_start = time.perf_counter()
             barrier(control, timeout)  # start the epoch's clock together
             train_start = time.perf_counter()
-            sent = ctx.outbox.bytes if ctx.outbox else 0
-            reduced = ctx.allreduce_bytes
+            sent, reduced = ctx.sent_bytes(), ctx.allreduce_bytes
             epoch_steps = list(micro_steps(num_train, train.batch_size, micro_batch, order,
                                            replica, layout.replicas))  # fmt: skip
             stats = train_epoch(net, ctx, data, epoch_steps, optimizers, schedules, reporter, epoch)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             seconds = time.perf_counter() - train_start
+            sent, reduced = ctx.sent_bytes() - sent, ctx.allreduce_bytes - reduced
             if layout.replicas > 1:
                 average_buffers(net, ctx)
             correct = evaluate_stage(net, ctx, data, shared["num_test"], eval_batch)
@@ -285,8 +285,8 @@ def _fit(config, rank, layout, device, backend, store, out, overwrite, timeout, 
                 "stats": [(s.loss, s.correct, s.count) for s in stats],
                 "test_correct": correct,
                 "train_seconds": seconds,
-                "sent_bytes": (ctx.outbox.bytes if ctx.outbox else 0) - sent,
-                "allreduce_bytes": ctx.allreduce_bytes - reduced,
+                "sent_bytes": sent,
+                "allreduce_bytes": reduced,
                 "state": stage_state(net, first, stop) if replica == 0 else None,
             }, control, timeout, rank)  # fmt: skip
             if writer:
@@ -296,7 +296,7 @@ def _fit(config, rank, layout, device, backend, store, out, overwrite, timeout, 
         "rank": rank, "stage": stage,
         "measured_peak": meter.peaks[0], "baseline": meter.baseline,
         "peak_memory": peak_memory_bytes(device),
-        "sent_bytes": ctx.outbox.bytes if ctx.outbox else 0,
+        "sent_bytes": ctx.sent_bytes(),
         "wait_seconds": sum(link.wait_seconds for link in (ctx.inbox, ctx.outbox) if link),
     }, control, timeout, rank)  # fmt: skip
     summary = None
