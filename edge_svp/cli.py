@@ -9,6 +9,7 @@ import sys
 import click
 
 from edge_svp.config import load_profile, override, parse_settings, profile_names
+from edge_svp.distributed import DEFAULT_TIMEOUT
 from edge_svp.errors import EdgeSVPError
 from edge_svp.memory import format_bytes
 
@@ -134,7 +135,7 @@ def resolve_config(profile: str, settings, **options):
     help="Pipeline stages (default: one per process); each stage runs on "
     "processes/stages data-parallel replicas.",
 )
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=300.0,
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_TIMEOUT,
               show_default=True,
               help="With --nproc or torchrun: seconds a process waits for another before "
               "it stops.")  # fmt: skip

@@ -16,6 +16,7 @@ import os
 
 from edge_svp.errors import EdgeSVPError
 
+DEFAULT_TIMEOUT = 300.0  # seconds a rank waits for another before it stops
 TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from edge_svp.config import RunConfig, config_to_dict, dump_toml
+from edge_svp.distributed import DEFAULT_TIMEOUT
 from edge_svp.distributed.failure import EXIT_CODES, REPORT_ENV
 from edge_svp.distributed.stages import Layout
 from edge_svp.distributed.worker import check_config
@@ -50,7 +51,7 @@ def launch(
     stages: int | None = None,
     out: str | Path | None = None,
     overwrite: bool = False,
-    timeout: float = 300.0,
+    timeout: float = DEFAULT_TIMEOUT,
     backend: str = "torch",
 ) -> tuple[int, str | None]:
     """Train `config` on `nproc` local ranks; returns (exit code, one-line reason or None)."""

@@ -48,8 +48,14 @@ class StageContext:
     def owned(self) -> range:
         return range(self.first, self.stop)
 
-    def sent_bytes(self) -> int:
-        return self.outbox.bytes if self.outbox else 0
+    def counters(self) -> dict:
+        """What this rank has sent and all-reduced, and waited for its links, so far."""
+        links = [link for link in (self.inbox, self.outbox) if link]
+        return {
+            "sent_bytes": self.outbox.bytes if self.outbox else 0,
+            "allreduce_bytes": self.allreduce_bytes,
+            "wait_seconds": sum(link.wait_seconds for link in links),
+        }
 
 
 def keep_stage(net, first: int, stop: int, device: torch.device) -> None:
@@ -65,14 +71,18 @@ def keep_stage(net, first: int, stop: int, device: torch.device) -> None:
     reference.to(device)
 
 
-def stage_state(net, first: int, stop: int) -> dict:
-    """This stage's entries of the network's state dict, on the CPU, under the whole
-    network's names."""
+def in_stage(name: str, first: int, stop: int) -> bool:
+    """Does state-dict entry `name` of the whole network belong to blocks first..stop-1?"""
     prefixes = tuple(
         f"{part}.{i}." for part in ("blocks", "objectives") for i in range(first, stop)
     )
-    prefixes += ("input_projection.",) if first == 0 else ()
-    return {k: v.cpu() for k, v in net.state_dict().items() if k.startswith(prefixes)}
+    return name.startswith(prefixes + (("input_projection.",) if first == 0 else ()))
+
+
+def stage_state(net, first: int, stop: int) -> dict:
+    """This stage's entries of the network's state dict, on the CPU, under the whole
+    network's names."""
+    return {k: v.cpu() for k, v in net.state_dict().items() if in_stage(k, first, stop)}
 
 
 def merge_states(parts: list[dict]) -> dict:

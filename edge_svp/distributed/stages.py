@@ -80,10 +80,18 @@ def stage_peak(costs, first, stop, m, device_type, reference_bytes) -> int:
     """Predicted peak of one rank training blocks first..stop-1 at micro-batch m.
 
     `reference_bytes[first]` is what the stage holds to make its first block's reference
-    v: the input projection R_0 for the first stage, else the previous block's projection."""
-    plan = plan_blocks(costs[first:stop], "joint", device_type, m, m,
+    v: the input projection R_0 for the first stage, else the previous block's projection.
+    The first stage's rank also receives every other stage's weights after each epoch, to
+    write the checkpoint."""
+    stage = costs[first:stop]
+    plan = plan_blocks(stage, "joint", device_type, m, m,
                        input_projection_bytes=reference_bytes[first])  # fmt: skip
-    return plan.predicted_peak + stream_bytes(costs, first, stop, m)
+    training = plan.predicted_peak + stream_bytes(costs, first, stop, m)
+    if first:
+        return training
+    others = sum(c.param_bytes + c.buffer_bytes for c in costs[stop:])
+    checkpoint = plan.blocks[0].resident_bytes + sum(c.kept_bytes for c in stage) + others
+    return max(training, checkpoint)
 
 
 def split_blocks(num_blocks: int, stages: int, cost) -> list[tuple[int, int]]:

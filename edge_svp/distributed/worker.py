@@ -26,11 +26,13 @@ import torch
 import torch.distributed as dist
 
 from edge_svp.config import RunConfig, config_to_dict, dump_toml
+from edge_svp.distributed import DEFAULT_TIMEOUT
 from edge_svp.distributed.failure import PeerFailure, fault_hook, note, report
 from edge_svp.distributed.pipeline import (
     StageContext,
     average_buffers,
     evaluate_stage,
+    in_stage,
     keep_stage,
     merge_states,
     stage_state,
@@ -81,8 +83,13 @@ def check_config(config: RunConfig, backend: str = "torch") -> None:
         raise EdgeSVPError("a pipeline trains with torch; --backend ort runs in one process")
 
 
+def first_line(e: Exception) -> str:
+    return (str(e).splitlines() or [""])[0]
+
+
 def rank_device(name: str) -> tuple[torch.device, str]:
-    """This rank's device and the backend its stream uses: NCCL on a GPU of its own, else gloo."""
+    """This rank's device and the communication backend of its stream: NCCL on a GPU of its
+    own, else gloo."""
     device = resolve_device(name)
     if device.type != "cuda":
         return device, "gloo"
@@ -104,7 +111,7 @@ def fit_rank(
     out: str | Path | None = None,
     overwrite: bool = False,
     stages: int | None = None,
-    timeout: float = 300.0,
+    timeout: float = DEFAULT_TIMEOUT,
     reporter: Reporter | None = None,
     backend: str = "torch",
 ) -> dict | None:
@@ -115,9 +122,9 @@ def fit_rank(
     try:
         check_config(config, backend)
         layout = Layout(int(os.environ["WORLD_SIZE"]), stages or int(os.environ["WORLD_SIZE"]))
-        device, backend = rank_device(config.train.device)
+        device, comm = rank_device(config.train.device)
         store = join(rank, layout.world, timeout)
-        return _fit(config, rank, layout, device, backend, store, out, overwrite, timeout,
+        return _fit(config, rank, layout, device, comm, store, out, overwrite, timeout,
                     reporter or Reporter())  # fmt: skip
     except EdgeSVPError as e:
         code = report(rank, "input", str(e), store=store)
@@ -125,7 +132,7 @@ def fit_rank(
         code = report(rank, "peer", note(store) or str(e), e.peer)
     except Exception as e:
         traceback.print_exc()
-        code = report(rank, "error", f"{type(e).__name__}: {str(e).splitlines()[0]}", store=store)
+        code = report(rank, "error", f"{type(e).__name__}: {first_line(e)}", store=store)
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)  # without waiting on process-group teardown, which may wait on the dead
@@ -140,16 +147,16 @@ def join(rank: int, world: int, timeout: float):
     return dist.PrefixStore(f"edge_svp/{attempt}", store)
 
 
-def groups(layout: Layout, rank: int, backend: str, timeout: float):
-    """(stream, control, replicas): point-to-point on `backend`, bookkeeping on gloo, and the
-    stage's replicas (None without replicas), each with `timeout`."""
+def groups(layout: Layout, rank: int, comm: str, timeout: float):
+    """(stream, control, replicas): point-to-point on `comm` (gloo or NCCL), bookkeeping on
+    gloo, and the stage's replicas (None without replicas), each with `timeout`."""
     limit = timedelta(seconds=timeout)
-    stream = dist.new_group(backend=backend, timeout=limit)
+    stream = dist.new_group(backend=comm, timeout=limit)
     control = dist.new_group(backend="gloo", timeout=limit)
     replicas = None
     if layout.replicas > 1:  # every rank creates every group, in the same order
         for s in range(layout.stages):
-            group = dist.new_group(layout.stage_ranks(s), backend=backend, timeout=limit)
+            group = dist.new_group(layout.stage_ranks(s), backend=comm, timeout=limit)
             replicas = group if s == layout.stage(rank) else replicas
     return stream, control, replicas
 
@@ -196,9 +203,7 @@ def share_setup(store, rank: int, make) -> tuple[dict, dict]:
         store.wait([SETUP_KEY], timedelta(seconds=SETUP_SECONDS))
         shared = json.loads(store.get(SETUP_KEY))
     except Exception as e:
-        raise PeerFailure(
-            0, f"rank 0 did not finish setting up ({str(e).splitlines()[0]})"
-        ) from None
+        raise PeerFailure(0, f"rank 0 did not finish setting up ({first_line(e)})") from None
     if "error" in shared:
         raise PeerFailure(0, f"rank 0 failed: {shared['error']}")
     return shared, {}
@@ -217,16 +222,39 @@ def barrier(control, timeout: float) -> None:
         dist.barrier(group=control)
 
 
-def _fit(config, rank, layout, device, backend, store, out, overwrite, timeout, reporter):
+def collect_states(net, layout, rank, stages, shapes, control, timeout) -> dict | None:
+    """Rank 0 receives the first replica's weights of every other stage, tensor by tensor into
+    tensors of known shapes (no copies beyond the weights themselves); returns the whole
+    network's state dict on rank 0, None elsewhere."""
+    first, stop = stages[layout.stage(rank)]
+    if rank and layout.replica(rank) == 0:
+        with peer_errors(0, timeout):
+            for tensor in stage_state(net, first, stop).values():
+                dist.send(tensor.contiguous(), 0, group=control)
+    if rank:
+        return None
+    parts = [stage_state(net, first, stop)]
+    for s, (a, b) in enumerate(stages[1:], start=1):
+        source, part = layout.rank(s, 0), {}
+        with peer_errors(source, timeout):
+            for name, (shape, dtype) in shapes.items():
+                if in_stage(name, a, b):
+                    part[name] = torch.empty(shape, dtype=dtype)
+                    dist.recv(part[name], source, group=control)
+        parts.append(part)
+    return merge_states(parts)
+
+
+def _fit(config, rank, layout, device, comm, store, out, overwrite, timeout, reporter):
     start = time.perf_counter()
     shared, own = share_setup(store, rank, lambda: plan_pipeline(config, layout, device, out,
                                                                  overwrite))  # fmt: skip
-    stream, control, replica_group = groups(layout, rank, backend, timeout)
+    stream, control, replica_group = groups(layout, rank, comm, timeout)
     stage, replica = layout.stage(rank), layout.replica(rank)
     first, stop = shared["stages"][stage]
     micro_batch, num_train = shared["micro_batch"], shared["num_train"]
     if rank == 0:
-        reporter.message(_describe(layout, own["plans"], micro_batch, backend))
+        reporter.message(_describe(layout, own["plans"], micro_batch, comm))
     data = None
     if stage == 0:
         dataset, preprocess = (
@@ -254,6 +282,7 @@ def _fit(config, rank, layout, device, backend, store, out, overwrite, timeout, 
             min((meter.baseline + own["budget"]) / total, 1.0)
         )
     net = build_network(config, shared["input_shape"], shared["num_classes"])
+    shapes = {k: (v.shape, v.dtype) for k, v in net.state_dict().items()}  # the whole network's
     keep_stage(net, first, stop, device)
     train, optim = config.train, config.optim
     steps = -(-num_train // train.batch_size)
@@ -263,20 +292,19 @@ def _fit(config, rank, layout, device, backend, store, out, overwrite, timeout, 
     torch.manual_seed(train.seed + rank)  # augmentation and dropout draws
     writer = RunWriter(config, own, reporter) if rank == 0 else None
     eval_batch = min(train.eval_batch_size, micro_batch)
-    train_seconds = []
     with meter.section():
         for epoch in range(1, train.epochs + 1):
             epoch_start = time.perf_counter()
             barrier(control, timeout)  # start the epoch's clock together
             train_start = time.perf_counter()
-            sent, reduced = ctx.sent_bytes(), ctx.allreduce_bytes
+            before = ctx.counters()
             epoch_steps = list(micro_steps(num_train, train.batch_size, micro_batch, order,
                                            replica, layout.replicas))  # fmt: skip
             stats = train_epoch(net, ctx, data, epoch_steps, optimizers, schedules, reporter, epoch)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             seconds = time.perf_counter() - train_start
-            sent, reduced = ctx.sent_bytes() - sent, ctx.allreduce_bytes - reduced
+            during = {k: v - before[k] for k, v in ctx.counters().items()}  # training only
             if layout.replicas > 1:
                 average_buffers(net, ctx)
             correct = evaluate_stage(net, ctx, data, shared["num_test"], eval_batch)
@@ -285,33 +313,29 @@ def _fit(config, rank, layout, device, backend, store, out, overwrite, timeout, 
                 "stats": [(s.loss, s.correct, s.count) for s in stats],
                 "test_correct": correct,
                 "train_seconds": seconds,
-                "sent_bytes": sent,
-                "allreduce_bytes": reduced,
-                "state": stage_state(net, first, stop) if replica == 0 else None,
+                **during,
             }, control, timeout, rank)  # fmt: skip
+            states = collect_states(net, layout, rank, shared["stages"], shapes, control, timeout)
             if writer:
                 lr = schedules[0].get_last_lr()[0]
-                train_seconds.append(writer.epoch(epoch, reports, shared, epoch_start, lr))
+                writer.epoch(epoch, reports, states, shared, epoch_start, lr)
     final = gather({
         "rank": rank, "stage": stage,
         "measured_peak": meter.peaks[0], "baseline": meter.baseline,
         "peak_memory": peak_memory_bytes(device),
-        "sent_bytes": ctx.sent_bytes(),
-        "wait_seconds": sum(link.wait_seconds for link in (ctx.inbox, ctx.outbox) if link),
     }, control, timeout, rank)  # fmt: skip
     summary = None
     if writer:
-        summary = writer.summary(final, layout, backend, shared, train_seconds, timeout, device,
-                                 start)  # fmt: skip
+        summary = writer.summary(final, layout, comm, shared, timeout, device, start)
     barrier(control, timeout)  # no rank leaves while another still needs it
     dist.destroy_process_group()
     return summary
 
 
-def _describe(layout: Layout, plans, micro_batch: int, backend: str) -> str:
+def _describe(layout: Layout, plans, micro_batch: int, comm: str) -> str:
     stages = " | ".join(p.blocks() for p in plans)
     return (f"pipeline: {layout.world} processes, {layout.stages} stage(s) of "
-            f"{layout.replicas} replica(s): {stages}; micro-batch {micro_batch}, {backend}")  # fmt: skip
+            f"{layout.replicas} replica(s): {stages}; micro-batch {micro_batch}, {comm}")  # fmt: skip
 
 
 class RunWriter:
@@ -322,10 +346,11 @@ class RunWriter:
         self.run_dir = own["run_dir"]
         self.metrics = open(self.run_dir / METRICS, "w")
         self.records: list[dict] = []
+        self.train_seconds: list[float] = []  # per epoch, the slowest rank's
+        self.tally: dict[str, list] = {}  # per counter, per rank, summed over epochs
 
-    def epoch(self, epoch: int, reports: list[dict], shared: dict, start: float, lr) -> float:
-        """Merge the ranks' reports into one record per block, write them and the checkpoint;
-        returns the epoch's training time (the slowest rank's)."""
+    def epoch(self, epoch, reports: list[dict], states: dict, shared: dict, start, lr) -> None:
+        """Merge the ranks' reports into one record per block, write them and the checkpoint."""
         merged = {}
         for r in reports:
             for block, (loss, correct, count), test in zip(r["blocks"], r["stats"],
@@ -342,16 +367,17 @@ class RunWriter:
         for record in records:
             self.metrics.write(json.dumps(record) + "\n")
         self.metrics.flush()
-        state = merge_states([r["state"] for r in reports if r["state"] is not None])
         contents = checkpoint_contents(self.config, self.own["preprocess"], self.own["dataset"])
-        save_atomic({"state_dict": state, **contents, "last_record": records[-1]},
+        save_atomic({"state_dict": states, **contents, "last_record": records[-1]},
                     self.run_dir / CHECKPOINT)  # fmt: skip
         self.records.extend(records)
         self.reporter.epoch(records)
-        self.train_reports = reports
-        return max(r["train_seconds"] for r in reports)
+        self.train_seconds.append(max(r["train_seconds"] for r in reports))
+        for key in ("sent_bytes", "allreduce_bytes", "wait_seconds"):
+            tally = self.tally.setdefault(key, [0] * len(reports))
+            self.tally[key] = [t + r[key] for t, r in zip(tally, reports, strict=True)]
 
-    def summary(self, final, layout, backend, shared, train_seconds, timeout, device, start):
+    def summary(self, final, layout, comm, shared, timeout, device, start):
         self.metrics.close()
         epochs = self.config.train.epochs
         last = [r for r in self.records if r["epoch"] == epochs]
@@ -361,8 +387,7 @@ class RunWriter:
         measured = [max(f["measured_peak"] for f in final if f["stage"] == s)
                     for s in range(layout.stages)]  # fmt: skip
         budget = self.own["budget"]
-        sent = sum(r["sent_bytes"] for r in self.train_reports)  # the last epoch's training
-        reduced = sum(r["allreduce_bytes"] for r in self.train_reports)
+        train_seconds = sum(self.train_seconds)
         summary = {
             **self.own["header"],
             "test_accuracy": per_block[-1],
@@ -389,17 +414,16 @@ class RunWriter:
                 "processes": layout.world,
                 "stages": layout.stages,
                 "replicas": layout.replicas,
-                "backend": backend,
+                "communication": comm,
                 "stage_blocks": [[p.first + 1, p.stop] for p in plans],
                 "micro_batch": shared["micro_batch"],
-                "train_seconds": round(sum(train_seconds), 3),
-                "train_samples_per_second": round(
-                    epochs * shared["num_train"] / sum(train_seconds), 1
-                ),
-                "activation_bytes_per_step": round(sent / (steps / epochs)),
-                "allreduce_bytes_per_step": round(reduced / (steps / epochs)),
-                "bytes_sent": sum(f["sent_bytes"] for f in final),
-                "wait_seconds": [round(f["wait_seconds"], 3) for f in final],
+                "train_seconds": round(train_seconds, 3),
+                "train_samples_per_second": round(epochs * shared["num_train"] / train_seconds, 1),
+                # training only, summed over ranks; per rank in the lists
+                "activation_bytes_per_step": round(sum(self.tally["sent_bytes"]) / steps),
+                "allreduce_bytes_per_step": round(sum(self.tally["allreduce_bytes"]) / steps),
+                "sent_bytes": self.tally["sent_bytes"],
+                "wait_seconds": [round(w, 3) for w in self.tally["wait_seconds"]],
                 "timeout_seconds": timeout,
             },
         }

@@ -9,6 +9,7 @@ from edge_svp.distributed.stages import (
     Layout,
     assign_stages,
     split_blocks,
+    stage_peak,
     stream_bytes,
 )
 from edge_svp.errors import EdgeSVPError
@@ -46,12 +47,22 @@ def test_split_minimises_the_heaviest_stage():
         split_blocks(6, 7, cost)
 
 
-def test_stages_balance_the_planner_costs():
-    plans, micro_batch = assign_stages(costs(8, 1, 1, 8), 2, "cpu", 64, [0] * 4)
-    assert [(p.first, p.stop) for p in plans] == [(0, 2), (2, 4)]
+def test_stages_minimise_the_largest_predicted_peak():
+    blocks, refs = costs(8, 1, 1, 1, 1, 8), [0] * 6
+
+    def worst(runs):
+        return max(stage_peak(blocks, a, b, 64, "cpu", refs) for a, b in runs)
+
+    plans, micro_batch = assign_stages(blocks, 3, "cpu", 64, refs)
+    every_split = [[(0, i), (i, j), (j, 6)] for i in range(1, 5) for j in range(i + 1, 6)]
+    assert worst([(p.first, p.stop) for p in plans]) == min(worst(s) for s in every_split)
     assert micro_batch == 64
-    plans, _ = assign_stages(costs(8, 1, 1, 1, 1, 1, 1), 2, "cpu", 64, [0] * 7)
-    assert [(p.first, p.stop) for p in plans] == [(0, 1), (1, 7)]
+
+
+def test_the_first_rank_is_charged_the_weights_it_gathers_for_the_checkpoint():
+    blocks, refs = costs(1, 1, 50), [0] * 3
+    assert stage_peak(blocks, 0, 1, 64, "cpu", refs) > 50 * MB
+    assert stage_peak(blocks, 1, 2, 64, "cpu", refs) < 20 * MB  # its own block and batch
 
 
 def test_stream_buffers_are_charged_to_the_stage():
