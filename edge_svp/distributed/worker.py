@@ -178,14 +178,15 @@ def plan_pipeline(config: RunConfig, layout: Layout, device, out, overwrite) -> 
     shared = {
         "stages": [[p.first, p.stop] for p in plans],
         "micro_batch": micro_batch,
+        "budget": budget,  # per rank
         "block_inputs": [list(c.input_shape) for c in costs],  # what each stage receives
         "input_shape": list(dataset.input_shape),
         "num_classes": dataset.num_classes,
         "num_train": len(dataset.y_train),
         "num_test": len(dataset.y_test),
     }
-    own = {"dataset": dataset, "preprocess": preprocess, "plans": plans, "budget": budget,
-           "header": header, "run_dir": run_dir}  # fmt: skip
+    own = {"dataset": dataset, "preprocess": preprocess, "plans": plans, "header": header,
+           "run_dir": run_dir}  # fmt: skip
     return shared, own
 
 
@@ -276,11 +277,10 @@ def _fit(config, rank, layout, device, comm, store, out, overwrite, timeout, rep
                 device)  # fmt: skip
         del probe
     meter = MemoryMeter(device)  # baseline: after imports, data and set-up
-    if device.type == "cuda" and own.get("budget"):
+    if device.type == "cuda" and shared["budget"]:  # an overrun fails fast, as in one process
         total = torch.cuda.get_device_properties(device).total_memory
-        torch.cuda.set_per_process_memory_fraction(
-            min((meter.baseline + own["budget"]) / total, 1.0)
-        )
+        fraction = min((meter.baseline + shared["budget"]) / total, 1.0)
+        torch.cuda.set_per_process_memory_fraction(fraction, device)
     net = build_network(config, shared["input_shape"], shared["num_classes"])
     shapes = {k: (v.shape, v.dtype) for k, v in net.state_dict().items()}  # the whole network's
     keep_stage(net, first, stop, device)
@@ -296,7 +296,7 @@ def _fit(config, rank, layout, device, comm, store, out, overwrite, timeout, rep
         for epoch in range(1, train.epochs + 1):
             epoch_start = time.perf_counter()
             barrier(control, timeout)  # start the epoch's clock together
-            train_start = time.perf_counter()
+            train_start, cpu_start = time.perf_counter(), time.process_time()
             before = ctx.counters()
             epoch_steps = list(micro_steps(num_train, train.batch_size, micro_batch, order,
                                            replica, layout.replicas))  # fmt: skip
@@ -304,6 +304,8 @@ def _fit(config, rank, layout, device, comm, store, out, overwrite, timeout, rep
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             seconds = time.perf_counter() - train_start
+            # below `seconds` where the rank waited, or other work on the machine took its core
+            cpu_seconds = time.process_time() - cpu_start
             during = {k: v - before[k] for k, v in ctx.counters().items()}  # training only
             if layout.replicas > 1:
                 average_buffers(net, ctx)
@@ -313,12 +315,14 @@ def _fit(config, rank, layout, device, comm, store, out, overwrite, timeout, rep
                 "stats": [(s.loss, s.correct, s.count) for s in stats],
                 "test_correct": correct,
                 "train_seconds": seconds,
+                "cpu_seconds": cpu_seconds,
                 **during,
             }, control, timeout, rank)  # fmt: skip
             states = collect_states(net, layout, rank, shared["stages"], shapes, control, timeout)
             if writer:
                 lr = schedules[0].get_last_lr()[0]
                 writer.epoch(epoch, reports, states, shared, epoch_start, lr)
+            del states  # the other stages' weights go once written, not at the next epoch
     final = gather({
         "rank": rank, "stage": stage,
         "measured_peak": meter.peaks[0], "baseline": meter.baseline,
@@ -373,7 +377,7 @@ class RunWriter:
         self.records.extend(records)
         self.reporter.epoch(records)
         self.train_seconds.append(max(r["train_seconds"] for r in reports))
-        for key in ("sent_bytes", "allreduce_bytes", "wait_seconds"):
+        for key in ("sent_bytes", "allreduce_bytes", "wait_seconds", "cpu_seconds"):
             tally = self.tally.setdefault(key, [0] * len(reports))
             self.tally[key] = [t + r[key] for t, r in zip(tally, reports, strict=True)]
 
@@ -386,7 +390,7 @@ class RunWriter:
         plans = self.own["plans"]
         measured = [max(f["measured_peak"] for f in final if f["stage"] == s)
                     for s in range(layout.stages)]  # fmt: skip
-        budget = self.own["budget"]
+        budget = shared["budget"]
         train_seconds = sum(self.train_seconds)
         summary = {
             **self.own["header"],
@@ -424,6 +428,7 @@ class RunWriter:
                 "allreduce_bytes_per_step": round(sum(self.tally["allreduce_bytes"]) / steps),
                 "sent_bytes": self.tally["sent_bytes"],
                 "wait_seconds": [round(w, 3) for w in self.tally["wait_seconds"]],
+                "cpu_seconds": [round(c, 3) for c in self.tally["cpu_seconds"]],
                 "timeout_seconds": timeout,
             },
         }
