@@ -27,7 +27,14 @@ import torch
 from edge_svp.config import RunConfig, config_to_dict, dump_toml, load_config
 from edge_svp.data import Dataset, Preprocess, load_dataset
 from edge_svp.errors import EdgeSVPError
-from edge_svp.memory import MemoryMeter, format_bytes, parse_size, peak_memory_bytes
+from edge_svp.memory import (
+    MemoryMeter,
+    cap_device_memory,
+    format_bytes,
+    parse_size,
+    peak_memory_bytes,
+    predictable_host_allocator,
+)
 from edge_svp.models import build_blocks
 from edge_svp.network import SVPNetwork, read_checkpoint
 from edge_svp.progress import Reporter
@@ -102,6 +109,7 @@ def fit(
 
     backend "ort" trains with ONNX Runtime (edge_svp/ort/backend.py) and keeps its export
     directory in run_dir/ort."""
+    predictable_host_allocator()  # before any thread or matrix product: see its docstring
     config.validate()
     if backend == "ort":
         from edge_svp.ort.backend import check_supported, train_ort
@@ -127,8 +135,7 @@ def fit(
     meter = MemoryMeter(device)  # baseline: after imports, data loading and the probe
     net = build_network(config, dataset.input_shape, dataset.num_classes)
     if device.type == "cuda" and config.memory.budget:
-        limit = (meter.baseline + parse_size(config.memory.budget)) / total_device_memory(device)
-        torch.cuda.set_per_process_memory_fraction(min(limit, 1.0), device)  # overrun fails fast
+        cap_device_memory(device, parse_size(config.memory.budget))  # overrun fails fast
     # only now, with the input known to be good and the plan feasible, does anything
     # appear on disk
     run_dir = prepare_run_dir(Path(out) if out else default_run_dir(config), overwrite)
@@ -155,19 +162,25 @@ def fit(
             export_dir = run_dir / "ort"
             records = train_ort(net, dataset, config, preprocess, export_dir, reporter, on_epoch)
         else:
-            records = train(
-                net,
-                dataset,
-                config.train,
-                config.optim,
-                preprocess,
-                reporter,
-                on_epoch=on_epoch,
-                memory=config.memory,
-                plan=plan,
-                meter=meter,
-            )
-    per_block = block_accuracies(net, dataset, preprocess, config.train.eval_batch_size)
+            try:
+                records = train(
+                    net,
+                    dataset,
+                    config.train,
+                    config.optim,
+                    preprocess,
+                    reporter,
+                    on_epoch=on_epoch,
+                    memory=config.memory,
+                    plan=plan,
+                    meter=meter,
+                )
+            except torch.OutOfMemoryError:
+                raise out_of_memory(config, plan, meter) from None
+    eval_batch = config.train.eval_batch_size
+    if plan and config.memory.budget:  # evaluation must fit the budget too
+        eval_batch = min(eval_batch, *(b.micro_batch for b in plan.blocks))
+    per_block = block_accuracies(net, dataset, preprocess, eval_batch)
     if config.train.method == "bp":  # only the last head is trained by backprop
         per_block = [None] * (len(per_block) - 1) + per_block[-1:]
     schedule = config.train.schedule if config.train.method == "svp" else "end-to-end"
@@ -226,6 +239,7 @@ def write_summary(run_dir: Path, summary: dict) -> None:
 
 def plan_run(config: RunConfig):
     """The MemoryPlan `fit` would follow for `config`, without training."""
+    predictable_host_allocator()  # the probe must see the allocator that training will
     config.validate()
     if config.train.method != "svp":
         raise EdgeSVPError("plans are made for SVP training; backprop keeps every block resident")
@@ -259,8 +273,23 @@ def memory_report(config: RunConfig, plan, meter: MemoryMeter, reporter) -> dict
     }
 
 
-def total_device_memory(device) -> int:
-    return torch.cuda.get_device_properties(device).total_memory
+def out_of_memory(config: RunConfig, plan, meter: MemoryMeter) -> EdgeSVPError:
+    """One line for a CUDA allocation that failed: under a budget the memory fraction was
+    capped at baseline + budget, so the plan's prediction fell short of the real need."""
+    where, predicted = "training", plan.predicted_peak if plan else None
+    if plan and config.train.schedule == "layerwise":
+        block = min(len(meter.peaks) + 1, len(plan.blocks))  # the block being trained
+        where, predicted = f"block {block}", plan.blocks[block - 1].predicted_peak
+    if config.memory.budget:
+        return EdgeSVPError(
+            f"{where} ran out of CUDA memory under the budget {config.memory.budget} "
+            f"(predicted peak {format_bytes(predicted)}); the checkpoint of the last finished "
+            f"epoch is kept. Retry with a larger --mem-budget"
+        )
+    return EdgeSVPError(
+        f"{where} ran out of CUDA memory; set --mem-budget to the memory you can give it, "
+        f"and the planner will pick micro-batches that fit"
+    )
 
 
 def load_run(run_dir: str | Path, data_dir: str | None = None):
