@@ -42,7 +42,13 @@ from edge_svp.distributed.pipeline import (
 from edge_svp.distributed.stages import Layout, assign_stages
 from edge_svp.distributed.stream import Inbox, Outbox, peer_errors
 from edge_svp.errors import EdgeSVPError
-from edge_svp.memory import MemoryMeter, parse_size, peak_memory_bytes
+from edge_svp.memory import (
+    MemoryMeter,
+    cap_device_memory,
+    parse_size,
+    peak_memory_bytes,
+    predictable_host_allocator,
+)
 from edge_svp.network import save_atomic
 from edge_svp.progress import Reporter
 from edge_svp.run import (
@@ -117,6 +123,7 @@ def fit_rank(
 ) -> dict | None:
     """Run this process's rank; rank 0 returns the summary, the others None. A rank that
     fails, or whose peer fails, says so and exits (failure.py)."""
+    predictable_host_allocator()  # before any thread or matrix product, as fit does
     rank = int(os.environ["RANK"])
     store = None
     try:
@@ -166,8 +173,9 @@ def plan_pipeline(config: RunConfig, layout: Layout, device, out, overwrite) -> 
     dataset, preprocess = load_data(config)
     probe = build_network(config, dataset.input_shape, dataset.num_classes)
     costs = measure_network(probe, dataset, preprocess, config.train, config.optim)
+    # what a stage holds to make its first block's reference: R_0, or the previous objective
     reference_bytes = [probe.input_projection.weight.numel() * 4]
-    reference_bytes += [sum(b.numel() * 4 for b in o.buffers()) for o in probe.objectives[:-1]]
+    reference_bytes += [c.objective_bytes for c in costs[:-1]]
     budget = parse_size(config.memory.budget) if config.memory.budget else None
     plans, micro_batch = assign_stages(costs, layout.stages, device.type,
                                        config.train.batch_size, reference_bytes, budget)  # fmt: skip
@@ -277,10 +285,8 @@ def _fit(config, rank, layout, device, comm, store, out, overwrite, timeout, rep
                 device)  # fmt: skip
         del probe
     meter = MemoryMeter(device)  # baseline: after imports, data and set-up
-    if device.type == "cuda" and shared["budget"]:  # an overrun fails fast, as in one process
-        total = torch.cuda.get_device_properties(device).total_memory
-        fraction = min((meter.baseline + shared["budget"]) / total, 1.0)
-        torch.cuda.set_per_process_memory_fraction(fraction, device)
+    if device.type == "cuda" and shared["budget"]:
+        cap_device_memory(device, shared["budget"])  # an overrun fails fast, as in one process
     net = build_network(config, shared["input_shape"], shared["num_classes"])
     shapes = {k: (v.shape, v.dtype) for k, v in net.state_dict().items()}  # the whole network's
     keep_stage(net, first, stop, device)
