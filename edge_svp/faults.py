@@ -10,19 +10,19 @@ time it passes POINT, exactly as the OOM killer or a power cut would stop it the
     checkpoint-rename  between moving the latest checkpoint aside and renaming the new one in
     cache-write        after each chunk written to an activation cache on disk
 
-Unset (always, outside tests), every call is a dictionary lookup that does nothing.
+Unset (always, outside tests), every call is an environment lookup that does nothing.
 """
 
 import os
 import signal
 
-_POINT, _, _AT = os.environ.get("EDGE_SVP_KILL_AT", "").partition(":")
 _passed: dict[str, int] = {}
 
 
 def kill_point(name: str) -> None:
-    if name != _POINT:
+    point, _, at = os.environ.get("EDGE_SVP_KILL_AT", "").partition(":")
+    if name != point:
         return
     _passed[name] = _passed.get(name, 0) + 1
-    if _passed[name] == int(_AT or 1):
+    if _passed[name] == int(at or 1):
         os.kill(os.getpid(), signal.SIGKILL)
