@@ -141,7 +141,8 @@ def profile_options(command):
 def resolve_config(profile: str, settings, **options):
     """The profile, overridden by the given options (None means: keep the profile's)."""
     changes = {PROFILE_OVERRIDES[name]: value for name, value in options.items()}
-    return override(load_profile(profile), **changes, **parse_settings(settings))
+    changes.update(parse_settings(settings))  # --set train.epochs=3 and --epochs: --set wins
+    return override(load_profile(profile), **changes)
 
 
 @main.command()

@@ -2,12 +2,14 @@
 compare two runs exactly."""
 
 import json
+import signal
 from pathlib import Path
 
 import torch
 
 from edge_svp.checkpoint import CheckpointStore
 from edge_svp.config import load_profile, override
+from edge_svp.progress import Reporter
 
 # A few hundred digits, two small blocks: about a second per run on a busy core.
 TINY = {
@@ -51,3 +53,16 @@ def assert_same_run(run_dir: Path, reference: Path) -> None:
     expected = json.loads((Path(reference) / "summary.json").read_text())
     assert summary["test_accuracy"] == expected["test_accuracy"]
     assert summary["per_block_accuracy"] == expected["per_block_accuracy"]
+
+
+class CtrlCAt(Reporter):
+    """Presses Ctrl-C while the batch `item` of the epoch labelled `label` trains."""
+
+    def __init__(self, label: str, item: int):
+        self.label, self.item = label, item
+
+    def track(self, iterable, total, label):
+        for k, item in enumerate(iterable):
+            if label == self.label and k == self.item:
+                signal.raise_signal(signal.SIGINT)
+            yield item

@@ -2,32 +2,17 @@
 every schedule; NaN and inf stop a run or are skipped and counted."""
 
 import json
-import signal
 
 import pytest
 import torch
 from click.testing import CliRunner
-from resume_helpers import TINY_ARGS, assert_same_run, tiny_config, weights
+from resume_helpers import TINY_ARGS, CtrlCAt, assert_same_run, tiny_config, weights
 
 from edge_svp.cli import main
 from edge_svp.data import Dataset, Preprocess, load_dataset
 from edge_svp.errors import Interrupted
-from edge_svp.progress import Reporter
 from edge_svp.run import build_network, fit
 from edge_svp.training import TrainState, train
-
-
-class CtrlCAt(Reporter):
-    """Presses Ctrl-C while the batch `item` of the epoch labelled `label` trains."""
-
-    def __init__(self, label: str, item: int):
-        self.label, self.item = label, item
-
-    def track(self, iterable, total, label):
-        for k, item in enumerate(iterable):
-            if label == self.label and k == self.item:
-                signal.raise_signal(signal.SIGINT)
-            yield item
 
 
 @pytest.fixture(autouse=True)
