@@ -168,5 +168,8 @@ class CheckpointStore:
                 warn(f"{'; '.join(problems)}: using the previous good checkpoint {name}")
             return checkpoint
         if problems:
-            raise EdgeSVPError(f"no usable checkpoint in {self.directory}: {'; '.join(problems)}")
+            raise EdgeSVPError(
+                f"no usable checkpoint in {self.directory}: {'; '.join(problems)}; "
+                "start the run again with --overwrite"
+            )
         return None

@@ -77,7 +77,7 @@ class MemoryConfig:
     host_budget: str | None = None  # host RAM for activation caches; beyond it they spill to disk
     cache_dtype: str = "float32"  # float32 | float16
     recompute: bool = False  # recompute the frozen prefix instead of caching its outputs
-    cache_dir: str | None = None  # where disk caches go (default: the system's temp folder)
+    cache_dir: str | None = None  # where disk caches go (default: RUN_DIR/cache; the API: temp)
 
 
 @dataclass

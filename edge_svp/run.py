@@ -250,6 +250,8 @@ def fit(
     resumed = checkpoint["training"] if checkpoint else None
     cache_dir = run_cache_dir(config, run_dir)
     state = TrainState(config.train, save, resumed, cache_dir)
+    if resumed:
+        reporter.message(f"continuing from the checkpoint at {state.describe(state.resumed_from)}")
     # metrics.jsonl holds the checkpoint's epochs: a line written after it goes
     atomic_write_text(run_dir / METRICS, "".join(json.dumps(r) + "\n" for r in state.records))
     try:

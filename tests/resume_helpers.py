@@ -20,11 +20,12 @@ TINY = {
     "train.epochs": 2,
     "data.train_limit": 200,
     "train.checkpoint_every": 3,
+    "train.device": "cpu",  # exact equality is promised on CPU; forked runs must not use CUDA
 }
 TINY_ARGS = [
     "--set", "model.widths=[32, 32]", "--set", "svp.proj_dim=32", "--batch-size", "32",
     "--lr", "1e-2", "--epochs", "2", "--train-limit", "200",
-    "--set", "train.checkpoint_every=3",
+    "--set", "train.checkpoint_every=3", "--device", "cpu",
 ]  # fmt: skip
 
 

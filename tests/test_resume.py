@@ -10,7 +10,7 @@ from resume_helpers import TINY_ARGS, CtrlCAt, assert_same_run, tiny_config, wei
 
 from edge_svp.cli import main
 from edge_svp.data import Dataset, Preprocess, load_dataset
-from edge_svp.errors import Interrupted
+from edge_svp.errors import Interrupted, NumericalFault
 from edge_svp.run import build_network, fit
 from edge_svp.training import TrainState, train
 
@@ -68,6 +68,17 @@ def test_a_crash_resumes_from_the_last_periodic_checkpoint(tmp_path):
     assert_same_run(crashed, tmp_path / "straight")
 
 
+def test_a_run_stopped_before_its_first_checkpoint_starts_over(tmp_path):
+    fit(tiny_config(), out=tmp_path / "straight")
+    run = tmp_path / "run"
+    with pytest.raises(Interrupted):
+        fit(tiny_config(), out=run, reporter=CtrlCAt("epoch 1", 1))
+    for name in ("checkpoint.pt", "checkpoint.prev.pt", "checkpoints.json"):
+        (run / name).unlink(missing_ok=True)  # as if killed before the first one was written
+    assert fit(resume=run)["resumed_from"] is None
+    assert_same_run(run, tmp_path / "straight")
+
+
 def test_resume_via_the_command_line_takes_nothing_but_the_run(tmp_path):
     out = tmp_path / "run"
     with pytest.raises(Interrupted):
@@ -89,6 +100,19 @@ def test_a_nan_stops_the_run_naming_block_and_step_and_keeps_the_last_good_check
     assert "last checkpoint (epoch 1, step 1) is kept" in line
     assert all(torch.isfinite(w).all() for w in weights(out).values())
     assert CliRunner().invoke(main, ["eval", str(out)]).exit_code == 0
+
+
+def test_a_nan_gradient_under_a_finite_loss_is_caught_too():
+    digits = load_dataset("digits").limit(200)
+    config = tiny_config(**{"train.schedule": "layerwise"})
+    net = build_network(config, digits.input_shape, digits.num_classes)
+    net.blocks[1][0].weight.register_hook(lambda grad: grad * float("nan"))  # block 2 only
+    with pytest.raises(NumericalFault) as error:
+        train(net, digits, config.train, config.optim)
+    assert str(error.value).startswith(
+        "NaN or inf in the gradients at block 2, epoch 1, step 1; training stopped and no "
+        "checkpoint was written before it"
+    )
 
 
 def test_skip_bad_batches_skips_and_counts_a_poisoned_batch():

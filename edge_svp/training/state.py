@@ -250,16 +250,18 @@ class TrainState:
 
     def _nonfinite(self) -> tuple[int, str] | None:
         """(block, 'loss' or 'gradients') of the first block whose batch went non-finite."""
-        for block, stats, optimizer in zip(self.blocks, self.stats, self.optimizers, strict=True):
+        for block, stats in zip(self.blocks, self.stats, strict=True):
             if stats.nonfinite:
                 return block, "loss"
-            grads = [
-                p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None
-            ]
-            # one reduction and one sync per block: a NaN or inf anywhere makes the sum non-finite
-            if grads and not torch.isfinite(torch.stack([g.sum() for g in grads]).sum()):
-                return block, "gradients"
-        return None
+        # a NaN or inf anywhere makes a sum non-finite: one sum per block, one sync in all
+        sums = []
+        for optimizer in self.optimizers:
+            params = [p for group in optimizer.param_groups for p in group["params"]]
+            grads = [p.grad.sum() for p in params if p.grad is not None]
+            sums.append(torch.stack(grads).sum() if grads else params[0].new_zeros(()))
+        finite = torch.isfinite(torch.stack(sums)).tolist()
+        bad = [block for block, ok in zip(self.blocks, finite, strict=True) if not ok]
+        return (bad[0], "gradients") if bad else None
 
     def cache_path(self, block: int, split: str) -> Path | None:
         """Where block `block`'s (1-based) output cache for `split` goes on disk, if the
