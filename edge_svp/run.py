@@ -32,7 +32,7 @@ import shlex
 import shutil
 import tempfile
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from datetime import datetime
 from importlib import metadata
 from pathlib import Path
@@ -254,51 +254,40 @@ def fit(
         reporter.message(f"continuing from the checkpoint at {state.describe(state.resumed_from)}")
     # metrics.jsonl holds the checkpoint's epochs: a line written after it goes
     atomic_write_text(run_dir / METRICS, "".join(json.dumps(r) + "\n" for r in state.records))
-    try:
-        interrupts = state.interruptible() if backend == "torch" else nullcontext()
-        with open(run_dir / METRICS, "a") as metrics, interrupts:
+    torch_backend = backend == "torch"
+    with (
+        resume_hints(run_dir, state) if torch_backend else nullcontext(),
+        state.interruptible() if torch_backend else nullcontext(),
+        open(run_dir / METRICS, "a") as metrics,
+    ):
 
-            def on_epoch(records: list[dict]) -> None:
-                try:
-                    for record in records:
-                        metrics.write(json.dumps(record) + "\n")
-                    metrics.flush()
-                except OSError as e:
-                    raise EdgeSVPError(f"cannot write {run_dir / METRICS}: {e.strerror}") from None
-                if backend == "ort":
-                    save()
+        def on_epoch(records: list[dict]) -> None:
+            try:
+                for record in records:
+                    metrics.write(json.dumps(record) + "\n")
+                metrics.flush()
+            except OSError as e:
+                raise EdgeSVPError(f"cannot write {run_dir / METRICS}: {e.strerror}") from None
+            if not torch_backend:  # the torch backend's TrainState checkpoints
+                save()
 
-            if backend == "ort":
-                export_dir = run_dir / "ort"
-                records = train_ort(
-                    net, dataset, config, preprocess, export_dir, reporter, on_epoch
-                )
-            else:
-                records = train(
-                    net,
-                    dataset,
-                    config.train,
-                    config.optim,
-                    preprocess,
-                    reporter,
-                    on_epoch=on_epoch,
-                    memory=config.memory,
-                    plan=plan,
-                    meter=meter,
-                    state=state,
-                )
-    except KeyboardInterrupt:  # a second Ctrl-C
-        if backend != "torch":
-            raise
-        last = state.describe(state.saved) if state.saved else "none yet"
-        raise Interrupted(
-            f"stopped at once (last checkpoint: {last}); resume with: {resume_command(run_dir)}"
-        ) from None
-    except EdgeSVPError as e:
-        if backend != "torch" or isinstance(e, NumericalFault):
-            raise
-        hint = "resume with" if isinstance(e, Interrupted) else "then continue with"
-        raise type(e)(f"{e}; {hint}: {resume_command(run_dir)}") from None
+        if backend == "ort":
+            export_dir = run_dir / "ort"
+            records = train_ort(net, dataset, config, preprocess, export_dir, reporter, on_epoch)
+        else:
+            records = train(
+                net,
+                dataset,
+                config.train,
+                config.optim,
+                preprocess,
+                reporter,
+                on_epoch=on_epoch,
+                memory=config.memory,
+                plan=plan,
+                meter=meter,
+                state=state,
+            )
     shutil.rmtree(cache_dir, ignore_errors=True)
     per_block = block_accuracies(net, dataset, preprocess, config.train.eval_batch_size)
     if config.train.method == "bp":  # only the last head is trained by backprop
@@ -339,11 +328,32 @@ def check_resumable(run_dir: Path, config: RunConfig, checkpoint: dict | None) -
         return  # stopped before its first checkpoint: it starts over
     if checkpoint.get("training") is None:
         raise EdgeSVPError(f"cannot resume {run_dir}: its checkpoint holds no training state")
-    if checkpoint["config"] != config_to_dict(config):
+    ours, theirs = config_to_dict(config), dict(checkpoint["config"])
+    for raw in (ours, theirs):  # the data may have moved; where to is no part of training
+        raw["data"] = {**raw["data"], "data_dir": None}
+    if ours != theirs:
         raise EdgeSVPError(
             f"cannot resume {run_dir}: {CONFIG} differs from the configuration its checkpoint "
             "was trained with"
         )
+
+
+@contextmanager
+def resume_hints(run_dir: Path, state: TrainState):
+    """A run that stops on Ctrl-C or an error of its environment (a full disk) ends with the
+    command that continues it; a numerical fault would only recur, so it does not."""
+    try:
+        yield
+    except KeyboardInterrupt:  # a second Ctrl-C
+        last = state.describe(state.saved) if state.saved else "none yet"
+        raise Interrupted(
+            f"stopped at once (last checkpoint: {last}); resume with: {resume_command(run_dir)}"
+        ) from None
+    except NumericalFault:
+        raise
+    except EdgeSVPError as e:
+        hint = "resume with" if isinstance(e, Interrupted) else "then continue with"
+        raise type(e)(f"{e}; {hint}: {resume_command(run_dir)}") from None
 
 
 def plan_run(config: RunConfig):

@@ -1,7 +1,9 @@
 """What the resume, crash and hostile-input tests share: a tiny digits run and ways to
 compare two runs exactly."""
 
+import errno
 import json
+import os
 import signal
 from pathlib import Path
 
@@ -67,3 +69,8 @@ class CtrlCAt(Reporter):
             if label == self.label and k == self.item:
                 signal.raise_signal(signal.SIGINT)
             yield item
+
+
+def full_disk_pwrite(fd, data, offset):
+    """os.pwrite on a full disk: activation-cache writes fail with ENOSPC."""
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))

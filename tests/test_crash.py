@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
-from resume_helpers import TINY_ARGS, assert_same_run, metrics
+from resume_helpers import TINY_ARGS, assert_same_run, full_disk_pwrite, metrics
 
 from edge_svp.checkpoint import LATEST, CheckpointStore
 from edge_svp.cli import main
@@ -149,6 +149,16 @@ def test_a_resumed_run_killed_again_still_ends_like_a_straight_run(killed, tmp_p
     shutil.copytree(killed / "chain", run)  # killed at step 5, then again in block 1's test cache
     summary, _ = resume_and_check(run, killed / "straight")
     assert summary["resumed_from"] == "block 1, end of epoch 2"
+
+
+def test_a_full_disk_while_caching_leaves_a_resumable_run(killed, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    monkeypatch.setattr("edge_svp.memory.activation_cache.os.pwrite", full_disk_pwrite)
+    result = CliRunner().invoke(main, fit_args(run))
+    assert result.exit_code == 2 and "No space left on device" in result.stderr
+    monkeypatch.undo()  # space again
+    summary, _ = resume_and_check(run, killed / "straight")
+    assert summary["resumed_from"] == "block 1, end of epoch 2"  # the cache is written again
 
 
 def test_ctrl_c_finishes_the_step_checkpoints_and_says_how_to_resume(tmp_path):

@@ -79,6 +79,15 @@ def test_a_run_stopped_before_its_first_checkpoint_starts_over(tmp_path):
     assert_same_run(run, tmp_path / "straight")
 
 
+def test_resume_accepts_a_data_folder_that_moved(tmp_path):
+    run = tmp_path / "run"
+    with pytest.raises(Interrupted):
+        fit(tiny_config(), out=run, reporter=CtrlCAt("epoch 1", 1))
+    config = (run / "config.toml").read_text()
+    (run / "config.toml").write_text(config.replace("[data]\n", '[data]\ndata_dir = "/moved"\n'))
+    assert fit(resume=run)["resumed_from"] == "epoch 1, step 2"
+
+
 def test_resume_via_the_command_line_takes_nothing_but_the_run(tmp_path):
     out = tmp_path / "run"
     with pytest.raises(Interrupted):
