@@ -10,6 +10,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 RUNS = ROOT / "runs" / "bench"
+DISK_ONLY = ["--host-budget", "1"]  # one byte of host RAM: every cache goes to disk
+
+
+def tight_budget(base: list[str], micro: int) -> int:
+    """The planner's predicted layerwise peak for micro-batch `micro`, caches on disk: a
+    budget just large enough for that micro-batch."""
+    cmd = [sys.executable, "-m", "edge_svp", "plan", *base, "--schedule", "layerwise",
+           "--batch-size", str(micro), *DISK_ONLY, "--json"]  # fmt: skip
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    return json.loads(out)["predicted_peak"]
 
 
 def fit(name: str, args: list[str], group: str, reuse: bool = False) -> dict:

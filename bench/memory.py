@@ -8,26 +8,16 @@ layerwise under the scheduler at a tight budget (the planner's own prediction fo
 micro-batch --micro, with every cache on disk). Each configuration runs in its own
 process; peak memory is the process's resident memory above its baseline (after imports,
 data loading and the planner's probe) on CPU, the allocator's peak on CUDA. Prints a
-markdown table and writes bench/results/memory.json.
+markdown table and writes bench/results/memory.json (memory-cuda.json on a GPU).
 """
 
 import argparse
 import json
-import subprocess
 import sys
 
-from common import ROOT, fit, table, write_results
+from common import DISK_ONLY, fit, table, tight_budget, write_results
 
 MIB = 2**20
-DISK_ONLY = ["--host-budget", "1"]  # one byte of host RAM: every cache goes to disk
-
-
-def tight_budget(base: list[str], micro: int) -> int:
-    """The planner's predicted peak for micro-batch `micro`, caches on disk."""
-    cmd = [sys.executable, "-m", "edge_svp", "plan", *base, "--schedule", "layerwise",
-           "--batch-size", str(micro), *DISK_ONLY, "--json"]  # fmt: skip
-    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True).stdout
-    return json.loads(out)["predicted_peak"]
 
 
 def row(profile: str, name: str, summary: dict, bp_peak: int | None) -> dict:
@@ -104,7 +94,8 @@ def main():
         )
     )
     command = " ".join(["python", "bench/memory.py", *sys.argv[1:]])
-    print("wrote", write_results("memory", {"command": command, "epochs": args.epochs,
+    name = "memory-cuda" if summary["device"].startswith("cuda") else "memory"
+    print("wrote", write_results(name, {"command": command, "epochs": args.epochs,
                                             "train_limit": args.train_limit, "rows": rows}))  # fmt: skip
 
 

@@ -43,7 +43,14 @@ from edge_svp.checkpoint import LATEST, CheckpointStore, atomic_write_text
 from edge_svp.config import RunConfig, config_to_dict, dump_toml, load_config
 from edge_svp.data import Dataset, Preprocess, load_dataset
 from edge_svp.errors import EdgeSVPError, Interrupted, NumericalFault
-from edge_svp.memory import MemoryMeter, format_bytes, parse_size, peak_memory_bytes
+from edge_svp.memory import (
+    MemoryMeter,
+    cap_device_memory,
+    format_bytes,
+    parse_size,
+    peak_memory_bytes,
+    predictable_host_allocator,
+)
 from edge_svp.memory.planner import MemoryPlan
 from edge_svp.models import build_blocks
 from edge_svp.network import SVPNetwork
@@ -177,6 +184,7 @@ def fit(
     backend "ort" trains with ONNX Runtime (edge_svp/ort/backend.py) and keeps its export
     directory in run_dir/ort. `resume`, a run directory, continues that run from its
     latest good checkpoint with its own configuration; give nothing else with it."""
+    predictable_host_allocator()  # before any thread or matrix product: see its docstring
     reporter = reporter or Reporter()
     checkpoint = None
     if resume is not None:
@@ -223,8 +231,7 @@ def fit(
     if checkpoint:
         net.restore(checkpoint, run_dir / LATEST)
     if device.type == "cuda" and config.memory.budget:
-        limit = (meter.baseline + parse_size(config.memory.budget)) / total_device_memory(device)
-        torch.cuda.set_per_process_memory_fraction(min(limit, 1.0), device)  # overrun fails fast
+        cap_device_memory(device, parse_size(config.memory.budget))  # overrun fails fast
     # only now, with the input known to be good and the plan feasible, does anything
     # appear on disk
     if run_dir is None:
@@ -255,41 +262,49 @@ def fit(
     # metrics.jsonl holds the checkpoint's epochs: a line written after it goes
     atomic_write_text(run_dir / METRICS, "".join(json.dumps(r) + "\n" for r in state.records))
     torch_backend = backend == "torch"
-    with (
-        resume_hints(run_dir, state) if torch_backend else nullcontext(),
-        state.interruptible() if torch_backend else nullcontext(),
-        open(run_dir / METRICS, "a") as metrics,
-    ):
+    try:
+        with (
+            resume_hints(run_dir, state) if torch_backend else nullcontext(),
+            state.interruptible() if torch_backend else nullcontext(),
+            open(run_dir / METRICS, "a") as metrics,
+        ):
 
-        def on_epoch(records: list[dict]) -> None:
-            try:
-                for record in records:
-                    metrics.write(json.dumps(record) + "\n")
-                metrics.flush()
-            except OSError as e:
-                raise EdgeSVPError(f"cannot write {run_dir / METRICS}: {e.strerror}") from None
-            if not torch_backend:  # the torch backend's TrainState checkpoints
-                save()
+            def on_epoch(records: list[dict]) -> None:
+                try:
+                    for record in records:
+                        metrics.write(json.dumps(record) + "\n")
+                    metrics.flush()
+                except OSError as e:
+                    raise EdgeSVPError(f"cannot write {run_dir / METRICS}: {e.strerror}") from None
+                if not torch_backend:  # the torch backend's TrainState checkpoints
+                    save()
 
-        if backend == "ort":
-            export_dir = run_dir / "ort"
-            records = train_ort(net, dataset, config, preprocess, export_dir, reporter, on_epoch)
-        else:
-            records = train(
-                net,
-                dataset,
-                config.train,
-                config.optim,
-                preprocess,
-                reporter,
-                on_epoch=on_epoch,
-                memory=config.memory,
-                plan=plan,
-                meter=meter,
-                state=state,
-            )
+            if backend == "ort":
+                export_dir = run_dir / "ort"
+                records = train_ort(
+                    net, dataset, config, preprocess, export_dir, reporter, on_epoch
+                )
+            else:
+                records = train(
+                    net,
+                    dataset,
+                    config.train,
+                    config.optim,
+                    preprocess,
+                    reporter,
+                    on_epoch=on_epoch,
+                    memory=config.memory,
+                    plan=plan,
+                    meter=meter,
+                    state=state,
+                )
+    except torch.OutOfMemoryError:  # no resume hint: the same plan would run out again
+        raise out_of_memory(config, plan, meter) from None
     shutil.rmtree(cache_dir, ignore_errors=True)
-    per_block = block_accuracies(net, dataset, preprocess, config.train.eval_batch_size)
+    eval_batch = config.train.eval_batch_size
+    if plan and config.memory.budget:  # evaluation must fit the budget too
+        eval_batch = min(eval_batch, *(b.micro_batch for b in plan.blocks))
+    per_block = block_accuracies(net, dataset, preprocess, eval_batch)
     if config.train.method == "bp":  # only the last head is trained by backprop
         per_block = [None] * (len(per_block) - 1) + per_block[-1:]
     summary = {
@@ -358,6 +373,7 @@ def resume_hints(run_dir: Path, state: TrainState):
 
 def plan_run(config: RunConfig):
     """The MemoryPlan `fit` would follow for `config`, without training."""
+    predictable_host_allocator()  # the probe must see the allocator that training will
     config.validate()
     if config.train.method != "svp":
         raise EdgeSVPError("plans are made for SVP training; backprop keeps every block resident")
@@ -391,8 +407,23 @@ def memory_report(config: RunConfig, plan, meter: MemoryMeter, reporter) -> dict
     }
 
 
-def total_device_memory(device) -> int:
-    return torch.cuda.get_device_properties(device).total_memory
+def out_of_memory(config: RunConfig, plan, meter: MemoryMeter) -> EdgeSVPError:
+    """One line for a CUDA allocation that failed: under a budget the memory fraction was
+    capped at baseline + budget, so the plan's prediction fell short of the real need."""
+    where, predicted = "training", plan.predicted_peak if plan else None
+    if plan and config.train.schedule == "layerwise":
+        block = min(len(meter.peaks) + 1, len(plan.blocks))  # the block being trained
+        where, predicted = f"block {block}", plan.blocks[block - 1].predicted_peak
+    if config.memory.budget:
+        return EdgeSVPError(
+            f"{where} ran out of CUDA memory under the budget {config.memory.budget} "
+            f"(predicted peak {format_bytes(predicted)}); the last checkpoint is kept. Retry "
+            f"with a larger --mem-budget"
+        )
+    return EdgeSVPError(
+        f"{where} ran out of CUDA memory; set --mem-budget to the memory you can give it, "
+        f"and the planner will pick micro-batches that fit"
+    )
 
 
 def load_run(run_dir: str | Path, data_dir: str | None = None, reporter: Reporter | None = None):

@@ -17,7 +17,10 @@ import threading
 
 import torch
 
-M_MMAP_THRESHOLD = -3  # mallopt parameter number, from glibc's malloc.h
+# mallopt parameter numbers, from glibc's malloc.h
+M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
+M_ARENA_MAX = -8
 
 
 def _status_kib(field: str) -> int | None:
@@ -61,16 +64,24 @@ def reset_peak_rss() -> bool:
 
 
 def predictable_host_allocator() -> None:
-    """Make freed host memory go back to the OS at once.
+    """Make the process's resident memory track the memory that is alive.
 
-    glibc raises its mmap threshold as large blocks are freed, after which big tensors come
-    from heap arenas whose freed memory stays resident: RSS then ratchets up and stops
-    tracking live memory. A fixed threshold keeps every large tensor in its own mapping,
-    returned on free, so the planner's probe and the training run see the same memory.
+    Two allocator habits keep freed memory resident, by amounts that differ from run to
+    run (seen: up to 7 MiB between runs of one configuration), so that a probe cannot
+    predict them:
+      - glibc raises its mmap threshold as large blocks are freed, after which big tensors
+        come from heap arenas whose freed memory stays resident. A fixed threshold keeps
+        every large tensor in its own mapping, returned on free.
+      - glibc gives each thread that allocates (the meter's sampler, the cache's prefetcher,
+        OpenMP workers) an arena of its own, each holding freed memory. One arena for all.
+    (MKL's own buffer cache is switched off in edge_svp/__init__.py, before torch loads.)
+    With these, repeated runs measure within 1 MiB of each other (docs/memory.md).
     """
     if sys.platform.startswith("linux"):
         try:
             libc = ctypes.CDLL("libc.so.6")
+            libc.mallopt(M_ARENA_MAX, 1)
+            libc.mallopt(M_TRIM_THRESHOLD, 128 * 1024)  # glibc's default, now fixed too
             libc.mallopt(M_MMAP_THRESHOLD, 64 * 1024)
         except (OSError, AttributeError):
             pass
@@ -87,6 +98,22 @@ def release_memory(device: torch.device) -> None:
             ctypes.CDLL("libc.so.6").malloc_trim(0)
         except (OSError, AttributeError):
             pass
+
+
+# The caching allocator reserves memory in segments (2 MiB for small tensors, 20 MiB and up
+# for large ones), so what it reserves runs ahead of what is allocated, which the budget
+# counts. The cap leaves it this much room: a quarter of the budget, at least 64 MiB.
+ALLOCATOR_SLACK = (0.25, 64 * 2**20)
+
+
+def cap_device_memory(device: torch.device, budget: int) -> None:
+    """Let the CUDA caching allocator reserve at most what it holds now, the budget and its
+    segment slack: an allocation beyond that fails at once instead of thrashing. The budget
+    itself (allocated bytes) is checked against the measured peak."""
+    share, least = ALLOCATOR_SLACK
+    limit = torch.cuda.memory_reserved(device) + budget + max(int(share * budget), least)
+    total = torch.cuda.get_device_properties(device).total_memory
+    torch.cuda.set_per_process_memory_fraction(min(limit / total, 1.0), device)
 
 
 def peak_memory_bytes(device: torch.device) -> int:

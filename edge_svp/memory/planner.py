@@ -2,11 +2,11 @@
 
 Costs come from two sources:
   counted   parameter and buffer bytes, activation-cache bytes (numel x element size)
-  measured  a probe step per block, at two micro-batch sizes, on a throwaway copy of the
-            block: the peak above the memory in use before the step. A straight line
-            through the two peaks gives the per-example bytes (activations saved for
-            backward, the input, temporaries) and the fixed bytes of a step (gradients,
-            optimizer state, workspace).
+  measured  a probe step per block, at a small micro-batch and at the whole batch, on a
+            throwaway copy of the block: the peak above the memory in use before the
+            step. A straight line through the two peaks gives the per-example bytes
+            (activations saved for backward, the input, temporaries) and the fixed bytes
+            of a step (gradients, optimizer state, workspace).
 
 From these, plan_layerwise / plan_joint pick for each block the largest micro-batch that
 fits (gradient accumulation keeps the profile's batch), where the activation cache lives
@@ -27,13 +27,14 @@ from edge_svp.errors import EdgeSVPError
 from edge_svp.memory.meter import MemoryMeter, release_memory
 from edge_svp.memory.size import format_bytes
 
-PROBE_SIZES = (16, 64)
+SMALL_PROBE = 16  # the smaller probe micro-batch; the larger one is the batch itself
+FALLBACK_PROBE = 64  # the larger one, when a step at the whole batch does not fit the device
 STREAM_BUFFERS = 3  # batches a streaming cache holds outside the step: 2 queued, 1 being read
-# What a training run keeps besides the probed step: thread stacks, kernel caches, Python
-# objects, checkpoint and metrics I/O. Seen at 1.5-3.5 MiB between the blocks of small
-# digits CNN runs on CPU; charged to every block. bench/memory.py shows predicted against
-# measured peaks, and docs/memory.md the limits of this.
-RUNTIME_RESERVE = 4 * 2**20
+# What a training run keeps besides the probed step, in the process's resident memory on
+# CPU: thread stacks, Python objects, metrics and checkpoint I/O. Seen at 0.5-2.2 MiB on the
+# shipped profiles (bench/plan_accuracy.py). On CUDA the allocator counts tensors only, and
+# the probe sees every kind of tensor a step allocates.
+RUNTIME_RESERVE = {"cpu": 4 * 2**20, "cuda": 0}
 BYTES = {"float32": 4, "float16": 2}
 
 
@@ -46,6 +47,7 @@ class BlockCost:
     state_bytes: int  # measured: gradients, optimizer state, workspace of one step
     example_bytes: int  # measured: activations, input and temporaries per example
     kept_bytes: int = 0  # measured: the part of state_bytes that outlives a step
+    objective_bytes: int = 0  # head and projection: the next block's reference needs them
 
     @property
     def input_example_bytes(self) -> int:
@@ -150,11 +152,20 @@ def _probe_step(block, objective, make_input, ref_dim, num_classes, optimizer_fa
     return section.peak, max(kept, 0)
 
 
+def probe_sizes(batch_size: int) -> tuple[int, int]:
+    """Two micro-batches to probe: a small one and the whole batch, so that every candidate
+    micro-batch lies between them (kernels pick other algorithms and workspaces at other
+    sizes, which a straight line only follows between points it was measured at)."""
+    large = max(batch_size, 2)
+    return min(SMALL_PROBE, large // 2), large
+
+
 def measure_costs(
     net,
     optimizer_factory: Callable,
     device: torch.device,
     first_input: Callable[[int], torch.Tensor],
+    batch_size: int,
 ) -> list[BlockCost]:
     """Probe every block of `net` (left untouched) with real training steps on `device`.
 
@@ -162,6 +173,7 @@ def measure_costs(
     example uint8 images through preprocessing), so its temporaries are measured too.
     """
     shapes = [tuple(net.input_shape)] + _output_shapes(net)
+    small_m, large_m = probe_sizes(batch_size)
     costs = []
     for i in range(len(net)):
         block = copy.deepcopy(net.blocks[i]).to(device).train()
@@ -173,10 +185,16 @@ def measure_costs(
 
         args = (block, objective, make_input, objective.reference_dim, net.num_classes,
                 optimizer_factory, device)  # fmt: skip
-        _probe_step(*args, PROBE_SIZES[0])  # warm-up: one-time kernel set-up is not per step
-        (small, kept), (large, _) = (_probe_step(*args, m) for m in PROBE_SIZES)
-        per_example = max((large - small) / (PROBE_SIZES[1] - PROBE_SIZES[0]), 0.0)
-        fixed = max(small - per_example * PROBE_SIZES[0], 0.0)
+        _probe_step(*args, small_m)  # warm-up: one-time kernel set-up is not per step
+        small, kept = _probe_step(*args, small_m)
+        try:
+            large = _probe_step(*args, large_m)[0]
+        except torch.OutOfMemoryError:  # the device cannot take the whole batch at once
+            release_memory(device)
+            large_m = min(FALLBACK_PROBE, large_m)
+            large = _probe_step(*args, large_m)[0]
+        per_example = max((large - small) / (large_m - small_m), 0.0)
+        fixed = max(small - per_example * small_m, 0.0)
         costs.append(
             BlockCost(
                 input_shape=shape,
@@ -186,6 +204,7 @@ def measure_costs(
                 state_bytes=int(fixed),
                 kept_bytes=int(min(kept, fixed)),
                 example_bytes=int(math.ceil(per_example)),
+                objective_bytes=_bytes([*objective.parameters(), *objective.buffers()]),
             )
         )
         del block, objective, args
@@ -241,8 +260,9 @@ def _block_plan(i, costs, m, source, target, s: _Setting) -> BlockPlan:
     cost = costs[i]
     if s.device_type == "cpu":  # host memory is the device: the whole network is resident
         resident = sum(c.param_bytes + c.buffer_bytes for c in costs) + s.input_projection_bytes
-    else:
-        resident = cost.param_bytes + cost.buffer_bytes
+    else:  # the block, the input projection, and the objective that makes its reference
+        resident = cost.param_bytes + cost.buffer_bytes + s.input_projection_bytes
+        resident += costs[i - 1].objective_bytes if i else 0
         if source == "recompute":
             resident += sum(c.param_bytes + c.buffer_bytes for c in costs[:i])
     cache_in = _cache_bytes(costs[i - 1], s) if i and s.counted(source) else 0
@@ -252,7 +272,7 @@ def _block_plan(i, costs, m, source, target, s: _Setting) -> BlockPlan:
     if source == "recompute":  # the frozen prefix runs without autograd, one output at a time
         stream = 2 * m * max(c.output_example_bytes for c in costs[:i])
     activations = m * cost.example_bytes
-    resident += RUNTIME_RESERVE
+    resident += RUNTIME_RESERVE[s.device_type]
     train_peak = resident + cost.state_bytes + activations + cache_in + stream
     cache_peak = resident + activations + cache_in + cache_out + stream if target else 0
     return BlockPlan(
@@ -317,7 +337,7 @@ def plan_joint(costs: list[BlockCost], s: _Setting) -> list[BlockPlan]:
     Every block keeps its gradients and optimizer state; the step's workspace and the
     activations are only ever alive for one block at a time."""
     resident = sum(c.param_bytes + c.buffer_bytes for c in costs) + s.input_projection_bytes
-    resident += RUNTIME_RESERVE
+    resident += RUNTIME_RESERVE[s.device_type]
     kept = sum(c.kept_bytes for c in costs)
     for m in micro_batches(s.batch_size):
         peaks = [

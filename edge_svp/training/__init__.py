@@ -37,7 +37,10 @@ def measure_network(net, dataset: Dataset, preprocess: Preprocess, train, optim)
     def first_input(m: int) -> torch.Tensor:  # real examples, through real preprocessing
         return preprocess(dataset.x_train[torch.randint(0, n, (m,))], train=True)
 
-    return measure_costs(net, lambda p: make_optimizer(p, optim), device, first_input)
+    def optimizer(params):
+        return make_optimizer(params, optim)
+
+    return measure_costs(net, optimizer, device, first_input, train.batch_size)
 
 
 def plan_training(

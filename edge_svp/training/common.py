@@ -30,10 +30,14 @@ class TrainData:
 
 
 def resolve_device(name: str) -> torch.device:
+    """The device `name` (auto | cpu | cuda) means here; CUDA with its index, which the
+    allocator's per-device calls need."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise EdgeSVPError("device 'cuda' was asked for, but torch sees no CUDA device")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise EdgeSVPError("device 'cuda' was asked for, but torch sees no CUDA device")
+        return torch.device("cuda", torch.cuda.current_device())
     return torch.device(name)
 
 

@@ -4,6 +4,7 @@ from edge_svp.errors import EdgeSVPError
 from edge_svp.memory.planner import RUNTIME_RESERVE, BlockCost, micro_batches, plan_blocks
 
 MB = 10**6
+RESERVE = RUNTIME_RESERVE["cuda"]  # plan() plans for CUDA unless told otherwise
 
 
 def toy_costs():
@@ -32,14 +33,14 @@ def test_cuda_layerwise_arithmetic_with_device_caches():
     assert b2.micro_batch == 64 and b2.accumulation == 1
     assert (b2.input_source, b2.output_cache) == ("device", "device")
     # training: params + state + 64 examples + the input cache (4 MB)
-    training = RUNTIME_RESERVE + 1 * MB + 2 * MB + 64 * 100_000 + 4 * MB
+    training = RESERVE + 1 * MB + 2 * MB + 64 * 100_000 + 4 * MB
     # writing the next cache: the optimizer is gone, both caches are on the device
-    caching = RUNTIME_RESERVE + 1 * MB + 64 * 100_000 + 4 * MB + 4 * MB
+    caching = RESERVE + 1 * MB + 64 * 100_000 + 4 * MB + 4 * MB
     assert b2.predicted_peak == max(training, caching)
 
 
 def test_tight_budget_shrinks_the_micro_batch_and_keeps_the_batch():
-    budget = RUNTIME_RESERVE + 5 * MB
+    budget = RESERVE + 5 * MB
     p = plan(budget=budget)
     for b in p.blocks:
         assert b.micro_batch < 64
@@ -50,7 +51,7 @@ def test_tight_budget_shrinks_the_micro_batch_and_keeps_the_batch():
 
 
 def test_host_budget_sends_caches_to_disk():
-    p = plan(budget=RUNTIME_RESERVE + 5 * MB, host_budget=1 * MB)
+    p = plan(budget=RESERVE + 5 * MB, host_budget=1 * MB)
     assert [b.output_cache for b in p.blocks] == ["disk", "disk", None]
     assert p.blocks[1].input_source == "disk"
 
@@ -58,7 +59,7 @@ def test_host_budget_sends_caches_to_disk():
 def test_cpu_counts_host_caches_and_the_whole_network():
     p = plan(device="cpu", budget=100 * MB)
     b2 = p.blocks[1]
-    assert b2.resident_bytes == RUNTIME_RESERVE + 3 * MB  # every block lives in host memory
+    assert b2.resident_bytes == RUNTIME_RESERVE["cpu"] + 3 * MB  # every block lives in host memory
     assert b2.cache_bytes == 8 * MB  # host caches are in budgeted memory on CPU
 
 
@@ -74,7 +75,7 @@ def test_min_budget_is_exactly_the_feasibility_threshold():
 
 def test_joint_plan_keeps_every_block_resident():
     p = plan("joint", budget=100 * MB)
-    resident = RUNTIME_RESERVE + 3 * MB
+    resident = RESERVE + 3 * MB
     # every block keeps 1.5 MB; one step's 0.5 MB workspace is alive at a time
     assert all(b.resident_bytes == resident and b.state_bytes == 5 * MB for b in p.blocks)
     assert all(b.micro_batch == 64 for b in p.blocks)
@@ -82,14 +83,14 @@ def test_joint_plan_keeps_every_block_resident():
 
 def test_joint_refuses_when_parameters_and_states_do_not_fit():
     with pytest.raises(EdgeSVPError, match="--schedule layerwise"):
-        plan("joint", budget=RUNTIME_RESERVE + 7 * MB)
+        plan("joint", budget=RESERVE + 7 * MB)
 
 
 def test_recompute_keeps_the_prefix_resident_and_caches_nothing():
     p = plan(budget=100 * MB, recompute=True)
     assert [b.input_source for b in p.blocks] == ["data", "recompute", "recompute"]
     assert all(b.output_cache is None for b in p.blocks)
-    assert p.blocks[2].resident_bytes == RUNTIME_RESERVE + 3 * MB
+    assert p.blocks[2].resident_bytes == RESERVE + 3 * MB
 
 
 def test_no_budget_keeps_the_whole_batch_in_host_caches():
@@ -102,3 +103,14 @@ def test_fp16_cache_halves_cache_bytes():
     fp32 = plan(device="cpu").blocks[1].cache_bytes
     fp16 = plan(device="cpu", cache_dtype="float16").blocks[1].cache_bytes
     assert fp16 * 2 == fp32
+
+
+def test_cuda_layerwise_keeps_the_reference_makers_on_the_device():
+    # the input projection (block 1's reference) and the previous block's objective (the
+    # reference of every later block) sit on the device next to the block in training
+    costs = toy_costs()
+    for c in costs:
+        c.objective_bytes = 300_000
+    p = plan_blocks(costs, "layerwise", "cuda", 64, 1000, input_projection_bytes=200_000)
+    assert p.blocks[0].resident_bytes == RESERVE + 1 * MB + 200_000
+    assert p.blocks[1].resident_bytes == RESERVE + 1 * MB + 200_000 + 300_000

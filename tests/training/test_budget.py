@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 from edge_svp.cli import main
@@ -67,3 +68,19 @@ def test_plan_json_matches_what_fit_follows(tmp_path):
     assert plan["budget"] == 20_000_000
     assert plan["min_budget"] <= plan["predicted_peak"] <= 20_000_000
     assert [b["block"] for b in plan["blocks"]] == [1, 2]
+
+
+def test_an_allocation_failure_under_a_budget_is_one_line(tmp_path, monkeypatch):
+    # on CUDA the memory fraction turns an overrun into an allocation failure
+    import edge_svp.run
+
+    def exhausted(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 MiB")
+
+    monkeypatch.setattr(edge_svp.run, "train", exhausted)
+    result, out = fit(tmp_path, "--mem-budget", "64MB")
+    assert result.exit_code == 2
+    line = result.stderr.strip()
+    assert len(line.splitlines()) == 1
+    assert line.startswith("edge-svp: error: block 1 ran out of CUDA memory under the budget 64MB")
+    assert (out / "config.toml").exists()  # the run directory stays, for a retry
