@@ -151,6 +151,14 @@ def test_a_resumed_run_killed_again_still_ends_like_a_straight_run(killed, tmp_p
     assert summary["resumed_from"] == "block 1, end of epoch 2"
 
 
+def test_a_run_killed_after_its_last_checkpoint_only_writes_its_summary(killed, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(killed / "straight", run)
+    (run / "summary.json").unlink()  # killed between the final checkpoint and the summary
+    summary, _ = resume_and_check(run, killed / "straight")
+    assert summary["resumed_from"] == "end of block 2"
+
+
 def test_a_full_disk_while_caching_leaves_a_resumable_run(killed, tmp_path, monkeypatch):
     run = tmp_path / "run"
     monkeypatch.setattr("edge_svp.memory.activation_cache.os.pwrite", full_disk_pwrite)
