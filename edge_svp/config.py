@@ -65,6 +65,8 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda
     eval_batch_size: int = 1000
     checkpointing: bool = False  # bp only: recompute each block's activations in backward
+    checkpoint_every: int = 200  # optimizer steps between checkpoints (0: epochs and blocks only)
+    skip_bad_batches: bool = False  # skip and count batches with NaN/inf instead of stopping
 
 
 @dataclass
@@ -75,7 +77,7 @@ class MemoryConfig:
     host_budget: str | None = None  # host RAM for activation caches; beyond it they spill to disk
     cache_dtype: str = "float32"  # float32 | float16
     recompute: bool = False  # recompute the frozen prefix instead of caching its outputs
-    cache_dir: str | None = None  # where disk caches go (default: the system's temp folder)
+    cache_dir: str | None = None  # where disk caches go (default: RUN_DIR/cache; the API: temp)
 
 
 @dataclass
@@ -129,6 +131,10 @@ class RunConfig:
         for name, value in positive.items():
             if value <= 0:
                 raise EdgeSVPError(f"{name} must be positive, got {value}")
+        if self.train.checkpoint_every < 0:
+            raise EdgeSVPError(
+                f"checkpoint_every must be 0 or more, got {self.train.checkpoint_every}"
+            )
         if self.data.train_limit is not None and self.data.train_limit <= 0:
             raise EdgeSVPError(f"train_limit must be positive, got {self.data.train_limit}")
         for size in (self.memory.budget, self.memory.host_budget):

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from edge_svp.checkpoint import CheckpointStore
 from edge_svp.config import RunConfig, config_to_dict, dump_toml
 from edge_svp.distributed import DEFAULT_TIMEOUT
 from edge_svp.distributed.failure import PeerFailure, fault_hook, note, report
@@ -49,10 +50,8 @@ from edge_svp.memory import (
     peak_memory_bytes,
     predictable_host_allocator,
 )
-from edge_svp.network import save_atomic
 from edge_svp.progress import Reporter
 from edge_svp.run import (
-    CHECKPOINT,
     CONFIG,
     METRICS,
     build_network,
@@ -378,8 +377,9 @@ class RunWriter:
             self.metrics.write(json.dumps(record) + "\n")
         self.metrics.flush()
         contents = checkpoint_contents(self.config, self.own["preprocess"], self.own["dataset"])
-        save_atomic({"state_dict": states, **contents, "last_record": records[-1]},
-                    self.run_dir / CHECKPOINT)  # fmt: skip
+        # no training state: a pipelined run cannot resume, but eval and export read it
+        CheckpointStore(self.run_dir).write({"state_dict": states, **contents,
+                                             "last_record": records[-1]})  # fmt: skip
         self.records.extend(records)
         self.reporter.epoch(records)
         self.train_seconds.append(max(r["train_seconds"] for r in reports))

@@ -95,6 +95,18 @@ class MemoryPlan:
         out["predicted_peak"] = self.predicted_peak
         return out
 
+    @classmethod
+    def from_dict(cls, raw: dict) -> MemoryPlan:
+        """The plan `to_dict` wrote (a resumed run follows its own plan, not a new one)."""
+        raw = {k: v for k, v in raw.items() if k != "predicted_peak"}
+        blocks = [BlockPlan(**b) for b in raw.pop("blocks")]
+        costs = [
+            BlockCost(**{**c, "input_shape": tuple(c["input_shape"]),
+                         "output_shape": tuple(c["output_shape"])})
+            for c in raw.pop("costs")
+        ]  # fmt: skip
+        return cls(**raw, blocks=blocks, costs=costs)
+
     def table(self) -> str:
         head = ["block", "params", "optimizer", "activations", "micro-batch", "input",
                 "caches", "predicted peak"]  # fmt: skip

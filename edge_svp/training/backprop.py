@@ -11,8 +11,13 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from edge_svp.data import batches
-from edge_svp.training.common import BatchStats, evaluate, make_lr_schedule, make_optimizer
+from edge_svp.training.common import (
+    BatchStats,
+    evaluate,
+    make_lr_schedule,
+    make_optimizer,
+    micro_steps,
+)
 
 
 def _forward(net, x: torch.Tensor, checkpointing: bool) -> torch.Tensor:
@@ -21,7 +26,7 @@ def _forward(net, x: torch.Tensor, checkpointing: bool) -> torch.Tensor:
     return net.objectives[-1].classify(x)
 
 
-def train_backprop(net, data, train, optim, reporter, on_epoch, plan, meter, memory) -> None:
+def train_backprop(net, data, train, optim, reporter, on_epoch, plan, meter, memory, state) -> None:
     steps = -(-data.num_train() // train.batch_size)
     params = [p for b in net.blocks for p in b.parameters()]
     params += list(net.objectives[-1].head.parameters())
@@ -30,21 +35,21 @@ def train_backprop(net, data, train, optim, reporter, on_epoch, plan, meter, mem
     order = torch.Generator().manual_seed(train.seed)
     last = len(net)
     with meter.section():
-        for epoch in range(1, train.epochs + 1):
+        for epoch in state.epochs(0, train.epochs, order, [optimizer], [schedule], [last]):
             start = time.perf_counter()
             net.train()
             stats = BatchStats()
-            for idx in reporter.track(
-                batches(data.num_train(), train.batch_size, True, order), steps, f"epoch {epoch}"
-            ):
+            epoch_batches = state.remaining(
+                list(micro_steps(data.num_train(), train.batch_size, train.batch_size, order)),
+                [stats],
+            )
+            for idx, _, _ in reporter.track(epoch_batches, len(epoch_batches), f"epoch {epoch}"):
                 x, y = data.batch("train", idx, train=True)
                 logits = _forward(net, x, train.checkpointing)
                 loss = F.cross_entropy(logits, y)
-                optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                optimizer.step()
-                schedule.step()
                 stats.update(loss, logits.detach(), y)
+                state.step()
             test = evaluate(net, data, min(train.eval_batch_size, train.batch_size))[-1]
             seconds = time.perf_counter() - start
             lr = schedule.get_last_lr()[0]

@@ -60,23 +60,30 @@ def make_lr_schedule(optimizer, cfg: OptimConfig, total_steps: int):
 
 
 class BatchStats:
-    """Running mean loss and accuracy over one epoch."""
+    """Running mean loss and accuracy over one epoch. A micro-batch whose loss is NaN or inf
+    is left out and flagged (`nonfinite`) for TrainState.step to act on."""
 
     def __init__(self):
         self.loss = 0.0
         self.correct = 0
         self.count = 0
+        self.nonfinite = False
 
     def update(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
         n = len(y)
         loss = float(loss.detach())
         if not math.isfinite(loss):
-            raise EdgeSVPError(
-                "the loss became NaN or inf; lower the learning rate (--lr) and try again"
-            )
+            self.nonfinite = True
+            return
         self.loss += loss * n
         self.correct += int((logits.argmax(-1) == y).sum())
         self.count += n
+
+    def state(self) -> dict:
+        return {"loss": self.loss, "correct": self.correct, "count": self.count}
+
+    def load(self, state: dict) -> None:
+        self.loss, self.correct, self.count = state["loss"], state["correct"], state["count"]
 
     def record(self, **extra) -> dict:
         return {

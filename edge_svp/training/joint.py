@@ -18,19 +18,22 @@ from edge_svp.training.common import (
 )
 
 
-def train_joint(net, data, train, optim, reporter, on_epoch, plan, meter, memory) -> None:
+def train_joint(net, data, train, optim, reporter, on_epoch, plan, meter, memory, state) -> None:
     n_blocks = len(net)
     micro_batch = plan.blocks[0].micro_batch
     steps = -(-data.num_train() // train.batch_size)
     optimizers = [make_optimizer(net.trainable_parameters(i), optim) for i in range(n_blocks)]
     schedules = [make_lr_schedule(o, optim, steps * train.epochs) for o in optimizers]
     order = torch.Generator().manual_seed(train.seed)
+    blocks = list(range(1, n_blocks + 1))
     with meter.section():
-        for epoch in range(1, train.epochs + 1):
+        for epoch in state.epochs(0, train.epochs, order, optimizers, schedules, blocks):
             start = time.perf_counter()
             net.train()
             stats = [BatchStats() for _ in range(n_blocks)]
-            epoch_steps = list(micro_steps(data.num_train(), train.batch_size, micro_batch, order))
+            epoch_steps = state.remaining(
+                list(micro_steps(data.num_train(), train.batch_size, micro_batch, order)), stats
+            )
             for idx, share, last in reporter.track(epoch_steps, len(epoch_steps), f"epoch {epoch}"):
                 x, y = data.batch("train", idx, train=True)
                 h, v_ref = x, net.reference(x)
@@ -42,10 +45,7 @@ def train_joint(net, data, train, optim, reporter, on_epoch, plan, meter, memory
                     stats[i].update(out.loss, out.logits, y)
                     v_ref = out.v
                 if last:
-                    for optimizer, schedule in zip(optimizers, schedules, strict=True):
-                        optimizer.step()
-                        schedule.step()
-                        optimizer.zero_grad(set_to_none=True)
+                    state.step()
             test = evaluate(net, data, min(train.eval_batch_size, micro_batch))
             seconds = time.perf_counter() - start
             lr = schedules[0].get_last_lr()[0]
