@@ -7,30 +7,61 @@ import json
 import sys
 
 import click
+from click.core import ParameterSource
 
 from edge_svp.config import load_profile, override, parse_settings, profile_names
-from edge_svp.errors import EdgeSVPError
+from edge_svp.distributed import DEFAULT_TIMEOUT
+from edge_svp.errors import EdgeSVPError, Interrupted
 from edge_svp.memory import format_bytes, parse_size
 
 
+def _one_line(text: str) -> str:
+    return "; ".join(line.strip() for line in str(text).splitlines() if line.strip())
+
+
 def user_errors(fn):
-    """Bad input ends in one line on stderr and exit code 2, never a traceback."""
+    """Bad input ends in one line on stderr and exit code 2, never a traceback; a numerical
+    fault in exit code 3, Ctrl-C in 130 (edge_svp/errors.py)."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except EdgeSVPError as e:
-            click.echo(f"edge-svp: error: {e}", err=True)
-            sys.exit(2)
+            label = "interrupted" if isinstance(e, Interrupted) else "error"
+            click.echo(f"edge-svp: {label}: {_one_line(e)}", err=True)
+            sys.exit(e.exit_code)
         except KeyboardInterrupt:
-            click.echo("\nedge-svp: interrupted", err=True)
+            click.echo("edge-svp: interrupted", err=True)
             sys.exit(130)
 
     return wrapper
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class OneLineGroup(click.Group):
+    """Click's own usage errors (an unknown option, a value out of range) also end in one
+    line on stderr and exit code 2, like every other refusal."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except click.exceptions.NoArgsIsHelpError as e:  # a bare `edge-svp`: show the help
+            e.show()
+            sys.exit(e.exit_code)
+        except click.ClickException as e:
+            ctx = getattr(e, "ctx", None)
+            hint = f" (see '{ctx.command_path} --help')" if ctx else ""
+            click.echo(f"edge-svp: error: {_one_line(e.format_message())}{hint}", err=True)
+            sys.exit(2)
+        except click.Abort:
+            click.echo("edge-svp: interrupted", err=True)
+            sys.exit(130)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+@click.group(cls=OneLineGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="edge-svp")
 def main():
     """Train networks block by block with Stochastic Variational Propagation (SVP)."""
@@ -62,6 +93,7 @@ PROFILE_OVERRIDES = {
     "mem_budget": "memory.budget",
     "host_budget": "memory.host_budget",
     "recompute": "memory.recompute",
+    "skip_bad_batches": "train.skip_bad_batches",
 }
 
 
@@ -105,6 +137,9 @@ def profile_options(command):
         click.option("--recompute", is_flag=True, default=None,
                      help="Recompute the frozen prefix instead of caching its outputs "
                      "(keeps data augmentation live)."),
+        click.option("--skip-bad-batches", is_flag=True, default=None,
+                     help="Skip (and count) batches whose loss or gradients are NaN or inf, "
+                     "instead of stopping."),
         click.option("--set", "settings", multiple=True, metavar="SECTION.KEY=VALUE",
                      help="Override any profile setting, e.g. --set svp.beta=0.1 "
                      "--set model.widths=[500,500]. VALUE is a TOML value; repeatable."),
@@ -118,7 +153,7 @@ def resolve_config(profile: str, settings, target_name=None, strict=False, keep=
     """The profile, made for the target, overridden by the given options (None means: keep
     the profile's or the target's). A fallback from a missing CUDA is noted on stderr."""
     changes = {PROFILE_OVERRIDES[name]: value for name, value in options.items()}
-    changes.update(parse_settings(settings))
+    changes.update(parse_settings(settings))  # --set train.epochs=3 and --epochs: --set wins
     config = override(load_profile(profile), **changes)
     if target_name:
         from edge_svp.target import apply_target, load_target
@@ -142,20 +177,72 @@ def resolve_config(profile: str, settings, target_name=None, strict=False, keep=
     show_default=True,
     help="Train with torch, or with ONNX Runtime training (SVP layerwise; the ort extra).",
 )
+@click.option(
+    "--nproc",
+    type=click.IntRange(min=1),
+    help="Train on N local processes: the blocks split into pipeline stages "
+    "(docs/distributed.md). Under torchrun, leave it out.",
+)
+@click.option(
+    "--stages",
+    type=click.IntRange(min=1),
+    help="Pipeline stages (default: one per process); each stage runs on "
+    "processes/stages data-parallel replicas.",
+)
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_TIMEOUT,
+              show_default=True,
+              help="With --nproc or torchrun: seconds a process waits for another before "
+              "it stops.")  # fmt: skip
+@click.option("--resume", type=click.Path(), metavar="RUN_DIR",
+              help="Continue RUN_DIR from its latest checkpoint, with its own config.toml "
+              "(give no other option).")  # fmt: skip
 @user_errors
-def fit(profile, settings, out, overwrite, backend, **options):
+def fit(profile, settings, out, overwrite, backend, nproc, stages, timeout, resume, **options):
     """Train a network and write a run directory.
 
     The profile gives every setting; the options above override it. With no options this
     trains an SVP MLP on scikit-learn's digits, which needs no download.
     """
-    from edge_svp.progress import ConsoleReporter
+    from edge_svp import distributed
+    from edge_svp.progress import ConsoleReporter, Reporter
     from edge_svp.run import fit as run_fit
+    from edge_svp.run import resume_config
 
-    # the ort backend plans no budget: a target's default budget does not apply to it
-    keep = ["memory.budget"] if backend == "ort" else []
-    config = resolve_config(profile, settings, keep=keep, **options)
+    if resume:
+        ctx = click.get_current_context()
+        given = [
+            p.opts[0]
+            for p in ctx.command.params
+            if p.name != "resume"
+            and ctx.get_parameter_source(p.name) is not ParameterSource.DEFAULT
+        ]
+        if given:
+            raise EdgeSVPError(
+                f"--resume continues {resume} with its own config.toml; drop {', '.join(given)}"
+            )
+        config = resume_config(resume)
+    else:
+        # the ort backend plans no budget: a target's default budget does not apply to it
+        keep = ["memory.budget"] if backend == "ort" else []
+        config = resolve_config(profile, settings, keep=keep, **options)
+    mode = distributed.mode(nproc, stages)  # None: this process trains alone
+    if resume and mode:
+        raise EdgeSVPError("--resume continues a single-process run; a pipelined run cannot resume")
+    if mode == "launch":
+        from edge_svp.distributed.launch import launch
+
+        code, reason = launch(config, nproc, stages, out, overwrite, timeout, backend)
+        if code:
+            click.echo(f"edge-svp: error: {reason}", err=True)
+        sys.exit(code)
+    if mode == "rank":
+        from edge_svp.distributed.worker import fit_rank
+
+        if distributed.rank() != 0:  # rank 0 speaks for the run
+            fit_rank(config, out, overwrite, stages, timeout, Reporter(), backend)
+            return
     what = "backprop" if config.train.method == "bp" else f"SVP {config.train.schedule}"
+    what = "SVP pipelined" if mode else what
     budget = (
         f" | budget {format_bytes(parse_size(config.memory.budget))}"
         if config.memory.budget
@@ -164,12 +251,21 @@ def fit(profile, settings, out, overwrite, backend, **options):
     target = f" | target {config.target}" if config.target else ""
     precision = f" | {config.train.precision}" if config.train.precision != "fp32" else ""
     click.echo(
-        f"{what} ({backend}) | profile {config.profile} | dataset {config.data.dataset} | "
+        (f"resuming {resume}: " if resume else "")
+        + f"{what} ({backend}) | profile {config.profile} | dataset {config.data.dataset} | "
         f"{config.model.kind} | {config.train.epochs} epochs, batch {config.train.batch_size}"
         f"{budget}{precision}{target}"
     )
-    summary = run_fit(config, out, overwrite, ConsoleReporter(config.train.epochs), backend)
+    reporter = ConsoleReporter(config.train.epochs)
+    if mode == "rank":
+        summary = fit_rank(config, out, overwrite, stages, timeout, reporter, backend)
+    elif resume:
+        summary = run_fit(reporter=reporter, resume=resume)
+    else:
+        summary = run_fit(config, out, overwrite, reporter, backend)
     _echo_accuracy(summary)
+    if summary.get("bad_batches"):  # a pipelined run does not skip batches
+        click.echo(f"bad batches skipped      {summary['bad_batches']} (NaN or inf)")
     memory = summary["memory"]
     measured = max(memory["measured_peak_bytes"], default=None)
     if measured is not None:
@@ -186,6 +282,11 @@ def fit(profile, settings, out, overwrite, backend, **options):
         f"({summary['peak_memory_kind'].replace('_', ' ')})"
     )
     click.echo(f"wall time                {summary['wall_seconds']:.1f} s")
+    if "pipeline" in summary:
+        pipe = summary["pipeline"]
+        click.echo(f"pipeline                 {pipe['train_samples_per_second']:.0f} samples/s; "
+                   f"per step {format_bytes(pipe['activation_bytes_per_step'])} sent forward, "
+                   f"{format_bytes(pipe['allreduce_bytes_per_step'])} all-reduced")  # fmt: skip
     click.echo(f"saved to                 {summary['run_dir']}")
 
 
@@ -225,9 +326,10 @@ def plan(profile, settings, as_json, **options):
 @user_errors
 def eval_(run_dir, data_dir, as_json):
     """Reload RUN_DIR's checkpoint and measure its test accuracy."""
+    from edge_svp.progress import ConsoleReporter
     from edge_svp.run import evaluate_run
 
-    result = evaluate_run(run_dir, data_dir)
+    result = evaluate_run(run_dir, data_dir, ConsoleReporter(0))
     if as_json:
         click.echo(json.dumps(result))
         return

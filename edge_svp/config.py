@@ -67,6 +67,8 @@ class TrainConfig:
     threads: int = 0  # CPU threads for torch and ONNX Runtime; 0: their own default
     eval_batch_size: int = 1000
     checkpointing: bool = False  # bp only: recompute each block's activations in backward
+    checkpoint_every: int = 200  # optimizer steps between checkpoints (0: epochs and blocks only)
+    skip_bad_batches: bool = False  # skip and count batches with NaN/inf instead of stopping
 
 
 @dataclass
@@ -77,7 +79,7 @@ class MemoryConfig:
     host_budget: str | None = None  # host RAM for activation caches; beyond it they spill to disk
     cache_dtype: str = "float32"  # float32 | float16
     recompute: bool = False  # recompute the frozen prefix instead of caching its outputs
-    cache_dir: str | None = None  # where disk caches go (default: the system's temp folder)
+    cache_dir: str | None = None  # where disk caches go (default: RUN_DIR/cache; the API: temp)
 
 
 @dataclass
@@ -135,6 +137,10 @@ class RunConfig:
                 raise EdgeSVPError(f"{name} must be positive, got {value}")
         if self.train.threads < 0:
             raise EdgeSVPError(f"threads must be 0 (the default) or more, got {self.train.threads}")
+        if self.train.checkpoint_every < 0:
+            raise EdgeSVPError(
+                f"checkpoint_every must be 0 or more, got {self.train.checkpoint_every}"
+            )
         if self.data.train_limit is not None and self.data.train_limit <= 0:
             raise EdgeSVPError(f"train_limit must be positive, got {self.data.train_limit}")
         for size in (self.memory.budget, self.memory.host_budget):
@@ -327,7 +333,7 @@ def _profile_table(name_or_path: str, chain: tuple[Path, ...] = ()) -> dict:
 def load_profile(name_or_path: str) -> RunConfig:
     """A shipped profile by name (`mnist-mlp`) or any TOML file by path."""
     raw = _profile_table(name_or_path)
-    return config_from_dict(raw, where=f"profile {raw['profile']}")
+    return config_from_dict(raw, where=find_toml(name_or_path, "profile", profile_dir()).name)
 
 
 def load_config(path: Path) -> RunConfig:

@@ -1,7 +1,8 @@
-"""The one exception type that means "the user asked for something we cannot do".
+"""The exception types that mean "the user asked for something we cannot do", and the
+faults a run stops on by design.
 
-The CLI turns it into a single line on stderr and exit code 2; anything else is a bug and
-keeps its traceback.
+The CLI turns each into a single line on stderr and its exit code: 2 for bad input, 3 for
+a numerical fault, 130 for Ctrl-C; anything else is a bug and keeps its traceback.
 """
 
 import difflib
@@ -9,6 +10,20 @@ import difflib
 
 class EdgeSVPError(Exception):
     """A problem with the user's input or environment, explained in one line."""
+
+    exit_code = 2
+
+
+class NumericalFault(EdgeSVPError):
+    """NaN or inf in a loss or gradient: the block stopped, its last checkpoint is kept."""
+
+    exit_code = 3
+
+
+class Interrupted(EdgeSVPError):
+    """Ctrl-C: the step in progress finished and a checkpoint was written."""
+
+    exit_code = 130
 
 
 def did_you_mean(name: str, choices) -> str:

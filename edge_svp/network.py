@@ -9,13 +9,13 @@ nn.Sequential and block boundaries:
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from edge_svp.checkpoint import atomic_write, read_checkpoint
 from edge_svp.config import SVPConfig
 from edge_svp.errors import EdgeSVPError
 from edge_svp.svp import LocalObjective, RandomProjection, pool, pooled_dim
@@ -127,38 +127,18 @@ class SVPNetwork(nn.Module):
 
     def save(self, path: str | Path, **extra) -> None:
         """Write the state dict (weights and projection buffers) atomically."""
-        save_atomic({"state_dict": self.state_dict(), **extra}, path)
+        atomic_write(path, lambda f: torch.save({"state_dict": self.state_dict(), **extra}, f))
 
     def load(self, path: str | Path) -> dict:
         """Load weights saved by `save`; returns the checkpoint dict."""
-        checkpoint = read_checkpoint(path)
+        return self.restore(read_checkpoint(path), path)
+
+    def restore(self, checkpoint: dict, source: str | Path) -> dict:
+        """Load the weights of a checkpoint read from `source` (named in errors)."""
         try:
             self.load_state_dict(checkpoint["state_dict"])
         except RuntimeError as e:
             raise EdgeSVPError(
-                f"checkpoint {path} does not match this network: {str(e).splitlines()[0]}"
+                f"checkpoint {source} does not match this network: {str(e).splitlines()[0]}"
             ) from None
         return checkpoint
-
-
-def save_atomic(obj, path: str | Path) -> None:
-    """torch.save to a temporary file, fsync, then rename: a crash leaves the old file intact."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
-
-
-def read_checkpoint(path: str | Path) -> dict:
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise EdgeSVPError(f"checkpoint not found: {path}") from None
-    except Exception as e:  # torch raises many kinds for a damaged file
-        raise EdgeSVPError(f"cannot read checkpoint {path}: {str(e).splitlines()[0]}") from None
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise EdgeSVPError(f"{path} is not an edge-svp checkpoint")
-    return checkpoint

@@ -19,6 +19,9 @@ class Reporter:
     def message(self, text: str) -> None:
         pass
 
+    def warning(self, text: str) -> None:
+        pass
+
 
 class ConsoleReporter(Reporter):
     def __init__(self, epochs: int):
@@ -42,6 +45,9 @@ class ConsoleReporter(Reporter):
 
     def message(self, text: str) -> None:
         click.echo(text)
+
+    def warning(self, text: str) -> None:
+        click.echo(f"edge-svp: warning: {text}", err=True)
 
 
 class _Bar:

@@ -30,7 +30,9 @@ from edge_svp.memory.size import format_bytes
 
 SMALL_PROBE = 16  # the smaller probe micro-batch; the larger one is the batch itself
 FALLBACK_PROBE = 64  # the larger one, when a step at the whole batch does not fit the device
-STREAM_BUFFERS = 3  # batches a streaming cache holds outside the step: 2 queued, 1 being read
+# Batches a streaming cache holds on the training device outside the step: 2 queued, 1 that
+# the prefetcher waits to queue, 1 in use (edge_svp/memory/activation_cache.py).
+STREAM_BUFFERS = 4
 # What a training run keeps besides the probed step, in the process's resident memory on
 # CPU: thread stacks, Python objects, metrics and checkpoint I/O. Seen at 0.5-2.2 MiB on the
 # shipped profiles (bench/plan_accuracy.py). On CUDA the allocator counts tensors only, and
@@ -96,6 +98,18 @@ class MemoryPlan:
         out = asdict(self)
         out["predicted_peak"] = self.predicted_peak
         return out
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> MemoryPlan:
+        """The plan `to_dict` wrote (a resumed run follows its own plan, not a new one)."""
+        raw = {k: v for k, v in raw.items() if k != "predicted_peak"}
+        blocks = [BlockPlan(**b) for b in raw.pop("blocks")]
+        costs = [
+            BlockCost(**{**c, "input_shape": tuple(c["input_shape"]),
+                         "output_shape": tuple(c["output_shape"])})
+            for c in raw.pop("costs")
+        ]  # fmt: skip
+        return cls(**raw, blocks=blocks, costs=costs)
 
     def table(self) -> str:
         head = ["block", "params", "optimizer", "activations", "micro-batch", "input",
@@ -277,7 +291,7 @@ def _block_plan(i, costs, m, source, target, s: _Setting) -> BlockPlan:
             resident += sum(c.param_bytes + c.buffer_bytes for c in costs[:i])
     cache_in = _cache_bytes(costs[i - 1], s) if i and s.counted(source) else 0
     cache_out = _cache_bytes(cost, s) if s.counted(target) else 0
-    streaming = source in ("host", "disk") and s.host_counted
+    streaming = source in ("host", "disk")
     stream = STREAM_BUFFERS * m * cost.input_example_bytes if streaming else 0
     if source == "recompute":  # the frozen prefix runs without autograd, one output at a time
         stream = 2 * m * max(c.output_example_bytes for c in costs[:i])

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from edge_svp.config import RunConfig
 from edge_svp.errors import EdgeSVPError
-from edge_svp.ort.manifest import MANIFEST
+from edge_svp.ort.manifest import MANIFEST, Manifest
 from edge_svp.run import build_network, load_data, load_run
 
 
@@ -28,6 +28,7 @@ def export(
     else:
         dataset, preprocess = load_data(config)
         net = build_network(config, dataset.input_shape, dataset.num_classes)
+    check_export_dir(Path(out), config, net)
     if inference:
         from edge_svp.ort.inference import export_inference
 
@@ -36,3 +37,18 @@ def export(
 
     export_training(net, config, dataset.classes, preprocess, dataset.x_train.dtype, out)
     return Path(out) / MANIFEST
+
+
+def check_export_dir(out: Path, config: RunConfig, net) -> None:
+    """Refuse to write over the export of another network; nothing is written then."""
+    if not (out / MANIFEST).exists():
+        return
+    old = Manifest.read(out)
+    theirs = (old.profile, old.model, len(old.blocks), list(old.input.shape[1:]))
+    ours = (config.profile, config.model.kind, len(net), list(net.input_shape))
+    if theirs != ours:
+        raise EdgeSVPError(
+            f"{out} holds an export of profile {old.profile} ({old.model}, {len(old.blocks)} "
+            f"blocks, input {theirs[3]}), not of {config.profile} ({config.model.kind}, "
+            f"{len(net)} blocks, input {ours[3]}); choose another --out"
+        )

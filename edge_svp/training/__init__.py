@@ -5,7 +5,8 @@
     train(net, dataset, memory=MemoryConfig(budget="256MB"))
 
 SVP schedules run as a MemoryPlan says (micro-batch, cache locations); without a budget
-the plan keeps the whole batch and caches in host RAM.
+the plan keeps the whole batch and caches in host RAM. A TrainState (training/state.py)
+guards every step against NaN and inf and, given one, checkpoints and resumes.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from edge_svp.training.common import TrainData, evaluate, make_optimizer, resolv
 from edge_svp.training.joint import train_joint
 from edge_svp.training.layerwise import train_layerwise
 from edge_svp.training.precision import autocast, check_precision
+from edge_svp.training.state import TrainState
 
 SCHEDULES = {"joint": train_joint, "layerwise": train_layerwise}
 
@@ -96,8 +98,10 @@ def train(
     memory: MemoryConfig | None = None,
     plan: MemoryPlan | None = None,
     meter: MemoryMeter | None = None,
+    state: TrainState | None = None,
 ) -> list[dict]:
-    """Train `net` in place; returns one record per block per epoch."""
+    """Train `net` in place; returns one record per block per epoch (with `state` resumed
+    from a checkpoint, those before it too)."""
     train = train or TrainConfig()
     optim = optim or OptimConfig()
     memory = memory or MemoryConfig()
@@ -111,18 +115,18 @@ def train(
     if train.schedule != "layerwise" or train.method == "bp":
         net.to(device)
     data = TrainData(dataset, preprocess, device)
-    records: list[dict] = []
     reporter = reporter or Reporter()
+    state = state or TrainState(train)
 
     def collect(epoch_records: list[dict]) -> None:
-        records.extend(epoch_records)
         reporter.epoch(epoch_records)
         if on_epoch:
             on_epoch(epoch_records)
+        state.end_epoch(epoch_records)
 
     run = train_backprop if train.method == "bp" else SCHEDULES[train.schedule]
-    run(net, data, train, optim, reporter, collect, plan, meter, memory)
-    return records
+    run(net, data, train, optim, reporter, collect, plan, meter, memory, state)
+    return state.records
 
 
 def block_accuracies(net, dataset: Dataset, preprocess: Preprocess, batch_size: int = 1000):
@@ -131,4 +135,11 @@ def block_accuracies(net, dataset: Dataset, preprocess: Preprocess, batch_size: 
     return evaluate(net, TrainData(dataset, preprocess, device), batch_size)
 
 
-__all__ = ["SCHEDULES", "block_accuracies", "measure_network", "plan_training", "train"]
+__all__ = [
+    "SCHEDULES",
+    "TrainState",
+    "block_accuracies",
+    "measure_network",
+    "plan_training",
+    "train",
+]

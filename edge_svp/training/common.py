@@ -60,23 +60,30 @@ def make_lr_schedule(optimizer, cfg: OptimConfig, total_steps: int):
 
 
 class BatchStats:
-    """Running mean loss and accuracy over one epoch."""
+    """Running mean loss and accuracy over one epoch. A micro-batch whose loss is NaN or inf
+    is left out and flagged (`nonfinite`) for TrainState.step to act on."""
 
     def __init__(self):
         self.loss = 0.0
         self.correct = 0
         self.count = 0
+        self.nonfinite = False
 
     def update(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
         n = len(y)
         loss = float(loss.detach())
         if not math.isfinite(loss):
-            raise EdgeSVPError(
-                "the loss became NaN or inf; lower the learning rate (--lr) and try again"
-            )
+            self.nonfinite = True
+            return
         self.loss += loss * n
         self.correct += int((logits.argmax(-1) == y).sum())
         self.count += n
+
+    def state(self) -> dict:
+        return {"loss": self.loss, "correct": self.correct, "count": self.count}
+
+    def load(self, state: dict) -> None:
+        self.loss, self.correct, self.count = state["loss"], state["correct"], state["count"]
 
     def record(self, **extra) -> dict:
         return {
@@ -101,13 +108,22 @@ def evaluate(net, data: TrainData, batch_size: int) -> list[float]:
     return (correct.double() / n).tolist()
 
 
-def micro_steps(n: int, batch_size: int, micro_batch: int, generator: torch.Generator):
+def micro_steps(
+    n: int,
+    batch_size: int,
+    micro_batch: int,
+    generator: torch.Generator,
+    replica: int = 0,
+    replicas: int = 1,
+):
     """(indices, share of its batch, last of its batch?) for each micro-batch of one epoch.
 
     Gradients of the micro-batches of one batch are accumulated, each loss weighted by its
-    share, so a step sees the same gradient as the whole batch would give.
+    share, so a step sees the same gradient as the whole batch would give. Data-parallel
+    replicas each take every `replicas`-th example of a batch (possibly none), so that the
+    sum of their gradients is the whole batch's.
     """
     for idx in batches(n, batch_size, True, generator):
-        chunks = idx.split(micro_batch)
+        chunks = idx[replica::replicas].split(micro_batch)  # one empty chunk if none
         for j, chunk in enumerate(chunks):
             yield chunk, len(chunk) / len(idx), j == len(chunks) - 1

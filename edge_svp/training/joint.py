@@ -9,43 +9,49 @@ import time
 
 import torch
 
-from edge_svp.training.common import BatchStats, evaluate, micro_steps
-from edge_svp.training.precision import BlockStep
+from edge_svp.training.common import (
+    BatchStats,
+    evaluate,
+    make_lr_schedule,
+    make_optimizer,
+    micro_steps,
+)
+from edge_svp.training.precision import autocast, grad_scaler
 
 
-def train_joint(net, data, train, optim, reporter, on_epoch, plan, meter, memory) -> None:
+def train_joint(net, data, train, optim, reporter, on_epoch, plan, meter, memory, state) -> None:
     n_blocks = len(net)
     micro_batch = plan.blocks[0].micro_batch
     steps = -(-data.num_train() // train.batch_size)
-    steppers = [
-        BlockStep(net.trainable_parameters(i), optim, steps * train.epochs, train.precision,
-                  data.device)
-        for i in range(n_blocks)
-    ]  # fmt: skip
+    optimizers = [make_optimizer(net.trainable_parameters(i), optim) for i in range(n_blocks)]
+    schedules = [make_lr_schedule(o, optim, steps * train.epochs) for o in optimizers]
+    scalers = [grad_scaler(train.precision, data.device) for _ in optimizers]
     order = torch.Generator().manual_seed(train.seed)
+    blocks = list(range(1, n_blocks + 1))
     with meter.section():
-        for epoch in range(1, train.epochs + 1):
+        for epoch in state.epochs(0, train.epochs, order, optimizers, schedules, blocks, scalers):
             start = time.perf_counter()
             net.train()
             stats = [BatchStats() for _ in range(n_blocks)]
-            epoch_steps = list(micro_steps(data.num_train(), train.batch_size, micro_batch, order))
+            epoch_steps = state.remaining(
+                list(micro_steps(data.num_train(), train.batch_size, micro_batch, order)), stats
+            )
             for idx, share, last in reporter.track(epoch_steps, len(epoch_steps), f"epoch {epoch}"):
                 x, y = data.batch("train", idx, train=True)
                 h, v_ref = x, net.reference(x)
                 for i in range(n_blocks):
-                    with steppers[i].autocast():
+                    with autocast(train.precision, data.device):
                         # detach: the block boundary; no gradient reaches the previous block
                         h = net.blocks[i](h.detach())
                         out = net.objectives[i](h, v_ref, y)
-                    steppers[i].backward(out.loss * share)
+                    scalers[i].scale(out.loss * share).backward()
                     stats[i].update(out.loss, out.logits, y)
                     v_ref = out.v
                 if last:
-                    for stepper in steppers:
-                        stepper.step()
+                    state.step()
             test = evaluate(net, data, min(train.eval_batch_size, micro_batch))
             seconds = time.perf_counter() - start
-            lr = steppers[0].lr
+            lr = schedules[0].get_last_lr()[0]
             on_epoch(
                 [
                     s.record(

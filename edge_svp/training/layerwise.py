@@ -7,6 +7,10 @@ the device, in host RAM or on disk, and stream back with a prefetching thread. W
 `recompute`, the frozen prefix runs again on every batch instead, which keeps data
 augmentation live for every block. Memory is released between blocks, and each block's
 peak is measured.
+
+A resumed run (training/state.py) skips the finished blocks. The block it goes on with
+reopens its input caches if they were kept on disk and pass their checksums; otherwise the
+finished blocks fill them again.
 """
 
 import time
@@ -15,9 +19,9 @@ import torch
 
 from edge_svp.data import batches
 from edge_svp.memory import release_memory
-from edge_svp.memory.activation_cache import ActivationCache
-from edge_svp.training.common import BatchStats, micro_steps
-from edge_svp.training.precision import BlockStep
+from edge_svp.memory.activation_cache import LOCATIONS, ActivationCache, damaged
+from edge_svp.training.common import BatchStats, make_lr_schedule, make_optimizer, micro_steps
+from edge_svp.training.precision import autocast, grad_scaler
 
 
 class BlockInputs:
@@ -53,10 +57,10 @@ class BlockInputs:
 
 
 @torch.no_grad()
-def _fill_cache(block, inputs: BlockInputs, split, plan, memory, device, out_shape):
+def _fill_cache(block, inputs: BlockInputs, split, plan, memory, device, out_shape, path):
     n = len(getattr(inputs.data.dataset, f"y_{split}"))
     cache = ActivationCache(
-        n, out_shape, plan.output_cache, memory.cache_dtype, device, memory.cache_dir
+        n, out_shape, plan.output_cache, memory.cache_dtype, device, memory.cache_dir, path
     )
     chunks = list(batches(n, plan.micro_batch, shuffle=False))
     start = 0
@@ -65,6 +69,42 @@ def _fill_cache(block, inputs: BlockInputs, split, plan, memory, device, out_sha
         cache.write(start, out)
         start += len(out)
     return cache
+
+
+def _resumed_caches(plan, state, device, reporter) -> tuple[dict, bool]:
+    """(caches, rebuild) for the block a resumed run goes on with: its input caches, if
+    they were kept on disk and pass their checksums; else rebuild them by running the
+    finished blocks again (the same weights, inputs and micro-batches: the same values)."""
+    stage = state.position.stage
+    if not 0 < stage < len(plan.blocks) or plan.blocks[stage].input_source not in LOCATIONS:
+        return {}, False
+    rebuilding = f"rebuilding the input caches of block {stage + 1} from the finished blocks"
+    if plan.blocks[stage].input_source != "disk" or state.cache_dir is None:
+        reporter.message(rebuilding)
+        return {}, True
+    entries = {e["split"]: e for e in state.caches if e["block"] == stage}
+    problems = []
+    for split in ("train", "test"):
+        if split not in entries:
+            problems.append(f"the checkpoint lists no {split} cache")
+        elif problem := damaged(entries[split], state.cache_path(stage, split)):
+            problems.append(problem)
+    if problems:
+        reporter.warning(f"activation cache {'; '.join(problems)}; {rebuilding}")
+        return {}, True
+    caches = {
+        split: ActivationCache(
+            entry["rows"], entry["row_shape"], "disk", entry["dtype"], device,
+            path=state.cache_path(stage, split), reopen=True,
+        )
+        for split, entry in entries.items()
+    }  # fmt: skip
+    return caches, False
+
+
+def _freeze(block) -> None:
+    block.requires_grad_(False)
+    block.eval()
 
 
 @torch.no_grad()
@@ -77,15 +117,21 @@ def _head_accuracy(net, index, inputs: BlockInputs, micro_batch: int) -> float:
     return correct / n
 
 
-def train_layerwise(net, data, train, optim, reporter, on_epoch, plan, meter, memory) -> None:
+def train_layerwise(
+    net, data, train, optim, reporter, on_epoch, plan, meter, memory, state
+) -> None:
     device = data.device
     order = torch.Generator().manual_seed(train.seed)
     net.to("cpu")  # everything waits on the host; each block comes to the device for its turn
     net.input_projection.to(device)
-    caches: dict = {}
+    caches, rebuild = _resumed_caches(plan, state, device, reporter)
     for i, block_plan in enumerate(plan.blocks):
         block, objective = net.blocks[i], net.objectives[i]
+        done = state.stage_done(i)  # trained before a resume
         with meter.section():
+            if done and not (rebuild and block_plan.output_cache):
+                _freeze(block)
+                continue
             block.to(device)
             objective.to(device)
             if i:
@@ -93,18 +139,24 @@ def train_layerwise(net, data, train, optim, reporter, on_epoch, plan, meter, me
             if block_plan.input_source == "recompute":
                 net.blocks[:i].to(device)
             inputs = BlockInputs(net, data, i, block_plan.input_source, caches)
-            _train_block(net, i, inputs, train, optim, reporter, on_epoch, block_plan, order)
-            block.requires_grad_(False)  # frozen from here on
-            block.eval()
+            if not done:
+                _train_block(net, i, inputs, train, optim, reporter, on_epoch, block_plan, order,
+                             state)  # fmt: skip
+            _freeze(block)  # frozen from here on
             if block_plan.output_cache:
                 shape = plan.costs[i].output_shape
                 new = {
-                    split: _fill_cache(block, inputs, split, block_plan, memory, device, shape)
+                    split: _fill_cache(block, inputs, split, block_plan, memory, device, shape,
+                                       state.cache_path(i + 1, split))
                     for split in ("train", "test")
-                }
+                }  # fmt: skip
+                state.caches = [{"block": i + 1, "split": k, **c.seal()} for k, c in new.items()]
+                state.end_stage(i)  # the checkpoint lists the new caches before the old go
                 for cache in caches.values():
                     cache.close()
                 caches = new
+            else:
+                state.end_stage(i)
             net.blocks[: i + 1].to("cpu")
             net.objectives[: i + 1].to("cpu")
             del inputs
@@ -115,33 +167,36 @@ def train_layerwise(net, data, train, optim, reporter, on_epoch, plan, meter, me
     net.requires_grad_(True)
 
 
-def _train_block(net, i, inputs, train, optim, reporter, on_epoch, block_plan, order) -> None:
+def _train_block(net, i, inputs, train, optim, reporter, on_epoch, block_plan, order, state):
     block, objective = net.blocks[i], net.objectives[i]
     n = len(inputs.data.dataset.y_train)
     steps_per_epoch = -(-n // train.batch_size)
-    stepper = BlockStep(net.trainable_parameters(i), optim, steps_per_epoch * train.epochs,
-                        train.precision, inputs.data.device)  # fmt: skip
-    for epoch in range(1, train.epochs + 1):
+    optimizer = make_optimizer(net.trainable_parameters(i), optim)
+    schedule = make_lr_schedule(optimizer, optim, steps_per_epoch * train.epochs)
+    scaler = grad_scaler(train.precision, inputs.data.device)
+    for epoch in state.epochs(i, train.epochs, order, [optimizer], [schedule], [i + 1], [scaler]):
         start = time.perf_counter()
         block.train()
         objective.train()
         stats = BatchStats()
-        steps = list(micro_steps(n, train.batch_size, block_plan.micro_batch, order))
+        steps = state.remaining(
+            list(micro_steps(n, train.batch_size, block_plan.micro_batch, order)), [stats]
+        )
         stream = inputs.stream("train", [idx for idx, _, _ in steps], train=True)
         label = f"block {i + 1} epoch {epoch}"
         for (x, v_ref, y), (_, share, last) in reporter.track(
             zip(stream, steps, strict=True), len(steps), label
         ):
-            with stepper.autocast():
+            with autocast(train.precision, inputs.data.device):
                 out = objective(block(x), v_ref, y)
-            stepper.backward(out.loss * share)
+            scaler.scale(out.loss * share).backward()
             stats.update(out.loss, out.logits, y)
             if last:
-                stepper.step()
+                state.step()
         block.eval()
         objective.eval()
         test = _head_accuracy(net, i, inputs, block_plan.micro_batch)
         seconds = time.perf_counter() - start
-        lr = stepper.lr
+        lr = schedule.get_last_lr()[0]
         on_epoch([stats.record(block=i + 1, epoch=epoch, test_accuracy=test,
                                seconds=seconds, lr=lr)])  # fmt: skip

@@ -1,13 +1,10 @@
-"""Mixed precision, per block: autocast around the forward pass and, for fp16, a gradient
-scaler. Every block owns its optimizer, schedule and scaler, so an fp16 overflow skips the
-step of that block only.
+"""Mixed precision, per block: autocast around each block's forward pass and local loss and,
+for fp16, a gradient scaler per block (so an overflow skips that block's step only).
 
-    step = BlockStep(params, optim, total_steps, "bf16", device)
-    with step.autocast():
-        loss = objective(block(x), v_ref, y).loss
-    step.backward(loss * share)   # scaled for fp16
-    if last:
-        step.step()               # optimizer (unscaled), scaler, lr schedule
+    with autocast(train.precision, device):
+        out = objective(block(x), v_ref, y)
+    scaler.scale(out.loss * share).backward()   # scaler = grad_scaler(train.precision, device)
+    state.step()                                # steps each optimizer through its scaler
 
 Weights, gradients and optimizer state stay float32; autocast runs matrix products and
 convolutions in the lower precision and keeps reductions and losses in float32.
@@ -19,9 +16,7 @@ import contextlib
 
 import torch
 
-from edge_svp.config import OptimConfig
 from edge_svp.errors import EdgeSVPError
-from edge_svp.training.common import make_lr_schedule, make_optimizer
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -41,28 +36,8 @@ def autocast(precision: str, device: torch.device):
     return torch.autocast(device.type, dtype=DTYPES[precision])
 
 
-class BlockStep:
-    """One block's optimizer, learning-rate schedule and gradient scaler."""
-
-    def __init__(self, params, optim: OptimConfig, total_steps: int, precision: str, device):
-        check_precision(precision, device)
-        self.precision, self.device = precision, device
-        self.optimizer = make_optimizer(params, optim)
-        self.schedule = make_lr_schedule(self.optimizer, optim, total_steps)
-        self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-
-    def autocast(self):
-        return autocast(self.precision, self.device)
-
-    def backward(self, loss: torch.Tensor) -> None:
-        self.scaler.scale(loss).backward()
-
-    def step(self) -> None:
-        self.scaler.step(self.optimizer)  # skipped when fp16 gradients overflowed
-        self.scaler.update()
-        self.schedule.step()
-        self.optimizer.zero_grad(set_to_none=True)
-
-    @property
-    def lr(self) -> float:
-        return self.schedule.get_last_lr()[0]
+def grad_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler:
+    """A loss scaler for fp16, whose small range would flush small gradients to zero; a
+    disabled one (a pass-through) otherwise."""
+    check_precision(precision, device)
+    return torch.amp.GradScaler(device.type, enabled=precision == "fp16")

@@ -12,7 +12,9 @@ from edge_svp.cli import main
 from edge_svp.config import override
 from edge_svp.errors import EdgeSVPError
 from edge_svp.memory.planner import measure_costs
-from edge_svp.training.precision import BlockStep, autocast
+from edge_svp.training.common import BatchStats, make_lr_schedule
+from edge_svp.training.precision import autocast, grad_scaler
+from edge_svp.training.state import TrainState
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +45,7 @@ def test_bf16_runs_every_block_under_autocast_and_learns(digits, method, schedul
 
 def test_fp16_on_the_cpu_is_refused(tmp_path):
     with pytest.raises(EdgeSVPError, match="fp16 needs CUDA"):
-        BlockStep(
-            [nn.Parameter(torch.zeros(1))], config_for().optim, 1, "fp16", torch.device("cpu")
-        )
+        grad_scaler("fp16", torch.device("cpu"))
     out = tmp_path / "run"
     result = CliRunner().invoke(main, ["fit", "--precision", "fp16", "--out", str(out)])
     assert result.exit_code == 2 and "fp16 needs CUDA" in result.stderr
@@ -70,3 +70,23 @@ def test_the_planner_probes_under_the_training_precision():
     fp32, bf16 = per_example("fp32"), per_example("bf16")
     assert fp32 > 1_000_000  # two 64 x 32 x 32 float maps and their ReLUs per example
     assert bf16 < 0.75 * fp32
+
+
+def test_an_fp16_overflow_skips_that_step_and_a_finite_step_is_unscaled():
+    """The loss scaler of fp16 runs (CUDA), exercised on the CPU: an overflowed gradient is
+    the scaler's business (skip the step, lower the scale), not a NaN fault of the run."""
+    param = nn.Parameter(torch.ones(2))
+    optimizer = torch.optim.SGD([param], lr=0.1)
+    schedule = make_lr_schedule(optimizer, config_for().optim, 10)
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    state = TrainState(config_for().train)
+    next(state.epochs(0, 1, torch.Generator(), [optimizer], [schedule], [1], [scaler]))
+    state.remaining([], [BatchStats()])
+    scaler.scale((param * float("inf")).sum()).backward()
+    state.step()
+    assert torch.equal(param.detach(), torch.ones(2))  # skipped
+    assert scaler.get_scale() < 1024.0 and state.bad_batches == 0
+    lr = schedule.get_last_lr()[0]
+    scaler.scale(param.sum()).backward()  # gradient 1, scaled by 512
+    state.step()
+    assert torch.allclose(param.detach(), torch.full((2,), 1 - lr))  # unscaled before the step

@@ -1,0 +1,199 @@
+"""One rank's part of the pipeline: train its blocks on what arrives, pass their output on.
+
+Every rank walks the same batches in the same order (the order follows from the seed, so
+no rank needs to be told it). The first stage reads the data; a later stage receives the
+previous stage's detached output and the labels, and recomputes from that output the
+reference v of the block before its first (a fixed projection, the same numbers the sender
+computed). Each stage then trains its blocks exactly as the joint schedule does
+(edge_svp/training/joint.py): per micro-batch one local backward per block, per batch one
+optimizer step per block. A stage uses the outputs of the previous stage's blocks as they
+were when it sent them, which is what joint training feeds them too, so a pipeline of
+deterministic blocks computes the same weights as a single process. Nothing is sent
+backward: a stage waits for its input, never for a later stage.
+
+Data-parallel replicas of a stage each take every R-th example of a batch and sum their
+gradients (all-reduce) before each step, so they step on the whole batch's gradient.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from edge_svp.data import batches
+from edge_svp.distributed.stream import Inbox, Outbox, wait
+from edge_svp.training.common import BatchStats, make_optimizer
+
+
+@dataclass
+class StageContext:
+    """Where this rank sits in the pipeline, and its links to its neighbours."""
+
+    first: int  # the stage's blocks: first .. stop-1
+    stop: int
+    replica: int
+    replicas: int
+    inbox: Inbox | None  # None on the first stage, which reads the data
+    outbox: Outbox | None  # None on the last stage
+    replica_group: object  # the stage's replicas, for the all-reduce; None without replicas
+    timeout: float
+    fault: object  # called with the micro-step number (edge_svp/distributed/failure.py)
+    step: int = 0  # micro-steps done so far
+    allreduce_bytes: int = 0
+
+    @property
+    def owned(self) -> range:
+        return range(self.first, self.stop)
+
+    def counters(self) -> dict:
+        """What this rank has sent and all-reduced, and waited for its links, so far."""
+        links = [link for link in (self.inbox, self.outbox) if link]
+        return {
+            "sent_bytes": self.outbox.bytes if self.outbox else 0,
+            "allreduce_bytes": self.allreduce_bytes,
+            "wait_seconds": sum(link.wait_seconds for link in links),
+        }
+
+
+def keep_stage(net, first: int, stop: int, device: torch.device) -> None:
+    """Drop the blocks other stages train and move this stage's part to `device`. Every rank
+    builds the whole network from the seed, so the blocks it keeps start as in one process."""
+    for i in range(len(net)):
+        if first <= i < stop:
+            net.blocks[i].to(device)
+            net.objectives[i].to(device)
+        else:
+            net.blocks[i] = nn.Identity()
+    reference = net.input_projection if first == 0 else net.objectives[first - 1]
+    reference.to(device)
+
+
+def in_stage(name: str, first: int, stop: int) -> bool:
+    """Does state-dict entry `name` of the whole network belong to blocks first..stop-1?"""
+    prefixes = tuple(
+        f"{part}.{i}." for part in ("blocks", "objectives") for i in range(first, stop)
+    )
+    return name.startswith(prefixes + (("input_projection.",) if first == 0 else ()))
+
+
+def stage_state(net, first: int, stop: int) -> dict:
+    """This stage's entries of the network's state dict, on the CPU, under the whole
+    network's names."""
+    return {k: v.cpu() for k, v in net.state_dict().items() if in_stage(k, first, stop)}
+
+
+def merge_states(parts: list[dict]) -> dict:
+    """The stages' state dicts as one, in the order of a whole SVPNetwork's state dict."""
+    merged = {}
+    for section in ("blocks.", "input_projection.", "objectives."):
+        for part in parts:
+            merged.update({k: v for k, v in part.items() if k.startswith(section)})
+    return merged
+
+
+def reference(net, ctx: StageContext, x: torch.Tensor) -> torch.Tensor:
+    """The reference v of the stage's first block, made from the stage's input."""
+    if ctx.first == 0:
+        return net.reference(x)
+    with torch.no_grad():
+        return net.objectives[ctx.first - 1].project(x)
+
+
+def all_reduce_gradients(params: list[nn.Parameter], ctx: StageContext) -> None:
+    """Sum the replicas' gradients: each weighted its examples by their share of the whole
+    batch, so the sum is the batch's gradient."""
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    wait(dist.all_reduce(flat, group=ctx.replica_group, async_op=True), None, ctx.timeout)
+    ctx.allreduce_bytes += flat.numel() * flat.element_size()
+    for p, g in zip(params, flat.split([p.numel() for p in params]), strict=True):
+        p.grad = g.view_as(p)
+
+
+def average_buffers(net, ctx: StageContext) -> None:
+    """Replicas' BatchNorm statistics, averaged, so that every replica evaluates alike."""
+    for i in ctx.owned:
+        for buffer in net.blocks[i].buffers():
+            if buffer.is_floating_point():
+                wait(dist.all_reduce(buffer, group=ctx.replica_group, async_op=True), None,
+                     ctx.timeout)  # fmt: skip
+                buffer /= ctx.replicas
+
+
+def local_steps(net, ctx: StageContext, x, y, share: float, stats) -> torch.Tensor:
+    """Forward and local backward of each of the stage's blocks; the last block's output."""
+    h, v_ref = x, reference(net, ctx, x)
+    for k, i in enumerate(ctx.owned):
+        # detach: the block boundary; no gradient reaches the previous block
+        h = net.blocks[i](h.detach())
+        out = net.objectives[i](h, v_ref, y)
+        (out.loss * share).backward()
+        stats[k].update(out.loss, out.logits, y)
+        v_ref = out.v
+    return h
+
+
+def warm_up(net, ctx: StageContext, input_shape, num_classes: int, optim, device) -> None:
+    """A throwaway step of the stage on random input, as rank 0's probe of every block does:
+    one-time set-up (tens of MiB on CPU) is then not charged to training."""
+    x = torch.randn(2, *input_shape, device=device)
+    y = torch.randint(0, num_classes, (2,), device=device)
+    params = [p for i in ctx.owned for p in net.trainable_parameters(i)]
+    optimizer = make_optimizer(params, optim)
+    local_steps(net, ctx, x, y, 1.0, [BatchStats() for _ in ctx.owned])
+    optimizer.step()
+
+
+def train_epoch(net, ctx: StageContext, data, steps, optimizers, schedules, reporter, epoch):
+    """One epoch of this stage over `steps` (micro_steps for this replica); BatchStats per
+    block."""
+    net.train()
+    stats = [BatchStats() for _ in ctx.owned]
+    params = [p for o in optimizers for group in o.param_groups for p in group["params"]]
+    inputs = ctx.inbox.receive(len(idx) for idx, _, _ in steps) if ctx.inbox else None
+    for idx, share, last in reporter.track(steps, len(steps), f"epoch {epoch}"):
+        ctx.fault(ctx.step)
+        ctx.step += 1
+        if inputs is not None:
+            x, y = next(inputs)
+        elif len(idx):
+            x, y = data.batch("train", idx, train=True)
+        if len(idx):
+            h = local_steps(net, ctx, x, y, share, stats)
+            if ctx.outbox:
+                ctx.outbox.send(h, y)
+        if last:
+            if ctx.replica_group is not None:
+                all_reduce_gradients(params, ctx)
+            for optimizer, schedule in zip(optimizers, schedules, strict=True):
+                optimizer.step()
+                schedule.step()
+                optimizer.zero_grad(set_to_none=True)
+    if ctx.outbox:
+        ctx.outbox.flush()
+    return stats
+
+
+@torch.no_grad()
+def evaluate_stage(net, ctx: StageContext, data, num_test: int, batch_size: int) -> list[int]:
+    """Correct test predictions of each of this stage's heads, on this replica's share of the
+    test batches (every R-th batch)."""
+    net.eval()
+    mine = [idx for j, idx in enumerate(batches(num_test, batch_size, shuffle=False))
+            if j % ctx.replicas == ctx.replica]  # fmt: skip
+    inputs = ctx.inbox.receive(len(idx) for idx in mine) if ctx.inbox else None
+    correct = [0] * len(ctx.owned)
+    for idx in mine:
+        h, y = next(inputs) if inputs is not None else data.batch("test", idx, train=False)
+        for k, i in enumerate(ctx.owned):
+            h = net.blocks[i](h)
+            correct[k] += int((net.objectives[i].classify(h).argmax(-1) == y).sum())
+        if ctx.outbox:
+            ctx.outbox.send(h, y)
+    if ctx.outbox:
+        ctx.outbox.flush()
+    net.train()
+    return correct

@@ -1,0 +1,112 @@
+"""Pipelines of real processes on localhost (gloo), on a small digits MLP."""
+
+import json
+import time
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from edge_svp.cli import main
+
+SMALL = ["--train-limit", "300", "--epochs", "2", "--batch-size", "32",
+         "--set", "model.widths=[32, 32]", "--set", "svp.proj_dim=32"]  # fmt: skip
+EXAMPLE_BYTES = 32 * 4 + 8  # a block output of 32 floats and its label
+
+
+def fit(*args):
+    return CliRunner().invoke(main, ["fit", *SMALL, *args])
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """A single-process joint run and a 2-rank pipeline of the same configuration, one
+    thread each, so that both compute with the same kernels."""
+    out = tmp_path_factory.mktemp("pipeline")
+    threads = torch.get_num_threads()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("OMP_NUM_THREADS", "1")
+        torch.set_num_threads(1)
+        try:
+            joint = fit("--out", str(out / "joint"))
+        finally:
+            torch.set_num_threads(threads)
+        pipeline = fit("--nproc", "2", "--out", str(out / "pipeline"))
+    assert joint.exit_code == 0, joint.output
+    assert pipeline.exit_code == 0, pipeline.output
+    return out / "joint", out / "pipeline"
+
+
+def test_two_rank_pipeline_computes_exactly_what_joint_training_does(runs):
+    joint, pipeline = (torch.load(d / "checkpoint.pt", weights_only=True) for d in runs)
+    assert list(pipeline["state_dict"]) == list(joint["state_dict"])
+    for name, tensor in joint["state_dict"].items():
+        assert torch.equal(pipeline["state_dict"][name], tensor), name
+    for key in ("config", "preprocess", "classes", "input_shape"):
+        assert pipeline[key] == joint[key]
+    records = [[json.loads(line) for line in open(d / "metrics.jsonl")] for d in runs]
+    assert [{**r, "seconds": 0} for r in records[1]] == [{**r, "seconds": 0} for r in records[0]]
+
+
+def test_pipeline_run_directory_and_traffic(runs):
+    _, pipeline = runs
+    summary = json.loads((pipeline / "summary.json").read_text())
+    assert summary["schedule"] == "pipelined"
+    pipe = summary["pipeline"]
+    assert (pipe["processes"], pipe["stages"], pipe["replicas"]) == (2, 2, 1)
+    assert pipe["stage_blocks"] == [[1, 1], [2, 2]]
+    # rank 0 sends every training example's block-1 output and label to rank 1, once
+    steps = -(-300 // 32)
+    assert pipe["activation_bytes_per_step"] == round(300 * EXAMPLE_BYTES / steps)
+    assert pipe["allreduce_bytes_per_step"] == 0
+    assert pipe["train_samples_per_second"] > 0
+    assert len(summary["memory"]["measured_peak_bytes"]) == 2
+    assert (pipeline / "config.toml").exists()
+
+
+def test_eval_reloads_the_merged_checkpoint_in_one_process(runs):
+    _, pipeline = runs
+    result = CliRunner().invoke(main, ["eval", str(pipeline), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((pipeline / "summary.json").read_text())
+    assert json.loads(result.output)["per_block_accuracy"] == summary["per_block_accuracy"]
+
+
+def test_data_parallel_replicas_step_on_the_whole_batch_gradient(runs, tmp_path):
+    joint, _ = runs
+    result = fit("--nproc", "2", "--stages", "1", "--out", str(tmp_path / "dp"))
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "dp" / "summary.json").read_text())
+    assert summary["pipeline"]["replicas"] == 2
+    parameters = summary["parameters"]
+    assert summary["pipeline"]["allreduce_bytes_per_step"] == 2 * parameters * 4  # 2 replicas
+    reference = torch.load(joint / "checkpoint.pt", weights_only=True)["state_dict"]
+    replicated = torch.load(tmp_path / "dp" / "checkpoint.pt", weights_only=True)["state_dict"]
+    for name, tensor in reference.items():  # the same sums, in another order
+        torch.testing.assert_close(replicated[name], tensor, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("fault, message", [
+    ("1:3", "rank 1 failed: RuntimeError: injected fault at step 3"),
+    ("1:3:kill", "rank 1 was killed by SIGKILL"),
+    ("1:3:hang", "rank 1 did not answer within 3 s (seen by rank 0)"),
+])  # fmt: skip
+def test_a_failed_rank_stops_every_rank_and_is_named(monkeypatch, tmp_path, fault, message):
+    monkeypatch.setenv("EDGE_SVP_FAULT", fault)
+    start = time.monotonic()
+    result = fit("--nproc", "2", "--timeout", "3", "--out", str(tmp_path / "run"))
+    assert result.exit_code == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"edge-svp: error: {message}")
+    assert last.endswith("the other ranks were stopped")
+    assert time.monotonic() - start < 120  # start-up of three processes on a busy machine
+    assert not (tmp_path / "run" / "summary.json").exists()
+
+
+def test_input_a_rank_rejects_is_one_line_and_exit_2(tmp_path, capfd):
+    result = fit("--nproc", "2", "--mem-budget", "1KB", "--out", str(tmp_path / "run"))
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert "per-rank budget" in result.stderr
+    assert capfd.readouterr().err == ""  # the ranks themselves printed nothing
+    assert not (tmp_path / "run").exists()

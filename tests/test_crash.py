@@ -1,0 +1,192 @@
+"""Killed runs: `edge-svp fit` in a subprocess is SIGKILLed at chosen points (training,
+checkpoint writing, cache writing, between renames, at epoch and block boundaries), then
+resumed to completion. It must end bit for bit like a straight run, lose nothing that was
+checkpointed, and leave a run directory that `edge-svp eval` can read at every moment.
+
+The points come from EDGE_SVP_KILL_AT (edge_svp/faults.py); the killed runs are children
+forked from one interpreter (tests/fork_runs.py), so that they pay for importing torch once.
+Ctrl-C is a real SIGINT to a real `python -m edge_svp fit`."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+from resume_helpers import TINY_ARGS, assert_same_run, full_disk_pwrite, metrics
+
+from edge_svp.checkpoint import LATEST, CheckpointStore
+from edge_svp.cli import main
+from edge_svp.progress import Reporter
+from edge_svp.run import evaluate_run, fit
+
+# layerwise with every activation cache on disk: 2 blocks, 7 steps an epoch, 2 epochs,
+# a checkpoint every 3 steps, after each epoch and at each block boundary
+LAYERWISE_ON_DISK = ["--schedule", "layerwise", "--host-budget", "1"]
+
+# point: (EDGE_SVP_KILL_AT, where the resumed run goes on from; None: not checked)
+KILLS = {
+    "mid-epoch": ("step:5", "block 1, epoch 1, step 3"),  # after a periodic checkpoint
+    "checkpoint-write": ("checkpoint-write:250", None),  # a temporary file half written
+    "cache-write": ("cache-write:3", "block 1, end of epoch 2"),  # block 1's train cache
+    "between-renames": ("checkpoint-rename:3", "block 1, epoch 1, step 6"),  # latest gone
+    "block-boundary": ("stage:1", "end of block 1"),  # block 2 reopens block 1's caches
+    "before-epoch-checkpoint": ("epoch:3", "block 2, epoch 1, step 7"),  # a metrics line ahead
+}
+FINAL_FILES = {"config.toml", "plan.json", "metrics.jsonl", "summary.json", "checkpoints.json",
+               "checkpoint.pt", "checkpoint.prev.pt"}  # fmt: skip
+
+
+FORK_RUNS = Path(__file__).with_name("fork_runs.py")
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def fit_args(out) -> list[str]:
+    return ["fit", *TINY_ARGS, *LAYERWISE_ON_DISK, "--out", str(out)]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)  # as the subprocesses (OMP_NUM_THREADS=1)
+
+
+@pytest.fixture(scope="module")
+def killed(tmp_path_factory):
+    """A straight run, a run killed at each point (all at once: they are independent), and
+    one resumed run killed again."""
+    root = tmp_path_factory.mktemp("killed")
+    plan = {
+        "first": fit_args(root / "straight"),
+        "groups": [
+            [[name, kill_at, fit_args(root / name)] for name, (kill_at, _) in KILLS.items()]
+            + [["chain", "step:5", fit_args(root / "chain")]],
+            [["chain-again", "cache-write:10", ["fit", "--resume", str(root / "chain")]]],
+        ],
+    }
+    runs = subprocess.run(
+        [sys.executable, str(FORK_RUNS), json.dumps(plan)],
+        env=ENV, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert runs.returncode == 0, runs.stderr
+    killed = {name: -signal.SIGKILL for name in [*KILLS, "chain", "chain-again"]}
+    assert json.loads(runs.stdout) == {"first": 0, **killed}, runs.stderr
+    return root
+
+
+class Warnings(Reporter):
+    def __init__(self):
+        self.lines = []
+
+    def warning(self, text):
+        self.lines.append(text)
+
+
+def resume_and_check(run, straight) -> tuple[dict, list[str]]:
+    """Resume `run` to the end: the same run as `straight`, nothing left behind, readable."""
+    warnings = Warnings()
+    summary = fit(resume=run, reporter=warnings)
+    assert_same_run(run, straight)
+    assert {p.name for p in run.iterdir()} == FINAL_FILES  # no cache, no temporary file left
+    result = CliRunner().invoke(main, ["eval", str(run), "--json"])
+    assert json.loads(result.output)["test_accuracy"] == summary["test_accuracy"]
+    return summary, warnings.lines
+
+
+@pytest.mark.parametrize("name", list(KILLS))
+def test_a_killed_run_resumes_and_ends_like_a_straight_run(killed, name, tmp_path):
+    run = tmp_path / name
+    shutil.copytree(killed / name, run)
+    # nothing checkpointed is lost, and the directory reads as it is
+    records = CheckpointStore(run).read(Warnings().warning)["training"]["records"]
+    done = [{k: v for k, v in r.items() if k != "seconds"} for r in records]
+    assert done == metrics(killed / "straight")[: len(done)]
+    assert evaluate_run(run)["test_accuracy"] is not None
+    if name == "checkpoint-write":
+        assert (run / (LATEST + ".tmp")).exists()  # killed while writing it
+    summary, warnings = resume_and_check(run, killed / "straight")
+    if KILLS[name][1]:
+        assert summary["resumed_from"] == KILLS[name][1]
+    missing = "checkpoint.pt is missing: using the previous good checkpoint checkpoint.prev.pt"
+    assert warnings == ([missing] if name == "between-renames" else [])
+
+
+def test_a_corrupt_checkpoint_is_detected_and_the_previous_one_used(killed, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(killed / "cache-write", run)
+    data = bytearray((run / LATEST).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (run / LATEST).write_bytes(bytes(data))
+    summary, warnings = resume_and_check(run, killed / "straight")
+    assert warnings == [
+        "checkpoint.pt fails its checksum (truncated or corrupt): using the previous good "
+        "checkpoint checkpoint.prev.pt"
+    ]
+    assert summary["resumed_from"] == "block 1, epoch 2, step 5"  # the one before
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip"])
+def test_a_damaged_cache_file_is_detected_and_rebuilt(killed, tmp_path, damage):
+    run = tmp_path / "run"
+    shutil.copytree(killed / "block-boundary", run)
+    cache = run / "cache" / "block1-train.bin"
+    data = bytearray(cache.read_bytes())
+    if damage == "flip":
+        data[100] ^= 0x01
+    cache.write_bytes(bytes(data if damage == "flip" else data[:-7]))
+    _, warnings = resume_and_check(run, killed / "straight")
+    reason = "fails its checksum" if damage == "flip" else "is truncated"
+    assert len(warnings) == 1 and f"block1-train.bin {reason}" in warnings[0]
+    assert "rebuilding the input caches of block 2" in warnings[0]
+
+
+def test_a_resumed_run_killed_again_still_ends_like_a_straight_run(killed, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(killed / "chain", run)  # killed at step 5, then again in block 1's test cache
+    summary, _ = resume_and_check(run, killed / "straight")
+    assert summary["resumed_from"] == "block 1, end of epoch 2"
+
+
+def test_a_run_killed_after_its_last_checkpoint_only_writes_its_summary(killed, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(killed / "straight", run)
+    (run / "summary.json").unlink()  # killed between the final checkpoint and the summary
+    summary, _ = resume_and_check(run, killed / "straight")
+    assert summary["resumed_from"] == "end of block 2"
+
+
+def test_a_full_disk_while_caching_leaves_a_resumable_run(killed, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    monkeypatch.setattr("edge_svp.memory.activation_cache.os.pwrite", full_disk_pwrite)
+    result = CliRunner().invoke(main, fit_args(run))
+    assert result.exit_code == 2 and "No space left on device" in result.stderr
+    monkeypatch.undo()  # space again
+    summary, _ = resume_and_check(run, killed / "straight")
+    assert summary["resumed_from"] == "block 1, end of epoch 2"  # the cache is written again
+
+
+def test_ctrl_c_finishes_the_step_checkpoints_and_says_how_to_resume(tmp_path):
+    out = tmp_path / "run"
+    # long enough that Ctrl-C lands while it trains
+    command = [sys.executable, "-m", "edge_svp", "fit", *TINY_ARGS, "--epochs", "200"]
+    process = subprocess.Popen(
+        [*command, "--out", str(out)], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    for line in process.stdout:
+        if line.startswith("block"):  # the first epoch is done: training is under way
+            process.send_signal(signal.SIGINT)
+            break
+    _, err = process.communicate(timeout=300)
+    assert process.returncode == 130, err
+    assert "Traceback" not in err and len(err.splitlines()) == 1
+    assert err.startswith("edge-svp: interrupted: stopped at ")
+    assert err.rstrip().endswith(f"checkpoint saved; resume with: edge-svp fit --resume {out}")
+    checkpoint = CheckpointStore(out).read()
+    stopped = checkpoint["training"]["position"]
+    assert 1 <= stopped["epoch"] < 200 and not (out / "summary.json").exists()
+    assert evaluate_run(out)["test_accuracy"] is not None

@@ -1,0 +1,306 @@
+"""Hostile input: every case ends with exit code 2, exactly one line on stderr, no
+traceback, and nothing overwritten (every file under the workspace is byte for byte what it
+was, and nothing new appears, except where a case is meant to leave a resumable run)."""
+
+import hashlib
+import io
+import os
+import shutil
+import subprocess
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from resume_helpers import TINY_ARGS, CtrlCAt, full_disk_pwrite, tiny_config
+
+from edge_svp.cli import main
+from edge_svp.errors import Interrupted
+from edge_svp.run import fit
+
+IDX_NAMES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+             "t10k-labels-idx1-ubyte"]  # fmt: skip
+
+
+def idx(array: np.ndarray) -> bytes:
+    header = b"\0\0\x08" + bytes([array.ndim])
+    return header + b"".join(d.to_bytes(4, "big") for d in array.shape) + array.tobytes()
+
+
+def png(height: int, width: int) -> bytes:
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.fromarray(np.zeros((height, width), dtype=np.uint8)).save(out, format="PNG")
+    return out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """A finished tiny run and one stopped by Ctrl-C, to copy from."""
+    root = tmp_path_factory.mktemp("runs")
+    fit(tiny_config(), out=root / "finished")
+    with pytest.raises(Interrupted):
+        fit(tiny_config(), out=root / "stopped", reporter=CtrlCAt("epoch 1", 2))
+    return root
+
+
+class Workspace:
+    """A folder for one case, with the things a case may need put into it."""
+
+    def __init__(self, root: Path, runs: Path, monkeypatch, request):
+        self.root, self.runs, self.monkeypatch, self.request = root, runs, monkeypatch, request
+
+    def __truediv__(self, name) -> Path:
+        return self.root / name
+
+    def file(self, name: str, data: bytes | str) -> Path:
+        path = self.root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data.encode() if isinstance(data, str) else data)
+        return path
+
+    def folder(self, name: str) -> Path:
+        (self.root / name).mkdir(parents=True)
+        return self.root / name
+
+    def run(self, which: str, config_toml: str | None = None) -> Path:
+        """A copy of the finished or stopped run; optionally with another config.toml."""
+        path = self.root / which
+        shutil.copytree(self.runs / which, path)
+        if config_toml is not None:
+            (path / "config.toml").write_text(config_toml)
+        return path
+
+    def edited_config(self, which: str, old: str, new: str) -> Path:
+        text = (self.runs / which / "config.toml").read_text()
+        assert old in text
+        return self.run(which, text.replace(old, new))
+
+    def mnist(self, **files: bytes) -> Path:
+        """A data folder of valid tiny IDX files, some replaced by `files`."""
+        images, labels = np.zeros((4, 8, 8), dtype=np.uint8), np.arange(4, dtype=np.uint8)
+        good = dict(zip(IDX_NAMES, [idx(images), idx(labels)] * 2, strict=True))
+        for name, data in {**good, **files}.items():
+            self.file(f"mnist-data/{name}", data)
+        return self.root / "mnist-data"
+
+    def images(self, sizes: dict[str, tuple[int, int]], zipped: bool = False) -> Path:
+        """An image folder (or zip): split/class/image.png of the given (height, width)."""
+        entries = {name: png(*size) for name, size in sizes.items()}
+        if not zipped:
+            for name, data in entries.items():
+                self.file(f"images/{name}", data)
+            return self.root / "images"
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as zf:
+            for name, data in entries.items():
+                zf.writestr(name, data)
+        return self.file("images.zip", buffer.getvalue())
+
+    def read_only(self, name: str) -> Path:
+        """A folder nobody may write to: mode 555, and for root (whom modes do not stop)
+        the immutable attribute."""
+        path = self.root / name
+        path.mkdir()
+        path.chmod(0o555)
+        self.request.addfinalizer(lambda: path.chmod(0o755))  # runs last: finalizers unwind
+        if os.geteuid() == 0:
+            if subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode:
+                pytest.skip("running as root where chattr +i is not available")
+            self.request.addfinalizer(lambda: subprocess.run(["chattr", "-i", str(path)]))
+        return path
+
+    def full_disk(self) -> None:
+        self.monkeypatch.setattr("edge_svp.memory.activation_cache.os.pwrite", full_disk_pwrite)
+
+
+TWO_CLASSES = {"train/a/1.png": (6, 6), "train/b/2.png": (6, 6),
+               "test/a/3.png": (6, 6), "test/b/4.png": (6, 6)}  # fmt: skip
+MIXED_SIZES = {**TWO_CLASSES, "train/b/5.png": (7, 6)}
+NOT_SQUARE = {name: (6, 8) for name in TWO_CLASSES}
+FIT = ["fit", *TINY_ARGS]
+LAYERWISE_ON_DISK = [*FIT, "--schedule", "layerwise", "--host-budget", "1"]
+CORRUPT_ZIP = b"PK\x03\x04 this is not a zip"
+
+
+def imagefolder(w: Workspace, sizes: dict, **kw) -> list[str]:
+    return ["--dataset", "imagefolder", "--data-dir", str(w.images(sizes, **kw))]
+
+
+def ort_export(w: Workspace) -> list[str]:
+    pytest.importorskip("onnxruntime.training", reason="the ort extra is not installed")
+    out = w / "export"
+    result = CliRunner().invoke(
+        main,
+        ["export", "--profile", "mnist-mlp", "--set", "data.dataset=digits", "--out", str(out)],
+    )
+    assert result.exit_code == 0, result.output
+    return ["export", "--profile", "digits-mlp", "--out", str(out)]
+
+
+def no_cuda(w: Workspace) -> list[str]:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    return [*FIT, "--device", "cuda"]
+
+
+# (name, arguments from a workspace, what the one line must say, leaves a run behind)
+CASES = [
+    # sizes and budgets
+    ("malformed budget", lambda w: [*FIT, "--mem-budget", "12XB"], "cannot read '12XB' as a memory size"),
+    ("negative budget", lambda w: [*FIT, "--mem-budget", "-5MB"], "cannot read '-5MB'"),
+    ("zero budget", lambda w: [*FIT, "--mem-budget", "0"], "memory size must be positive"),
+    ("malformed host budget", lambda w: [*FIT, "--host-budget", "lots"], "cannot read 'lots'"),
+    ("budget too small", lambda w: [*FIT, "--mem-budget", "1KB"], "more than the budget 1000 B"),
+    ("budget with backprop", lambda w: [*FIT, "--method", "bp", "--mem-budget", "1GB"],
+     "a memory budget applies to SVP training"),
+    # profiles, settings and options
+    ("unknown profile", lambda w: ["fit", "--profile", "digits-mpl"], "did you mean 'digits-mlp'"),
+    ("missing profile file", lambda w: ["fit", "--profile", str(w / "none.toml")],
+     "profile file not found"),
+    ("profile that is not TOML", lambda w: ["fit", "--profile", str(w.file("p.toml", "[train\n"))],
+     "is not valid TOML"),
+    ("typo in a TOML key", lambda w: ["fit", "--profile", str(w.file("p.toml", "[train]\nepoch = 3\n"))],
+     "unknown key 'epoch' in p.toml [train] (did you mean 'epochs'?)"),
+    ("typo in a TOML table", lambda w: ["fit", "--profile", str(w.file("p.toml", "[trian]\nepochs = 3\n"))],
+     "unknown key 'trian' in p.toml (did you mean 'train'?)"),
+    ("wrong type in TOML", lambda w: ["fit", "--profile", str(w.file("p.toml", "[train]\nepochs = 'x'\n"))],
+     "has the wrong type"),
+    ("typo in a --set key", lambda w: [*FIT, "--set", "svp.betta=1"], "did you mean 'beta'"),
+    ("unknown --set table", lambda w: [*FIT, "--set", "trian.epochs=1"], "did you mean 'train'"),
+    ("bad --set syntax", lambda w: [*FIT, "--set", "svp.beta"], "must look like SECTION.KEY=VALUE"),
+    ("--set of a wrong type", lambda w: [*FIT, "--set", 'train.epochs="many"'], "has the wrong type"),
+    ("unknown model kind", lambda w: [*FIT, "--set", "model.kind=rnn"], "unknown model kind 'rnn'"),
+    ("unknown option", lambda w: [*FIT, "--epoch", "3"], "'--epochs'"),
+    ("negative epochs", lambda w: ["fit", "--epochs", "-1"], "-1 is not in the range x>=1"),
+    ("negative epochs by --set", lambda w: [*FIT, "--set", "train.epochs=-1"],
+     "epochs must be positive, got -1"),
+    ("zero learning rate", lambda w: ["fit", "--lr", "0"], "is not in the range x>0"),
+    ("negative checkpoint interval", lambda w: [*FIT, "--set", "train.checkpoint_every=-1"],
+     "checkpoint_every must be 0 or more"),
+    ("unknown schedule", lambda w: ["fit", "--schedule", "greedy"], "'greedy' is not one of"),
+    ("cuda without a GPU", no_cuda, "torch sees no CUDA device"),
+    ("plan for backprop", lambda w: ["plan", "--method", "bp"], "plans are made for SVP"),
+    # data
+    ("unknown dataset", lambda w: ["fit", "--dataset", "mnits"], "did you mean 'mnist'"),
+    ("missing data directory", lambda w: ["fit", "--dataset", "mnist", "--data-dir", str(w / "none")],
+     "does not exist"),
+    ("data directory without the files", lambda w: ["fit", "--dataset", "mnist", "--data-dir", str(w.folder("empty"))],
+     "did not find train-images-idx3-ubyte"),
+    ("corrupt IDX header", lambda w: ["fit", "--dataset", "mnist", "--data-dir", str(w.mnist(**{IDX_NAMES[0]: b"\x01\x02\x03\x04junk"}))],
+     "is not a uint8 IDX file (bad header)"),
+    ("truncated IDX file", lambda w: ["fit", "--dataset", "mnist", "--data-dir", str(w.mnist(**{IDX_NAMES[0]: idx(np.zeros((4, 8, 8), np.uint8))[:-9]}))],
+     "is truncated or corrupt"),
+    ("IDX .gz that is not gzip", lambda w: ["fit", "--dataset", "mnist", "--data-dir", str(w.mnist(**{IDX_NAMES[0] + ".gz": b"not gzip"}))],
+     "Not a gzipped file"),
+    ("IDX images and labels disagree", lambda w: ["fit", "--dataset", "mnist", "--data-dir", str(w.mnist(**{IDX_NAMES[1]: idx(np.arange(3, dtype=np.uint8))}))],
+     "do not match"),
+    ("corrupt zip", lambda w: ["fit", "--dataset", "imagefolder", "--data-dir", str(w.file("d.zip", CORRUPT_ZIP))],
+     "is not a readable zip file"),
+    ("corrupt CIFAR-10 zip", lambda w: ["fit", "--dataset", "cifar10", "--data-dir", str(w.file("c/cifar10-jpg.zip", CORRUPT_ZIP).parent)],
+     "is not a readable zip file"),
+    ("corrupt image in a zip", lambda w: [*FIT, "--dataset", "imagefolder", "--data-dir", str(_zip_with_bad_image(w))],
+     "cannot decode image"),
+    ("images of mixed sizes", lambda w: [*FIT, *imagefolder(w, MIXED_SIZES)], "all images must share one size"),
+    ("image folder without a test split", lambda w: [*FIT, *imagefolder(w, {"train/a/1.png": (6, 6)})],
+     "found splits: ['train']"),
+    ("image size that does not fit the model", lambda w: ["fit", *imagefolder(w, TWO_CLASSES, zipped=True), "--set", "model.kind=vit"],
+     "image size 6 is not a multiple of patch_size 4"),
+    ("non-square images for a ViT", lambda w: ["fit", *imagefolder(w, NOT_SQUARE), "--set", "model.kind=vit"],
+     "needs square (C, H, W) images"),
+    # run directories
+    ("existing run directory", lambda w: [*FIT, "--out", str(w.run("finished"))],
+     "already exists and is not empty (continue it with --resume"),
+    ("overwrite of a folder that is not a run", lambda w: [*FIT, "--out", str(w.file("mine/keep.txt", "x").parent), "--overwrite"],
+     "refusing to overwrite"),
+    ("run directory that is a file", lambda w: [*FIT, "--out", str(w.file("f.txt", "x"))], "is a file"),
+    ("read-only output directory", lambda w: [*FIT, "--out", str(w.read_only("ro") / "run")], "cannot write to"),
+    ("read-only output directory, overwrite", lambda w: [*FIT, "--out", str(w.read_only("ro")), "--overwrite"],
+     "cannot write to"),
+    ("full disk while caching", lambda w: (w.full_disk(), [*LAYERWISE_ON_DISK, "--out", str(w / "run")])[1],
+     "No space left on device; then continue with: edge-svp fit --resume"),
+    # resuming and reading runs
+    ("resume of a folder that is not a run", lambda w: ["fit", "--resume", str(w.folder("x"))],
+     "it is not a run directory"),
+    ("resume of a missing folder", lambda w: ["fit", "--resume", str(w / "none")], "it is not a run directory"),
+    ("resume of a finished run", lambda w: ["fit", "--resume", str(w.run("finished"))], "there is nothing to resume"),
+    ("resume with other options", lambda w: ["fit", "--resume", str(w.run("stopped")), "--epochs", "5", "--set", "svp.beta=1"],
+     "drop --epochs, --set"),
+    ("resume with a corrupt config.toml", lambda w: ["fit", "--resume", str(w.run("stopped", "epochs = [\n"))],
+     "cannot read configuration"),
+    ("resume with an edited config.toml", lambda w: ["fit", "--resume", str(w.edited_config("stopped", "lr = 0.01", "lr = 0.02"))],
+     "differs from the configuration its checkpoint was trained with"),
+    ("resume with an edited train_limit", lambda w: ["fit", "--resume", str(w.edited_config("stopped", "train_limit = 200", "train_limit = 100"))],
+     "differs from the configuration its checkpoint was trained with"),
+    ("resume of an ORT run", lambda w: ["fit", "--resume", str(_ort_run(w))], "does not resume"),
+    ("checkpoint from a different model", lambda w: ["eval", str(w.edited_config("finished", "widths = [32, 32]", "widths = [16, 16]"))],
+     "does not match this network"),
+    ("eval of a corrupt config.toml", lambda w: ["eval", str(w.run("finished", "[model\n"))], "cannot read configuration"),
+    ("eval with every checkpoint damaged", lambda w: ["eval", str(_damage_checkpoints(w.run("finished")))],
+     "no usable checkpoint"),
+    ("eval of a run without a checkpoint", lambda w: ["eval", str(w.file("r/config.toml", "").parent)], "has no checkpoint yet"),
+    ("eval of a folder that is not a run", lambda w: ["eval", str(w.root)], "is not a run directory"),
+    ("export directory that does not match the profile", ort_export, "holds an export of profile mnist-mlp"),
+]  # fmt: skip
+
+
+LEAVE_A_RUN = {"full disk while caching"}
+
+
+def _zip_with_bad_image(w: Workspace) -> Path:
+    path = w.images(TWO_CLASSES, zipped=True)
+    with zipfile.ZipFile(path, "a") as zf:
+        zf.writestr("train/a/bad.png", b"\x89PNG garbage")
+    return path
+
+
+def _ort_run(w: Workspace) -> Path:
+    run = w.run("stopped")
+    w.file("stopped/ort/manifest.json", "{}")  # what `fit --backend ort` leaves
+    return run
+
+
+def _damage_checkpoints(run: Path) -> Path:
+    for name in ("checkpoint.pt", "checkpoint.prev.pt"):
+        (run / name).write_bytes((run / name).read_bytes()[:1000])
+    return run
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """Every path under `root`, with its content's digest (folders: 'dir')."""
+
+    def digest(p: Path) -> str:
+        return hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+
+    return {str(p.relative_to(root)): digest(p) for p in sorted(root.rglob("*"))}
+
+
+@pytest.mark.parametrize(
+    "make_args, message", [pytest.param(args, msg, id=name) for name, args, msg in CASES]
+)
+def test_hostile_input_is_refused_in_one_line(
+    make_args, message, runs, tmp_path, monkeypatch, request
+):
+    workspace = Workspace(tmp_path / "workspace", runs, monkeypatch, request)
+    workspace.root.mkdir()
+    monkeypatch.chdir(workspace.root)  # a default run directory would land in the snapshot
+    args = make_args(workspace)
+    before = snapshot(workspace.root)
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("edge-svp: error: ") and message in lines[0], lines[0]
+    assert "Traceback" not in result.output
+    after = snapshot(workspace.root)
+    if request.node.callspec.id in LEAVE_A_RUN:  # stopped on the error; it can go on
+        assert before.items() <= after.items()
+    else:
+        assert after == before
+
+
+def test_there_are_at_least_25_cases():
+    assert len({name for name, _, _ in CASES}) == len(CASES) >= 25
