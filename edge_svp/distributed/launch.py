@@ -65,12 +65,16 @@ def launch(
         cmd += ["--out", str(out)] if out else []
         cmd += ["--overwrite"] if overwrite else []
         port = free_port()
-        procs = [subprocess.Popen(cmd, env=rank_environment(r, nproc, port, tmp))
-                 for r in range(nproc)]  # fmt: skip
-        try:
-            return watch(procs, Path(tmp))
-        finally:
-            stop(procs)
+        # Rank 0 speaks for the run. The others' stderr would only repeat, in the words of
+        # gloo or NCCL, a peer's failure that the reports already name ("connection reset").
+        with open(Path(tmp) / "ranks.err", "w") as quiet:
+            procs = [subprocess.Popen(cmd, env=rank_environment(r, nproc, port, tmp),
+                                      stderr=None if r == 0 else quiet)
+                     for r in range(nproc)]  # fmt: skip
+            try:
+                return watch(procs, Path(tmp))
+            finally:
+                stop(procs)
 
 
 def watch(procs: list[subprocess.Popen], report_dir: Path) -> tuple[int, str | None]:
