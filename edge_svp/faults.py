@@ -1,4 +1,4 @@
-"""Fault injection for the crash tests.
+"""Fault injection for the crash and pipeline tests.
 
 With EDGE_SVP_KILL_AT=POINT:N in the environment, the process sends itself SIGKILL the N-th
 time it passes POINT, exactly as the OOM killer or a power cut would stop it there. Points:
@@ -10,11 +10,18 @@ time it passes POINT, exactly as the OOM killer or a power cut would stop it the
     checkpoint-rename  between moving the latest checkpoint aside and renaming the new one in
     cache-write        after each chunk written to an activation cache on disk
 
+With EDGE_SVP_FAULT=RANK:STEP[:MODE], pipeline rank RANK, at its training micro-step STEP
+(counted from 0 over the whole run), raises an exception (MODE raise, the default), kills
+itself with SIGKILL (kill) or stops answering (hang).
+
 Unset (always, outside tests), every call is an environment lookup that does nothing.
 """
 
 import os
 import signal
+import time
+
+RANK_FAULT_ENV = "EDGE_SVP_FAULT"
 
 _passed: dict[str, int] = {}
 
@@ -26,3 +33,25 @@ def kill_point(name: str) -> None:
     _passed[name] = _passed.get(name, 0) + 1
     if _passed[name] == int(at or 1):
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def rank_fault(rank: int):
+    """A function of the micro-step that injects the fault EDGE_SVP_FAULT asks of this rank."""
+    spec = os.environ.get(RANK_FAULT_ENV)
+    if not spec:
+        return lambda step: None
+    target, at, *mode = spec.split(":")
+    mode = mode[0] if mode else "raise"
+    if int(target) != rank:
+        return lambda step: None
+
+    def hook(step: int) -> None:
+        if step != int(at):
+            return
+        if mode == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        if mode == "hang":
+            time.sleep(10**6)
+        raise RuntimeError(f"injected fault at step {step} ({RANK_FAULT_ENV}={spec})")
+
+    return hook

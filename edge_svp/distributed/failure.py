@@ -1,25 +1,20 @@
-"""When a rank fails: what it tells the others, and a fault hook for testing that.
+"""When a rank fails: what it tells the others.
 
 A rank that fails writes one line saying why to the rendezvous store, so that the ranks it
 leaves waiting can name it, and either to the file the local launcher reads
 (edge_svp/distributed/launch.py) or, under torchrun, to stderr. A rank whose peer failed
 stops with exit code 3; waits between ranks end after the timeout, so nothing hangs.
 
-Fault hook, for the tests of all this: EDGE_SVP_FAULT="RANK:STEP[:MODE]" makes rank RANK,
-at its training micro-step STEP (counted from 0 over the whole run), raise an exception
-(MODE raise, the default), kill itself with SIGKILL (kill) or stop answering (hang).
+The tests of all this inject failures with edge_svp/faults.py (rank_fault).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import signal
 import sys
-import time
 from pathlib import Path
 
-FAULT_ENV = "EDGE_SVP_FAULT"
 REPORT_ENV = "EDGE_SVP_REPORT_DIR"  # set by the local launcher: where ranks say why they stopped
 NOTE_KEY = "edge_svp/failure"
 EXIT_CODES = {"error": 1, "input": 2, "peer": 3}
@@ -31,28 +26,6 @@ class PeerFailure(Exception):
     def __init__(self, peer: int | None, detail: str):
         super().__init__(detail)
         self.peer = peer
-
-
-def fault_hook(rank: int):
-    """A function of the micro-step that injects the fault EDGE_SVP_FAULT asks of this rank."""
-    spec = os.environ.get(FAULT_ENV)
-    if not spec:
-        return lambda step: None
-    target, at, *mode = spec.split(":")
-    mode = mode[0] if mode else "raise"
-    if int(target) != rank:
-        return lambda step: None
-
-    def hook(step: int) -> None:
-        if step != int(at):
-            return
-        if mode == "kill":
-            os.kill(os.getpid(), signal.SIGKILL)
-        if mode == "hang":
-            time.sleep(10**6)
-        raise RuntimeError(f"injected fault at step {step} ({FAULT_ENV}={spec})")
-
-    return hook
 
 
 def note(store) -> str | None:

@@ -28,7 +28,7 @@ import torch.distributed as dist
 from edge_svp.checkpoint import CheckpointStore
 from edge_svp.config import RunConfig, config_to_dict, dump_toml
 from edge_svp.distributed import DEFAULT_TIMEOUT
-from edge_svp.distributed.failure import PeerFailure, fault_hook, note, report
+from edge_svp.distributed.failure import PeerFailure, note, report
 from edge_svp.distributed.pipeline import (
     StageContext,
     average_buffers,
@@ -43,6 +43,7 @@ from edge_svp.distributed.pipeline import (
 from edge_svp.distributed.stages import Layout, assign_stages
 from edge_svp.distributed.stream import Inbox, Outbox, peer_errors
 from edge_svp.errors import EdgeSVPError
+from edge_svp.faults import rank_fault
 from edge_svp.memory import (
     MemoryMeter,
     cap_device_memory,
@@ -277,7 +278,7 @@ def _fit(config, rank, layout, device, comm, store, out, overwrite, timeout, rep
                     shared["block_inputs"][first], device) if stage else None,
         outbox=Outbox(layout.rank(stage + 1, replica), stream, timeout)
         if stage < layout.stages - 1 else None,
-        replica_group=replica_group, timeout=timeout, fault=fault_hook(rank),
+        replica_group=replica_group, timeout=timeout, fault=rank_fault(rank),
     )  # fmt: skip
     if rank != 0:  # rank 0's probe ran every kernel once already
         probe = build_network(config, shared["input_shape"], shared["num_classes"])

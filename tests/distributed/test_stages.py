@@ -1,7 +1,6 @@
 import pytest
 
 from edge_svp.distributed import mode
-from edge_svp.distributed.failure import fault_hook
 from edge_svp.distributed.launch import diagnose
 from edge_svp.distributed.stages import (
     IN_FLIGHT,
@@ -13,6 +12,7 @@ from edge_svp.distributed.stages import (
     stream_bytes,
 )
 from edge_svp.errors import EdgeSVPError
+from edge_svp.faults import rank_fault
 from edge_svp.memory.planner import BlockCost
 
 MB = 10**6
@@ -102,8 +102,8 @@ def test_mode_needs_nproc_for_stages(monkeypatch):
 
 def test_fault_hook_fires_on_its_rank_and_step_only(monkeypatch):
     monkeypatch.setenv("EDGE_SVP_FAULT", "1:3")
-    fault_hook(0)(3)  # another rank: nothing
-    hook = fault_hook(1)
+    rank_fault(0)(3)  # another rank: nothing
+    hook = rank_fault(1)
     hook(2)
     with pytest.raises(RuntimeError, match="injected fault at step 3"):
         hook(3)
