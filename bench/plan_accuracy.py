@@ -96,7 +96,7 @@ def main():
     )
     worst = max((abs(r["error_pct"]) for r in rows), default=0.0)
     print(f"largest error {worst:.1f} % over {len(rows)} blocks")
-    device = rows[0]["device"] if rows else "cpu"
+    device = next((r["device"] for r in rows if "device" in r), "cpu")
     name = "plan-accuracy-cuda" if device.startswith("cuda") else "plan-accuracy"
     command = " ".join(["python", "bench/plan_accuracy.py", *sys.argv[1:]])
     print("wrote", write_results(name, {"command": command, "epochs": args.epochs,

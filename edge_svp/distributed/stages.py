@@ -90,7 +90,7 @@ def stage_peak(costs, first, stop, m, device_type, reference_bytes) -> int:
     if first:
         return training
     others = sum(c.param_bytes + c.buffer_bytes for c in costs[stop:])
-    checkpoint = plan.blocks[0].resident_bytes + sum(c.kept_bytes for c in stage) + others
+    checkpoint = plan.blocks[0].resident_bytes + sum(c.optimizer_bytes for c in stage) + others
     return max(training, checkpoint)
 
 

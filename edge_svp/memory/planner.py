@@ -1,21 +1,24 @@
 """The memory planner: what each block costs, and a MemoryPlan that fits a budget.
 
 Costs come from two sources:
-  counted   parameter and buffer bytes, activation-cache bytes (numel x element size)
-  measured  a probe step per block, at a small micro-batch and at the whole batch, on a
-            throwaway copy of the block: the peak above the memory in use before the
-            step. A straight line through the two peaks gives the per-example bytes
-            (activations saved for backward, the input, temporaries) and the fixed bytes
-            of a step (gradients, optimizer state, workspace).
+  counted   parameter, gradient and buffer bytes, activation-cache bytes (numel x size)
+  measured  the optimizer's state, and the peak of a training step at a few micro-batches,
+            on a throwaway copy of each block: a micro-batch that accumulates onto the
+            gradients of the one before it, above the memory in use before the optimizer
+            existed. Probed at a small micro-batch and at the whole batch; a micro-batch in
+            between lies on the straight line through its measured neighbours.
 
 From these, plan_layerwise / plan_joint pick for each block the largest micro-batch that
 fits (gradient accumulation keeps the profile's batch), where the activation cache lives
-(device, host RAM or disk) and what is resident, and predict each block's peak. See
-docs/memory.md for what a budget counts.
+(device, host RAM or disk) and what is resident, and predict each block's peak.
+training.plan_training then probes the micro-batches a plan picked and plans again, so that
+a prediction rests on a step measured at the micro-batch it is for. See docs/memory.md for
+what a budget counts.
 """
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import copy
 import math
@@ -45,12 +48,41 @@ BYTES = {"float32": 4, "float16": 2}
 class BlockCost:
     input_shape: tuple[int, ...]
     output_shape: tuple[int, ...]
-    param_bytes: int  # the block and its head: what trains
+    param_bytes: int  # the block and its head: what trains, and the size of its gradients
     buffer_bytes: int  # BatchNorm statistics, the fixed projections
-    state_bytes: int  # measured: gradients, optimizer state, workspace of one step
-    example_bytes: int  # measured: activations, input and temporaries per example
-    kept_bytes: int = 0  # measured: the part of state_bytes that outlives a step
+    optimizer_bytes: int  # measured: the optimizer's state, alive from step to step
+    # measured: (micro-batch, the step's bytes at its peak: optimizer state, gradients,
+    # activations, input and workspace), ascending by micro-batch
+    steps: list[tuple[int, int]]
     objective_bytes: int = 0  # head and projection: the next block's reference needs them
+
+    def __post_init__(self):
+        self.steps = sorted((int(m), int(b)) for m, b in self.steps)
+
+    def measured_at(self, m: int) -> bool:
+        return any(size == m for size, _ in self.steps)
+
+    def add_step(self, m: int, step_bytes: int) -> None:
+        self.steps = sorted([*self.steps, (m, step_bytes)])
+
+    def step_bytes(self, m: int) -> int:
+        """A step's bytes at micro-batch m: as measured where it was, else on the straight line
+        through the measured micro-batches on either side of m (outside them, the nearest two),
+        and never below the optimizer state and gradients, which no micro-batch sheds."""
+        floor = self.optimizer_bytes + self.param_bytes
+        if len(self.steps) == 1:
+            return max(self.steps[0][1], floor)
+        k = min(
+            max(bisect.bisect_left([size for size, _ in self.steps], m), 1), len(self.steps) - 1
+        )
+        (m0, b0), (m1, b1) = self.steps[k - 1], self.steps[k]
+        return max(math.ceil(b0 + (b1 - b0) * (m - m0) / (m1 - m0)), floor)
+
+    @property
+    def example_bytes(self) -> float:
+        """Bytes per example, from the smallest and the largest measured micro-batch."""
+        (m0, b0), (m1, b1) = self.steps[0], self.steps[-1]
+        return (b1 - b0) / (m1 - m0) if m1 > m0 else 0.0
 
     @property
     def input_example_bytes(self) -> int:
@@ -69,8 +101,9 @@ class BlockPlan:
     input_source: str  # data | device | host | disk | recompute
     output_cache: str | None  # where this block's outputs go for the next block
     resident_bytes: int  # parameters and buffers held in budgeted memory
-    state_bytes: int
-    activation_bytes: int  # per-example bytes x micro-batch
+    optimizer_bytes: int  # optimizer state held in budgeted memory
+    gradient_bytes: int  # gradients held in budgeted memory
+    activation_bytes: int  # a micro-batch's activations, input and workspace
     cache_bytes: int  # activation caches held in budgeted memory
     predicted_peak: int
 
@@ -112,14 +145,15 @@ class MemoryPlan:
         return cls(**raw, blocks=blocks, costs=costs)
 
     def table(self) -> str:
-        head = ["block", "params", "optimizer", "activations", "micro-batch", "input",
-                "caches", "predicted peak"]  # fmt: skip
+        head = ["block", "params", "optimizer", "gradients", "activations", "micro-batch",
+                "input", "caches", "predicted peak"]  # fmt: skip
         rows = [head]
         for b, c in zip(self.blocks, self.costs, strict=True):
             rows.append([
                 str(b.block),
                 format_bytes(c.param_bytes + c.buffer_bytes),
-                format_bytes(b.state_bytes),
+                format_bytes(b.optimizer_bytes),
+                format_bytes(b.gradient_bytes),
                 format_bytes(b.activation_bytes),
                 f"{b.micro_batch} x {b.accumulation}",
                 b.input_source,
@@ -139,88 +173,128 @@ def _bytes(tensors) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
-def _probe_step(
-    block, objective, make_input, ref_dim, num_classes, optimizer_factory, device, autocast, m
-):
-    """Peak bytes of one training step at micro-batch m, above what exists before it, and
-    the bytes the step leaves behind (gradients, optimizer state)."""
-    optimizer = optimizer_factory([*block.parameters(), *objective.head.parameters()])
-    meter = MemoryMeter(device)  # the baseline: everything that exists before the step
-    with meter.section() as section:
-        x = make_input(m)
-        v_ref = torch.randn(m, ref_dim, device=device)
-        y = torch.randint(0, num_classes, (m,), device=device)
-        with autocast():  # the training step's precision: its activations are what it keeps
-            out = objective(block(x), v_ref, y)
-        out.loss.backward()
+class Probe:
+    """Measured training steps of a network's blocks, each on a throwaway copy on `device`.
+
+    `first_input(m)` makes a batch for the first block exactly as training will (for example
+    uint8 images through preprocessing), so its temporaries are measured too. `autocast()`
+    is the context the training forward runs in (mixed precision).
+    """
+
+    def __init__(
+        self,
+        net,
+        optimizer_factory: Callable,
+        device: torch.device,
+        first_input: Callable[[int], torch.Tensor],
+        autocast: Callable = contextlib.nullcontext,
+    ):
+        self.net, self.optimizer_factory, self.device = net, optimizer_factory, device
+        self.first_input, self.autocast = first_input, autocast
+        self.shapes = [tuple(net.input_shape)] + _output_shapes(net)
+
+    def block(self, i: int, sizes: list[int]) -> tuple[int, list[tuple[int, int]]]:
+        """(optimizer bytes, [(m, step bytes)]) of block i (0-based) at each micro-batch m
+        (see _BlockSteps.measure)."""
+        steps = _BlockSteps(self, i)
+        measured = steps.measure(sizes)
+        del steps
+        release_memory(self.device)
+        return measured
+
+    def costs(self, batch_size: int) -> list[BlockCost]:
+        """Every block's BlockCost, probed at micro-batches probe_sizes(batch_size)."""
+        costs = []
+        for i in range(len(self.net)):
+            optimizer_bytes, steps = self.block(i, probe_sizes(batch_size))
+            block, objective = self.net.blocks[i], self.net.objectives[i]
+            costs.append(
+                BlockCost(
+                    input_shape=self.shapes[i],
+                    output_shape=self.shapes[i + 1],
+                    param_bytes=_bytes([*block.parameters(), *objective.head.parameters()]),
+                    buffer_bytes=_bytes([*block.buffers(), *objective.buffers()]),
+                    optimizer_bytes=optimizer_bytes,
+                    steps=steps,
+                    objective_bytes=_bytes([*objective.parameters(), *objective.buffers()]),
+                )
+            )
+        return costs
+
+
+class _BlockSteps:
+    """Training steps of a throwaway copy of one block, as Probe measures them."""
+
+    def __init__(self, probe: Probe, i: int):
+        self.probe, self.i, device = probe, i, probe.device
+        self.block = copy.deepcopy(probe.net.blocks[i]).to(device).train()
+        self.objective = copy.deepcopy(probe.net.objectives[i]).to(device).train()
+        self.params = [*self.block.parameters(), *self.objective.head.parameters()]
+
+    def backward(self, m: int) -> None:
+        probe, device = self.probe, self.probe.device
+        if self.i == 0:
+            x = probe.first_input(m).to(device)
+        else:
+            x = torch.randn(m, *probe.shapes[self.i], device=device)
+        v_ref = torch.randn(m, self.objective.reference_dim, device=device)
+        y = torch.randint(0, probe.net.num_classes, (m,), device=device)
+        with probe.autocast():  # the training step's precision: its activations are what it keeps
+            self.objective(self.block(x), v_ref, y).loss.backward()
+
+    def step(self, optimizer, m: int) -> None:
+        self.backward(m)
         optimizer.step()
-        del x, v_ref, y, out
-        kept = meter.in_use() - meter.baseline  # gradients and optimizer state stay
         optimizer.zero_grad(set_to_none=True)
-        del optimizer
-    return section.peak, max(kept, 0)
+
+    def accumulating_peak(self, optimizer, m: int) -> int:
+        """The peak of a micro-batch and optimizer step above the memory in use when it
+        starts, with the gradients of a micro-batch before it alive."""
+        self.backward(m)  # the first micro-batch at this size also sets its kernels up
+        accumulating = MemoryMeter(self.probe.device)
+        with accumulating.section() as section:
+            self.step(optimizer, m)
+        return section.peak
+
+    def measure(self, sizes: list[int]) -> tuple[int, list[tuple[int, int]]]:
+        """(optimizer bytes, [(m, step bytes)]) at each micro-batch m.
+
+        A step's bytes are what training the block adds to its parameters at the peak of a
+        micro-batch that accumulates onto the gradients of the one before it: the optimizer's
+        state, the gradients, and the activations, input and workspace of the micro-batch.
+        A micro-batch that does not fit the device is measured at FALLBACK_PROBE instead."""
+        device = self.probe.device
+        make_optimizer = self.probe.optimizer_factory
+        self.step(make_optimizer(self.params), sizes[0])  # one-time kernel set-up: not per step
+        meter = MemoryMeter(device)
+        optimizer = make_optimizer(self.params)
+        self.step(optimizer, sizes[0])  # the optimizer's state appears with its first step
+        release_memory(device)
+        optimizer_bytes = max(meter.in_use() - meter.baseline, 0)
+        held = optimizer_bytes + _bytes(self.params)  # optimizer state and gradients
+        steps = []
+        for m in sizes:
+            try:
+                peak = self.accumulating_peak(optimizer, m)
+            except torch.OutOfMemoryError:  # the device cannot take m examples at once
+                if m <= FALLBACK_PROBE:
+                    raise
+                peak = None  # retried outside the handler, whose traceback holds the tensors
+            if peak is None:
+                optimizer.zero_grad(set_to_none=True)
+                release_memory(device)
+                m = FALLBACK_PROBE
+                peak = self.accumulating_peak(optimizer, m)
+            steps.append((m, held + peak))
+        return optimizer_bytes, steps
 
 
-def probe_sizes(batch_size: int) -> tuple[int, int]:
+def probe_sizes(batch_size: int) -> list[int]:
     """Two micro-batches to probe: a small one and the whole batch, so that every candidate
     micro-batch lies between them (kernels pick other algorithms and workspaces at other
     sizes, which a straight line only follows between points it was measured at)."""
     large = max(batch_size, 2)
-    return min(SMALL_PROBE, large // 2), large
-
-
-def measure_costs(
-    net,
-    optimizer_factory: Callable,
-    device: torch.device,
-    first_input: Callable[[int], torch.Tensor],
-    batch_size: int,
-    autocast: Callable = contextlib.nullcontext,
-) -> list[BlockCost]:
-    """Probe every block of `net` (left untouched) with real training steps on `device`.
-
-    `first_input(m)` makes a batch for the first block exactly as training will (for
-    example uint8 images through preprocessing), so its temporaries are measured too.
-    `autocast()` is the context the training forward runs in (mixed precision).
-    """
-    shapes = [tuple(net.input_shape)] + _output_shapes(net)
-    small_m, large_m = probe_sizes(batch_size)
-    costs = []
-    for i in range(len(net)):
-        block = copy.deepcopy(net.blocks[i]).to(device).train()
-        objective = copy.deepcopy(net.objectives[i]).to(device).train()
-        shape = shapes[i]
-
-        def make_input(m: int, first=i == 0, shape=shape) -> torch.Tensor:
-            return first_input(m).to(device) if first else torch.randn(m, *shape, device=device)
-
-        args = (block, objective, make_input, objective.reference_dim, net.num_classes,
-                optimizer_factory, device, autocast)  # fmt: skip
-        _probe_step(*args, small_m)  # warm-up: one-time kernel set-up is not per step
-        small, kept = _probe_step(*args, small_m)
-        try:
-            large = _probe_step(*args, large_m)[0]
-        except torch.OutOfMemoryError:  # the device cannot take the whole batch at once
-            release_memory(device)
-            large_m = min(FALLBACK_PROBE, large_m)
-            large = _probe_step(*args, large_m)[0]
-        per_example = max((large - small) / (large_m - small_m), 0.0)
-        fixed = max(small - per_example * small_m, 0.0)
-        costs.append(
-            BlockCost(
-                input_shape=shape,
-                output_shape=shapes[i + 1],
-                param_bytes=_bytes([*block.parameters(), *objective.head.parameters()]),
-                buffer_bytes=_bytes([*block.buffers(), *objective.buffers()]),
-                state_bytes=int(fixed),
-                kept_bytes=int(min(kept, fixed)),
-                example_bytes=int(math.ceil(per_example)),
-                objective_bytes=_bytes([*objective.parameters(), *objective.buffers()]),
-            )
-        )
-        del block, objective, args
-        release_memory(device)
-    return costs
+    return [min(SMALL_PROBE, large // 2), large]
 
 
 @torch.no_grad()
@@ -295,10 +369,12 @@ def _block_plan(i, costs, m, source, target, s: _Setting) -> BlockPlan:
     stream = STREAM_BUFFERS * m * cost.input_example_bytes if streaming else 0
     if source == "recompute":  # the frozen prefix runs without autograd, one output at a time
         stream = 2 * m * max(c.output_example_bytes for c in costs[:i])
-    activations = m * cost.example_bytes
+    step = cost.step_bytes(m)
+    activations = max(step - cost.optimizer_bytes - cost.param_bytes, 0)
     resident += s.reserve
-    train_peak = resident + cost.state_bytes + activations + cache_in + stream
-    cache_peak = resident + activations + cache_in + cache_out + stream if target else 0
+    train_peak = resident + step + cache_in + stream
+    # writing the next cache: a forward pass, no gradients, the optimizer not yet let go
+    cache_peak = resident + cost.optimizer_bytes + activations + cache_in + cache_out + stream
     return BlockPlan(
         block=i + 1,
         micro_batch=m,
@@ -306,10 +382,11 @@ def _block_plan(i, costs, m, source, target, s: _Setting) -> BlockPlan:
         input_source=source,
         output_cache=target,
         resident_bytes=resident,
-        state_bytes=cost.state_bytes,
+        optimizer_bytes=cost.optimizer_bytes,
+        gradient_bytes=cost.param_bytes,
         activation_bytes=activations,
         cache_bytes=cache_in + cache_out,
-        predicted_peak=max(train_peak, cache_peak),
+        predicted_peak=max(train_peak, cache_peak) if target else train_peak,
     )
 
 
@@ -363,20 +440,22 @@ def plan_layerwise(costs: list[BlockCost], s: _Setting) -> list[BlockPlan]:
 def plan_joint(costs: list[BlockCost], s: _Setting) -> list[BlockPlan]:
     """All blocks resident; one block's graph alive at a time.
 
-    Every block keeps its gradients and optimizer state; the step's workspace and the
-    activations are only ever alive for one block at a time."""
+    Every block keeps its optimizer state, and its gradients while micro-batches accumulate;
+    activations and workspace are only ever alive for one block at a time."""
     resident = sum(c.param_bytes + c.buffer_bytes for c in costs) + s.input_projection_bytes
     resident += s.reserve
-    kept = sum(c.kept_bytes for c in costs)
+    optimizers = sum(c.optimizer_bytes for c in costs)
+    gradients = sum(c.param_bytes for c in costs)
+    held = optimizers + gradients
     for m in micro_batches(s.batch_size):
         peaks = [
-            resident + kept + c.state_bytes - c.kept_bytes + m * c.example_bytes for c in costs
+            resident + held - c.optimizer_bytes - c.param_bytes + c.step_bytes(m) for c in costs
         ]
         if s.budget is None or max(peaks) <= s.budget:
             return [
                 BlockPlan(i + 1, m, math.ceil(s.batch_size / m), "data" if i == 0 else "device",
-                          None, resident, kept + c.state_bytes - c.kept_bytes,
-                          m * c.example_bytes, 0, peaks[i])
+                          None, resident, optimizers, gradients,
+                          peaks[i] - resident - held, 0, peaks[i])
                 for i, c in enumerate(costs)
             ]  # fmt: skip
     return [None]
@@ -416,7 +495,7 @@ def plan_blocks(
 
 def infeasible(schedule, costs, floor, budget, min_budget) -> EdgeSVPError:
     if schedule == "joint":
-        resident = floor[0].resident_bytes + sum(c.kept_bytes for c in costs)
+        resident = floor[0].resident_bytes + sum(c.optimizer_bytes for c in costs)
         if resident > budget:
             return EdgeSVPError(
                 f"joint training keeps all {len(costs)} blocks and their optimizer states "

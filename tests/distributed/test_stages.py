@@ -20,7 +20,11 @@ MB = 10**6
 
 def costs(*params_mb):
     """Blocks of the given parameter sizes, 1000 floats in and out, 0.1 MB per example."""
-    return [BlockCost((1000,), (1000,), int(p * MB), 0, 0, 100_000) for p in params_mb]
+    return [
+        BlockCost((1000,), (1000,), int(p * MB), 0, 0, [(1, int(p * MB) + 100_000),
+                                                        (64, int(p * MB) + 6_400_000)])
+        for p in params_mb
+    ]  # fmt: skip
 
 
 def test_layout_is_stage_major():

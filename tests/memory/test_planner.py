@@ -7,14 +7,18 @@ MB = 10**6
 RESERVE = RUNTIME_RESERVE["cuda"]  # plan() plans for CUDA unless told otherwise
 
 
+def toy_cost(input_shape=(1000,)) -> BlockCost:
+    """Params 1 MB (and 1 MB of gradients), optimizer state 1 MB, 0.1 MB per example;
+    outputs of 1000 floats."""
+    return BlockCost(input_shape, (1000,), 1 * MB, 0, 1 * MB, [(1, step(1)), (64, step(64))])
+
+
+def step(m: int) -> int:
+    return 2 * MB + m * 100_000
+
+
 def toy_costs():
-    """Three blocks: params 1 MB, state 2 MB (1.5 MB of it kept between steps), 0.1 MB per
-    example; outputs of 1000 floats."""
-    return [
-        BlockCost((10,), (1000,), 1 * MB, 0, 2 * MB, 100_000, 1_500_000),
-        BlockCost((1000,), (1000,), 1 * MB, 0, 2 * MB, 100_000, 1_500_000),
-        BlockCost((1000,), (1000,), 1 * MB, 0, 2 * MB, 100_000, 1_500_000),
-    ]
+    return [toy_cost((10,)), toy_cost(), toy_cost()]
 
 
 def plan(schedule="layerwise", device="cuda", budget=None, **kw):
@@ -32,10 +36,10 @@ def test_cuda_layerwise_arithmetic_with_device_caches():
     b2 = p.blocks[1]
     assert b2.micro_batch == 64 and b2.accumulation == 1
     assert (b2.input_source, b2.output_cache) == ("device", "device")
-    # training: params + state + 64 examples + the input cache (4 MB)
+    # training: params + optimizer + gradients + 64 examples + the input cache (4 MB)
     training = RESERVE + 1 * MB + 2 * MB + 64 * 100_000 + 4 * MB
-    # writing the next cache: the optimizer is gone, both caches are on the device
-    caching = RESERVE + 1 * MB + 64 * 100_000 + 4 * MB + 4 * MB
+    # writing the next cache: no gradients, both caches on the device
+    caching = RESERVE + 1 * MB + 1 * MB + 64 * 100_000 + 4 * MB + 4 * MB
     assert b2.predicted_peak == max(training, caching)
 
 
@@ -76,14 +80,16 @@ def test_min_budget_is_exactly_the_feasibility_threshold():
 def test_joint_plan_keeps_every_block_resident():
     p = plan("joint", budget=100 * MB)
     resident = RESERVE + 3 * MB
-    # every block keeps 1.5 MB; one step's 0.5 MB workspace is alive at a time
-    assert all(b.resident_bytes == resident and b.state_bytes == 5 * MB for b in p.blocks)
+    # every block keeps its optimizer state and gradients; one block's activations at a time
+    assert all(b.resident_bytes == resident for b in p.blocks)
+    assert all(b.optimizer_bytes == 3 * MB and b.gradient_bytes == 3 * MB for b in p.blocks)
     assert all(b.micro_batch == 64 for b in p.blocks)
+    assert p.predicted_peak == resident + 6 * MB + 64 * 100_000
 
 
 def test_joint_refuses_when_parameters_and_states_do_not_fit():
     with pytest.raises(EdgeSVPError, match="--schedule layerwise"):
-        plan("joint", budget=RESERVE + 7 * MB)
+        plan("joint", budget=RESERVE + 5 * MB)  # 3 MB of parameters, 3 MB of optimizer state
 
 
 def test_recompute_keeps_the_prefix_resident_and_caches_nothing():
@@ -134,3 +140,27 @@ def test_cuda_layerwise_keeps_the_reference_makers_on_the_device():
     p = plan_blocks(costs, "layerwise", "cuda", 64, 1000, input_projection_bytes=200_000)
     assert p.blocks[0].resident_bytes == RESERVE + 1 * MB + 200_000
     assert p.blocks[1].resident_bytes == RESERVE + 1 * MB + 200_000 + 300_000
+
+
+def test_step_bytes_are_measured_where_probed_and_interpolated_between():
+    cost = BlockCost((10,), (10,), 1000, 0, 3000, [(16, 10_000), (128, 66_000), (64, 30_000)])
+    assert cost.steps == [(16, 10_000), (64, 30_000), (128, 66_000)]
+    assert cost.step_bytes(64) == 30_000  # measured
+    assert cost.step_bytes(40) == 20_000  # halfway between the measured 16 and 64
+    assert cost.step_bytes(96) == 48_000  # halfway between 64 and 128, not on the 16-128 line
+    assert cost.step_bytes(8) == 6_667  # below 16: the line through 16 and 64
+    assert (
+        cost.step_bytes(1) == 4_000
+    )  # 3,750 on the line; never below optimizer state and gradients
+    assert cost.measured_at(64) and not cost.measured_at(40)
+
+
+def test_a_probed_micro_batch_above_the_interpolation_shrinks_the_plan():
+    costs = toy_costs()
+    first = plan_blocks(costs, "layerwise", "cuda", 64, 1000, budget=6 * MB)
+    m = first.blocks[2].micro_batch
+    assert first.blocks[2].predicted_peak <= 6 * MB
+    costs[2].add_step(m, step(m) + 1 * MB)  # the real step at m costs 1 MB more
+    second = plan_blocks(costs, "layerwise", "cuda", 64, 1000, budget=6 * MB)
+    assert second.blocks[2].micro_batch < m
+    assert second.blocks[2].predicted_peak <= 6 * MB

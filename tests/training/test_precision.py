@@ -11,7 +11,7 @@ from edge_svp import SVPConfig, SVPNetwork, build_network, load_dataset, load_pr
 from edge_svp.cli import main
 from edge_svp.config import override
 from edge_svp.errors import EdgeSVPError
-from edge_svp.memory.planner import measure_costs
+from edge_svp.memory.planner import Probe
 from edge_svp.training.common import BatchStats, make_lr_schedule
 from edge_svp.training.precision import autocast, grad_scaler
 from edge_svp.training.state import TrainState
@@ -62,10 +62,9 @@ def test_the_planner_probes_under_the_training_precision():
         block = nn.Sequential(nn.Conv2d(3, 64, 3, padding=1), nn.ReLU(),
                               nn.Conv2d(64, 64, 3, padding=1), nn.ReLU())  # fmt: skip
         net = SVPNetwork([block], shape, 10, SVPConfig(proj_dim=16))
-        costs = measure_costs(net, lambda p: torch.optim.SGD(p, lr=0.1), cpu,
-                              lambda m: torch.randn(m, *shape), 64,
-                              lambda: autocast(precision, cpu))  # fmt: skip
-        return costs[0].example_bytes
+        probe = Probe(net, lambda p: torch.optim.SGD(p, lr=0.1), cpu,
+                      lambda m: torch.randn(m, *shape), lambda: autocast(precision, cpu))  # fmt: skip
+        return probe.costs(64)[0].example_bytes
 
     fp32, bf16 = per_example("fp32"), per_example("bf16")
     assert fp32 > 1_000_000  # two 64 x 32 x 32 float maps and their ReLUs per example
