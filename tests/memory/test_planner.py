@@ -149,9 +149,8 @@ def test_step_bytes_are_measured_where_probed_and_interpolated_between():
     assert cost.step_bytes(40) == 20_000  # halfway between the measured 16 and 64
     assert cost.step_bytes(96) == 48_000  # halfway between 64 and 128, not on the 16-128 line
     assert cost.step_bytes(8) == 6_667  # below 16: the line through 16 and 64
-    assert (
-        cost.step_bytes(1) == 4_000
-    )  # 3,750 on the line; never below optimizer state and gradients
+    # 3,750 on that line, but never below the optimizer state and gradients
+    assert cost.step_bytes(1) == 4_000
     assert cost.measured_at(64) and not cost.measured_at(40)
 
 
