@@ -19,12 +19,14 @@ PROBE_SPREAD = 0.02
 
 
 def tight_budget(base: list[str], micro: int) -> int:
-    """The planner's predicted layerwise peak for micro-batch `micro`, caches on disk, plus
-    PROBE_SPREAD: a budget just large enough for that micro-batch."""
+    """The planner's predicted layerwise peak for micro-batch `micro`, caches on disk, with
+    the margin the plan keeps below a budget, plus PROBE_SPREAD: a budget just large enough
+    for that micro-batch."""
     cmd = [sys.executable, "-m", "edge_svp", "plan", *base, "--schedule", "layerwise",
            "--batch-size", str(micro), *DISK_ONLY, "--json"]  # fmt: skip
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True).stdout
-    return int(json.loads(out)["predicted_peak"] * (1 + PROBE_SPREAD))
+    plan = json.loads(out)
+    return int((plan["predicted_peak"] + plan["margin"]) * (1 + PROBE_SPREAD))
 
 
 def fit(name: str, args: list[str], group: str, reuse: bool = False) -> dict:

@@ -315,8 +315,12 @@ def plan(profile, settings, as_json, **options):
         click.echo(f"costs probed on this machine's {memory_plan.probe_device}: estimates of "
                    f"the {memory_plan.device} device's until run there")  # fmt: skip
     click.echo(memory_plan.table())
-    click.echo(f"predicted peak          {format_bytes(memory_plan.predicted_peak)}")
-    click.echo(f"smallest budget that works  {format_bytes(memory_plan.min_budget)}")
+    footer = {"predicted peak": memory_plan.predicted_peak}
+    if memory_plan.margin:
+        footer["kept free below the budget"] = memory_plan.margin
+    footer["smallest budget that works"] = memory_plan.min_budget
+    for label, size in footer.items():
+        click.echo(f"{label:<28}{format_bytes(size)}")
 
 
 @main.command("eval")

@@ -36,11 +36,14 @@ FALLBACK_PROBE = 64  # the larger one, when a step at the whole batch does not f
 # Batches a streaming cache holds on the training device outside the step: 2 queued, 1 that
 # the prefetcher waits to queue, 1 in use (edge_svp/memory/activation_cache.py).
 STREAM_BUFFERS = 4
-# What a training run keeps besides the probed step, in the process's resident memory on
-# CPU: thread stacks, Python objects, autograd bookkeeping, metrics and checkpoint I/O. Seen
-# at 1.0-4.7 MiB on the shipped profiles (largest: the ViT; bench/plan_accuracy.py). On CUDA
-# the allocator counts tensors only, and the probe sees every kind of tensor a step makes.
-RUNTIME_RESERVE = {"cpu": 5 * 2**20, "cuda": 0}
+# What a training run holds besides its blocks' steps, in the process's resident memory on
+# CPU: thread stacks, Python objects, the loop's bookkeeping, checkpoint I/O. Seen at 0.8-2.4
+# MiB on the shipped profiles (bench/plan_accuracy.py); predicted at its middle. On CUDA the
+# allocator counts tensors only, and the probe sees every kind of tensor a step makes.
+RUNTIME_OVERHEAD = {"cpu": 1.6 * 2**20, "cuda": 0}
+# What a plan keeps free between a predicted peak and the budget, for how far the overhead
+# above varies on CPU: up to 4.6 MiB was seen (the CNN's joint run), 3 MiB over its middle.
+PLAN_MARGIN = {"cpu": 3 * 2**20, "cuda": 0}
 BYTES = {"float32": 4, "float16": 2}
 
 
@@ -122,6 +125,7 @@ class MemoryPlan:
     unified_memory: bool = False  # host RAM is the device's memory (Jetson): host caches count
     precision: str = "fp32"  # the autocast the probe steps ran under
     probe_device: str = ""  # where the costs were measured, when not on `device`
+    margin: int = 0  # kept free between each predicted peak and the budget (PLAN_MARGIN)
 
     @property
     def predicted_peak(self) -> int:
@@ -338,10 +342,21 @@ class _Setting:
         return self.device_type == "cpu" or self.unified
 
     @property
-    def reserve(self) -> int:
-        """What the run keeps besides its steps: its host-side part counts where host RAM
-        is budgeted."""
-        return RUNTIME_RESERVE["cpu" if self.host_counted else self.device_type]
+    def memory(self) -> str:
+        """Which memory the budget counts: process memory (CPU, unified) or CUDA's allocator."""
+        return "cpu" if self.host_counted else self.device_type
+
+    @property
+    def overhead(self) -> int:
+        """What the run holds besides its steps (RUNTIME_OVERHEAD)."""
+        return int(RUNTIME_OVERHEAD[self.memory])
+
+    @property
+    def margin(self) -> int:
+        return int(PLAN_MARGIN[self.memory])
+
+    def fits(self, peak: int) -> bool:
+        return self.budget is None or peak + self.margin <= self.budget
 
     def counted(self, location: str | None) -> bool:
         """Does a cache at `location` sit in budgeted memory?"""
@@ -371,7 +386,7 @@ def _block_plan(i, costs, m, source, target, s: _Setting) -> BlockPlan:
         stream = 2 * m * max(c.output_example_bytes for c in costs[:i])
     step = cost.step_bytes(m)
     activations = max(step - cost.optimizer_bytes - cost.param_bytes, 0)
-    resident += s.reserve
+    resident += s.overhead
     train_peak = resident + step + cache_in + stream
     # writing the next cache: a forward pass, no gradients, the optimizer not yet let go
     cache_peak = resident + cost.optimizer_bytes + activations + cache_in + cache_out + stream
@@ -394,7 +409,7 @@ def _best(i, costs, source, target, s: _Setting) -> BlockPlan | None:
     """The plan with the largest micro-batch that fits, or None."""
     for m in micro_batches(s.batch_size):
         plan = _block_plan(i, costs, m, source, target, s)
-        if s.budget is None or plan.predicted_peak <= s.budget:
+        if s.fits(plan.predicted_peak):
             return plan
     return None
 
@@ -443,7 +458,7 @@ def plan_joint(costs: list[BlockCost], s: _Setting) -> list[BlockPlan]:
     Every block keeps its optimizer state, and its gradients while micro-batches accumulate;
     activations and workspace are only ever alive for one block at a time."""
     resident = sum(c.param_bytes + c.buffer_bytes for c in costs) + s.input_projection_bytes
-    resident += s.reserve
+    resident += s.overhead
     optimizers = sum(c.optimizer_bytes for c in costs)
     gradients = sum(c.param_bytes for c in costs)
     held = optimizers + gradients
@@ -451,7 +466,7 @@ def plan_joint(costs: list[BlockCost], s: _Setting) -> list[BlockPlan]:
         peaks = [
             resident + held - c.optimizer_bytes - c.param_bytes + c.step_bytes(m) for c in costs
         ]
-        if s.budget is None or max(peaks) <= s.budget:
+        if s.fits(max(peaks)):
             return [
                 BlockPlan(i + 1, m, math.ceil(s.batch_size / m), "data" if i == 0 else "device",
                           None, resident, optimizers, gradients,
@@ -485,26 +500,28 @@ def plan_blocks(
         floor = [_block_plan(i, costs, 1, "data" if i == 0 else "disk",
                              None if i == len(costs) - 1 else "disk", unlimited)
                  for i in range(len(costs))]  # fmt: skip
-    min_budget = max(p.predicted_peak for p in floor)
+    min_budget = max(p.predicted_peak for p in floor) + s.margin
     plans = planner(costs, s)
     if plans[-1] is None:
-        raise infeasible(schedule, costs, floor, budget, min_budget)
+        raise infeasible(schedule, costs, floor, s)
     return MemoryPlan(schedule, device_type, budget, host_budget, batch_size, cache_dtype,
-                      min_budget, plans, costs, unified)  # fmt: skip
+                      min_budget, plans, costs, unified, margin=s.margin)  # fmt: skip
 
 
-def infeasible(schedule, costs, floor, budget, min_budget) -> EdgeSVPError:
+def infeasible(schedule, costs, floor, s: _Setting) -> EdgeSVPError:
+    """Why no plan fits: the joint schedule's resident blocks, or the block that needs the
+    most at micro-batch 1 (its predicted peak and the plan's margin)."""
     if schedule == "joint":
         resident = floor[0].resident_bytes + sum(c.optimizer_bytes for c in costs)
-        if resident > budget:
+        if resident > s.budget:
             return EdgeSVPError(
                 f"joint training keeps all {len(costs)} blocks and their optimizer states "
                 f"resident ({format_bytes(resident)}), more than the budget "
-                f"{format_bytes(budget)}; use --schedule layerwise, which holds one block"
+                f"{format_bytes(s.budget)}; use --schedule layerwise, which holds one block"
             )
     worst = max(floor, key=lambda p: p.predicted_peak)
+    need = worst.predicted_peak + s.margin
     return EdgeSVPError(
-        f"block {worst.block} needs {format_bytes(worst.predicted_peak)} at micro-batch 1, "
-        f"more than the budget {format_bytes(budget)}; the smallest budget that works "
-        f"is {format_bytes(min_budget)}"
+        f"block {worst.block} needs {format_bytes(need)} at micro-batch 1, more than the "
+        f"budget {format_bytes(s.budget)}; the smallest budget that works is {format_bytes(need)}"
     )

@@ -1,10 +1,17 @@
 import pytest
 
 from edge_svp.errors import EdgeSVPError
-from edge_svp.memory.planner import RUNTIME_RESERVE, BlockCost, micro_batches, plan_blocks
+from edge_svp.memory.planner import (
+    PLAN_MARGIN,
+    RUNTIME_OVERHEAD,
+    BlockCost,
+    micro_batches,
+    plan_blocks,
+)
 
 MB = 10**6
-RESERVE = RUNTIME_RESERVE["cuda"]  # plan() plans for CUDA unless told otherwise
+RESERVE = RUNTIME_OVERHEAD["cuda"]  # plan() plans for CUDA unless told otherwise
+CPU_OVERHEAD = int(RUNTIME_OVERHEAD["cpu"])
 
 
 def toy_cost(input_shape=(1000,)) -> BlockCost:
@@ -21,9 +28,9 @@ def toy_costs():
     return [toy_cost((10,)), toy_cost(), toy_cost()]
 
 
-def plan(schedule="layerwise", device="cuda", budget=None, **kw):
+def plan(schedule="layerwise", device="cuda", budget=None, batch_size=64, **kw):
     kw.setdefault("num_examples", 1000)  # each cache: 1000 x 1000 x 4 B = 4 MB
-    return plan_blocks(toy_costs(), schedule, device, 64, budget=budget, **kw)
+    return plan_blocks(toy_costs(), schedule, device, batch_size, budget=budget, **kw)
 
 
 def test_micro_batch_candidates():
@@ -63,18 +70,32 @@ def test_host_budget_sends_caches_to_disk():
 def test_cpu_counts_host_caches_and_the_whole_network():
     p = plan(device="cpu", budget=100 * MB)
     b2 = p.blocks[1]
-    assert b2.resident_bytes == RUNTIME_RESERVE["cpu"] + 3 * MB  # every block lives in host memory
+    assert b2.resident_bytes == CPU_OVERHEAD + 3 * MB  # every block lives in host memory
     assert b2.cache_bytes == 8 * MB  # host caches are in budgeted memory on CPU
 
 
-def test_min_budget_is_exactly_the_feasibility_threshold():
-    p = plan(budget=100 * MB)
-    plan(budget=p.min_budget)  # feasible
+@pytest.mark.parametrize("device", ["cuda", "cpu"])
+def test_min_budget_is_exactly_the_feasibility_threshold(device):
+    p = plan(device=device, budget=100 * MB)
+    plan(device=device, budget=p.min_budget)  # feasible
     with pytest.raises(EdgeSVPError) as error:
-        plan(budget=p.min_budget - 1)
+        plan(device=device, budget=p.min_budget - 1)
     message = str(error.value)
     assert message.startswith("block ")
     assert "at micro-batch 1" in message and "smallest budget that works" in message
+
+
+def test_cpu_plans_keep_their_margin_below_the_budget():
+    """The predicted peak is the planner's best estimate; on CPU the plan leaves PLAN_MARGIN
+    between it and the budget for what resident memory varies by."""
+    budget = CPU_OVERHEAD + 12 * MB
+    p = plan(device="cpu", budget=budget, host_budget=1)
+    assert all(b.predicted_peak + PLAN_MARGIN["cpu"] <= budget for b in p.blocks)
+    # one micro-batch more would have eaten into the margin
+    m = p.blocks[2].micro_batch
+    larger = [c for c in micro_batches(64) if c > m][-1]
+    bigger = plan(device="cpu", budget=10**9, host_budget=1, batch_size=larger)
+    assert bigger.blocks[2].predicted_peak + PLAN_MARGIN["cpu"] > budget
 
 
 def test_joint_plan_keeps_every_block_resident():
@@ -117,18 +138,20 @@ def test_unified_memory_charges_host_caches_and_frozen_blocks_to_the_budget():
     assert unified.unified_memory and unified.device == "cuda"
     b2 = unified.blocks[1]
     # frozen blocks wait in the same RAM, and the runtime's host memory is budgeted too
-    assert b2.resident_bytes == RUNTIME_RESERVE["cpu"] + 3 * MB
+    assert b2.resident_bytes == CPU_OVERHEAD + 3 * MB
     assert dedicated.blocks[1].resident_bytes == RESERVE + 1 * MB
     # host and device are one memory: caches go to the device or, when tight, to disk
     assert all(b.output_cache in ("device", None) for b in unified.blocks)
-    tight = plan(budget=RUNTIME_RESERVE["cpu"] + 8 * MB, unified=True)
+    tight = plan(budget=CPU_OVERHEAD + PLAN_MARGIN["cpu"] + 8 * MB, unified=True)
     # the same budget on a dedicated GPU keeps the caches in host RAM, outside the budget
-    assert [b.output_cache for b in plan(budget=RUNTIME_RESERVE["cpu"] + 8 * MB).blocks][:2] == [
+    assert [b.output_cache for b in plan(budget=CPU_OVERHEAD + PLAN_MARGIN["cpu"] + 8 * MB).blocks][
+        :2
+    ] == [
         "host",
         "host",
     ]
     assert [b.output_cache for b in tight.blocks] == ["disk", "disk", None]
-    assert all(b.predicted_peak <= RUNTIME_RESERVE["cpu"] + 8 * MB for b in tight.blocks)
+    assert all(b.predicted_peak <= CPU_OVERHEAD + PLAN_MARGIN["cpu"] + 8 * MB for b in tight.blocks)
 
 
 def test_cuda_layerwise_keeps_the_reference_makers_on_the_device():
