@@ -17,7 +17,7 @@ import functools
 from dataclasses import dataclass
 
 from edge_svp.errors import EdgeSVPError
-from edge_svp.memory.planner import PLAN_MARGIN, BlockCost, micro_batches, plan_blocks
+from edge_svp.memory.planner import BlockCost, micro_batches, plan_blocks, plan_margin
 from edge_svp.memory.size import format_bytes
 
 IN_FLIGHT = 2  # outputs a stage may have on their way to the next one before it waits
@@ -126,7 +126,7 @@ def assign_stages(
 ) -> tuple[list[StagePlan], int]:
     """The stages (balanced at the full batch) and the pipeline's micro-batch under `budget`."""
     peak = functools.cache(lambda a, b, m: stage_peak(costs, a, b, m, device_type, reference_bytes))
-    margin = int(PLAN_MARGIN[device_type])  # kept free below the budget, as plan_blocks does
+    margin = plan_margin(device_type)  # kept free below the budget, as plan_blocks does
     runs = split_blocks(len(costs), stages, lambda a, b: peak(a, b, batch_size))
     micro_batch = next(
         (m for m in micro_batches(batch_size)

@@ -37,8 +37,9 @@ FALLBACK_PROBE = 64  # the larger one, when a step at the whole batch does not f
 # the prefetcher waits to queue, 1 in use (edge_svp/memory/activation_cache.py).
 STREAM_BUFFERS = 4
 # What a training run holds besides its blocks' steps, in the process's resident memory on
-# CPU: thread stacks, Python objects, the loop's bookkeeping, checkpoint I/O. Seen at 0.8-2.4
-# MiB on the shipped profiles (bench/plan_accuracy.py); predicted at its middle. On CUDA the
+# CPU: thread stacks, Python objects, the loop's bookkeeping, checkpoint I/O. Seen at 0.7-1.9
+# MiB on every layerwise block of the shipped profiles (bench/plan_accuracy.py); predicted at
+# its middle. On CUDA the
 # allocator counts tensors only, and the probe sees every kind of tensor a step makes.
 RUNTIME_OVERHEAD = {"cpu": 1.6 * 2**20, "cuda": 0}
 # What a plan keeps free between a predicted peak and the budget, for how far the overhead
@@ -321,6 +322,16 @@ def micro_batches(batch_size: int) -> list[int]:
     return sorted({math.ceil(batch_size / k) for k in range(1, batch_size + 1)}, reverse=True)
 
 
+def budgeted_memory(device_type: str, unified: bool = False) -> str:
+    """Which memory a budget counts: the process's (CPU, unified memory) or CUDA's allocator."""
+    return "cpu" if device_type == "cpu" or unified else device_type
+
+
+def plan_margin(device_type: str, unified: bool = False) -> int:
+    """What a plan keeps free between a predicted peak and the budget (PLAN_MARGIN)."""
+    return int(PLAN_MARGIN[budgeted_memory(device_type, unified)])
+
+
 @dataclass
 class _Setting:
     """Everything plan_layerwise needs besides the costs."""
@@ -339,21 +350,16 @@ class _Setting:
     def host_counted(self) -> bool:
         """Is host RAM budgeted memory? On a CPU it is the device; on a unified-memory board
         (Jetson) the GPU's memory is the same RAM, so a "host" cache frees nothing."""
-        return self.device_type == "cpu" or self.unified
-
-    @property
-    def memory(self) -> str:
-        """Which memory the budget counts: process memory (CPU, unified) or CUDA's allocator."""
-        return "cpu" if self.host_counted else self.device_type
+        return budgeted_memory(self.device_type, self.unified) == "cpu"
 
     @property
     def overhead(self) -> int:
         """What the run holds besides its steps (RUNTIME_OVERHEAD)."""
-        return int(RUNTIME_OVERHEAD[self.memory])
+        return int(RUNTIME_OVERHEAD[budgeted_memory(self.device_type, self.unified)])
 
     @property
     def margin(self) -> int:
-        return int(PLAN_MARGIN[self.memory])
+        return plan_margin(self.device_type, self.unified)
 
     def fits(self, peak: int) -> bool:
         return self.budget is None or peak + self.margin <= self.budget
