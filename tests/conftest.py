@@ -1,8 +1,10 @@
+import json
 import os
 from pathlib import Path
 
 import pytest
 import torch
+from click.testing import CliRunner
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -23,3 +25,17 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "mnist").exists():
         pytest.skip(f"shared benchmark data not present at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture
+def evaluate_run():
+    """`edge-svp eval RUN_DIR --json` as a dict, and the run's own summary.json, to compare."""
+
+    def run(run_dir: Path) -> tuple[dict, dict]:
+        from edge_svp.cli import main
+
+        result = CliRunner().invoke(main, ["eval", str(run_dir), "--json"])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.output), json.loads((run_dir / "summary.json").read_text())
+
+    return run

@@ -33,13 +33,11 @@ def test_fit_writes_a_complete_run_directory(digits_run):
     assert "test accuracy" in output and str(out) in output
 
 
-def test_eval_reproduces_the_test_accuracy(digits_run):
+def test_eval_reproduces_the_test_accuracy(digits_run, evaluate_run):
     out, _ = digits_run
-    result = CliRunner().invoke(main, ["eval", str(out), "--json"])
-    assert result.exit_code == 0, result.output
-    summary = json.loads((out / "summary.json").read_text())
-    assert json.loads(result.output)["test_accuracy"] == summary["test_accuracy"]
-    assert json.loads(result.output)["per_block_accuracy"] == summary["per_block_accuracy"]
+    evaluated, summary = evaluate_run(out)
+    assert evaluated["test_accuracy"] == summary["test_accuracy"]
+    assert evaluated["per_block_accuracy"] == summary["per_block_accuracy"]
 
 
 def test_bp_run_reports_only_the_trained_head(tmp_path):

@@ -64,12 +64,10 @@ def test_pipeline_run_directory_and_traffic(runs):
     assert (pipeline / "config.toml").exists()
 
 
-def test_eval_reloads_the_merged_checkpoint_in_one_process(runs):
+def test_eval_reloads_the_merged_checkpoint_in_one_process(runs, evaluate_run):
     _, pipeline = runs
-    result = CliRunner().invoke(main, ["eval", str(pipeline), "--json"])
-    assert result.exit_code == 0, result.output
-    summary = json.loads((pipeline / "summary.json").read_text())
-    assert json.loads(result.output)["per_block_accuracy"] == summary["per_block_accuracy"]
+    evaluated, summary = evaluate_run(pipeline)
+    assert evaluated["per_block_accuracy"] == summary["per_block_accuracy"]
 
 
 def test_data_parallel_replicas_step_on_the_whole_batch_gradient(runs, tmp_path):

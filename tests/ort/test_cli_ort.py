@@ -35,12 +35,10 @@ def test_ort_fit_writes_the_same_run_directory(ort_run):
     assert "block 2  epoch   2/2" in output and "test accuracy" in output
 
 
-def test_eval_of_an_ort_run_reproduces_its_accuracy(ort_run):
+def test_eval_of_an_ort_run_reproduces_its_accuracy(ort_run, evaluate_run):
     out, _ = ort_run
-    result = CliRunner().invoke(main, ["eval", str(out), "--json"])
-    assert result.exit_code == 0, result.output
-    summary = json.loads((out / "summary.json").read_text())
-    assert json.loads(result.output)["per_block_accuracy"] == summary["per_block_accuracy"]
+    evaluated, summary = evaluate_run(out)
+    assert evaluated["per_block_accuracy"] == summary["per_block_accuracy"]
 
 
 def test_export_inference_of_an_ort_run(ort_run, tmp_path):
