@@ -37,7 +37,7 @@ def peak_rss_mib() -> float:
 
 def network(kind: str):
     from edge_svp.config import load_profile
-    from edge_svp.run import build_network
+    from edge_svp.network import build_network
 
     config = load_profile(PROFILES[kind])
     return config, build_network(config, INPUT_SHAPES[kind], NUM_CLASSES)

@@ -46,7 +46,8 @@ from common import fit, table, write_results  # noqa: E402
 from edge_svp.config import load_profile, override  # noqa: E402
 from edge_svp.data import batches  # noqa: E402
 from edge_svp.distributed.launch import free_port  # noqa: E402
-from edge_svp.run import build_network, load_data  # noqa: E402
+from edge_svp.data import load_data  # noqa: E402
+from edge_svp.network import build_network  # noqa: E402
 from edge_svp.training.common import TrainData, make_optimizer  # noqa: E402
 
 
@@ -57,7 +58,7 @@ def bp_rank(rank: int, world: int, port: int, args, split: int, folder: str) -> 
                             world_size=world, timeout=timedelta(seconds=300))  # fmt: skip
     config = override(load_profile(args.profile), **{"data.data_dir": args.data_dir,
                       "data.train_limit": args.train_limit, "train.batch_size": args.batch_size})  # fmt: skip
-    dataset, preprocess = load_data(config)
+    dataset, preprocess = load_data(config.data)
     data = TrainData(dataset, preprocess, torch.device("cpu"))
     net = build_network(config, dataset.input_shape, dataset.num_classes)
     first, stop = (0, len(net)) if world == 1 else [(0, split), (split, len(net))][rank]

@@ -33,8 +33,9 @@ _EXPORTS = {
                         "SVPConfig", "TrainConfig", "load_profile", "override"],
     "edge_svp.data": ["Dataset", "Preprocess", "load_dataset"],
     "edge_svp.errors": ["EdgeSVPError"],
-    "edge_svp.network": ["SVPNetwork"],
-    "edge_svp.run": ["build_network", "evaluate_run", "fit", "load_run"],
+    "edge_svp.network": ["SVPNetwork", "build_network"],
+    "edge_svp.run": ["evaluate_run", "fit"],
+    "edge_svp.rundir": ["load_run"],
     "edge_svp.training": ["block_accuracies", "train"],
 }  # fmt: skip
 

@@ -12,7 +12,7 @@ from click.core import ParameterSource
 from edge_svp.config import load_profile, override, parse_settings, profile_names
 from edge_svp.distributed import DEFAULT_TIMEOUT
 from edge_svp.errors import EdgeSVPError, Interrupted
-from edge_svp.memory import format_bytes, parse_size
+from edge_svp.memory.size import format_bytes, parse_size
 
 
 def _one_line(text: str) -> str:
@@ -206,7 +206,7 @@ def fit(profile, settings, out, overwrite, backend, nproc, stages, timeout, resu
     from edge_svp import distributed
     from edge_svp.progress import ConsoleReporter, Reporter
     from edge_svp.run import fit as run_fit
-    from edge_svp.run import resume_config
+    from edge_svp.rundir import RunDir
 
     if resume:
         ctx = click.get_current_context()
@@ -220,7 +220,7 @@ def fit(profile, settings, out, overwrite, backend, nproc, stages, timeout, resu
             raise EdgeSVPError(
                 f"--resume continues {resume} with its own config.toml; drop {', '.join(given)}"
             )
-        config = resume_config(resume)
+        config = RunDir(resume).resumable_config()
     else:
         # the ort backend plans no budget: a target's default budget does not apply to it
         keep = ["memory.budget"] if backend == "ort" else []

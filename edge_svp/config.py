@@ -14,9 +14,19 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import tomli_w
+
 from edge_svp.errors import EdgeSVPError, did_you_mean, unknown
 from edge_svp.memory.size import parse_size
-from edge_svp.models import MODELS
+
+# The names the learning rule's pieces are registered under (DIVERGENCES, ALIGNMENTS and HEADS
+# in edge_svp/svp), written out so that reading a configuration does not import torch;
+# tests/test_config.py checks that both agree.
+SVP_CHOICES = {
+    "divergence": ("kl", "bhattacharyya", "none"),
+    "alignment": ("cosine", "mse", "none"),
+    "head": ("linear", "mlp"),
+}
 
 
 @dataclass
@@ -82,14 +92,42 @@ class MemoryConfig:
     cache_dir: str | None = None  # where disk caches go (default: RUN_DIR/cache; the API: temp)
 
 
+# --- model options: one dataclass per model kind (the builders are in edge_svp/models) --
+
+
+@dataclass
+class MLPOptions:
+    widths: list[int] = field(default_factory=lambda: [1000, 1000, 1000])
+    batchnorm: bool = False  # BatchNorm1d after each Linear
+
+
+@dataclass
+class CNNOptions:
+    # One inner list per block: the output channels of its convolutions.
+    channels: list[list[int]] = field(default_factory=lambda: [[64], [128], [256]])
+
+
+@dataclass
+class ViTOptions:
+    patch_size: int = 4
+    dim: int = 128
+    heads: int = 4
+    mlp_ratio: int = 2
+    layers_per_block: list[int] = field(default_factory=lambda: [2, 2, 2])
+    dropout: float = 0.0
+
+
+MODEL_OPTIONS = {"mlp": MLPOptions, "cnn": CNNOptions, "vit": ViTOptions}
+
+
 @dataclass
 class ModelConfig:
     kind: str = "mlp"
-    options: typing.Any = None  # the dataclass of `kind`, see edge_svp/models
+    options: typing.Any = None  # the MODEL_OPTIONS dataclass of `kind`
 
     def __post_init__(self):
         if self.options is None:
-            self.options = MODELS[self.kind].options()
+            self.options = MODEL_OPTIONS[self.kind]()
 
 
 @dataclass
@@ -105,12 +143,8 @@ class RunConfig:
     memory: MemoryConfig = field(default_factory=MemoryConfig)
 
     def validate(self) -> RunConfig:
-        from edge_svp.svp import ALIGNMENTS, DIVERGENCES, HEADS
-
         checks = [
-            ("divergence", self.svp.divergence, DIVERGENCES),
-            ("alignment", self.svp.alignment, ALIGNMENTS),
-            ("head", self.svp.head, HEADS),
+            *((name, getattr(self.svp, name), choices) for name, choices in SVP_CHOICES.items()),
             ("token_pool", self.svp.token_pool, ("mean", "first")),
             ("optimizer", self.optim.name, ("adam", "adamw", "sgd")),
             ("lr_schedule", self.optim.lr_schedule, ("cosine", "constant")),
@@ -210,9 +244,9 @@ def config_from_dict(raw: dict, where: str = "config") -> RunConfig:
     }
     model = dict(raw.get("model", {}))
     kind = model.pop("kind", ModelConfig.kind)
-    if kind not in MODELS:
-        raise unknown("model kind", kind, MODELS)
-    options = from_table(MODELS[kind].options, model, f"{where} [model]")
+    if kind not in MODEL_OPTIONS:
+        raise unknown("model kind", kind, MODEL_OPTIONS)
+    options = from_table(MODEL_OPTIONS[kind], model, f"{where} [model]")
     target = raw.get("target")
     if target is not None and not isinstance(target, str):
         raise EdgeSVPError(f"{where}: target must be a target name, got {target!r}")
@@ -344,30 +378,12 @@ def load_config(path: Path) -> RunConfig:
     return config_from_dict(raw, where=str(path))
 
 
-# --- writing TOML (the standard library reads it but does not write it) ------------------
-
-
-def _toml_value(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    raise TypeError(f"cannot write {value!r} as TOML")
-
-
 def dump_toml(raw: dict) -> str:
-    """TOML for a dict of scalars and one level of tables; None values are left out."""
-    lines = [
-        f"{k} = {_toml_value(v)}"
-        for k, v in raw.items()
-        if v is not None and not isinstance(v, dict)
-    ]
-    for name, table in raw.items():
-        if isinstance(table, dict):
-            lines += ["", f"[{name}]"]
-            lines += [f"{k} = {_toml_value(v)}" for k, v in table.items() if v is not None]
-    return "\n".join(lines) + "\n"
+    """TOML for a configuration dict; None values (unset options) are left out."""
+
+    def present(table: dict) -> dict:
+        return {
+            k: present(v) if isinstance(v, dict) else v for k, v in table.items() if v is not None
+        }
+
+    return tomli_w.dumps(present(raw))

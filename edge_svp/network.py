@@ -16,8 +16,9 @@ import torch
 from torch import nn
 
 from edge_svp.checkpoint import atomic_write, read_checkpoint
-from edge_svp.config import SVPConfig
+from edge_svp.config import RunConfig, SVPConfig
 from edge_svp.errors import EdgeSVPError
+from edge_svp.models import build_blocks
 from edge_svp.svp import LocalObjective, RandomProjection, pool, pooled_dim
 
 
@@ -142,3 +143,10 @@ class SVPNetwork(nn.Module):
                 f"checkpoint {source} does not match this network: {str(e).splitlines()[0]}"
             ) from None
         return checkpoint
+
+
+def build_network(config: RunConfig, input_shape, num_classes: int) -> SVPNetwork:
+    """The network a run configuration describes, its weights drawn from train.seed."""
+    torch.manual_seed(config.train.seed)  # weight initialisation
+    blocks = build_blocks(config.model.kind, config.model.options, input_shape)
+    return SVPNetwork(blocks, input_shape, num_classes, config.svp, seed=config.train.seed)

@@ -188,15 +188,6 @@ def cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-def unified_memory(device) -> bool:
-    """Does this CUDA device share the host's RAM (an integrated GPU such as a Jetson's)?"""
-    import torch
-
-    if device.type != "cuda":
-        return False
-    return bool(torch.cuda.get_device_properties(device).is_integrated)
-
-
 # --- describing this machine ------------------------------------------------------------
 
 
@@ -204,6 +195,8 @@ def detect_target() -> Target:
     """The current machine as a Target (psutil, torch.cuda, onnxruntime if installed)."""
     import psutil
     import torch
+
+    from edge_svp.memory.meter import unified_memory
 
     threads = psutil.cpu_count(logical=False) or os.cpu_count() or 1
     if torch.cuda.is_available():

@@ -7,11 +7,13 @@ import io
 import os
 import shutil
 import subprocess
+import tomllib
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+import tomli_w
 import torch
 from click.testing import CliRunner
 from resume_helpers import TINY_ARGS, CtrlCAt, full_disk_pwrite, tiny_config
@@ -74,10 +76,11 @@ class Workspace:
             (path / "config.toml").write_text(config_toml)
         return path
 
-    def edited_config(self, which: str, old: str, new: str) -> Path:
-        text = (self.runs / which / "config.toml").read_text()
-        assert old in text
-        return self.run(which, text.replace(old, new))
+    def edited_config(self, which: str, section: str, key: str, value) -> Path:
+        raw = tomllib.loads((self.runs / which / "config.toml").read_text())
+        assert key in raw[section]
+        raw[section][key] = value
+        return self.run(which, tomli_w.dumps(raw))
 
     def mnist(self, **files: bytes) -> Path:
         """A data folder of valid tiny IDX files, some replaced by `files`."""
@@ -231,12 +234,12 @@ CASES = [
      "drop --epochs, --set"),
     ("resume with a corrupt config.toml", lambda w: ["fit", "--resume", str(w.run("stopped", "epochs = [\n"))],
      "cannot read configuration"),
-    ("resume with an edited config.toml", lambda w: ["fit", "--resume", str(w.edited_config("stopped", "lr = 0.01", "lr = 0.02"))],
+    ("resume with an edited config.toml", lambda w: ["fit", "--resume", str(w.edited_config("stopped", "optim", "lr", 0.02))],
      "differs from the configuration its checkpoint was trained with"),
-    ("resume with an edited train_limit", lambda w: ["fit", "--resume", str(w.edited_config("stopped", "train_limit = 200", "train_limit = 100"))],
+    ("resume with an edited train_limit", lambda w: ["fit", "--resume", str(w.edited_config("stopped", "data", "train_limit", 100))],
      "differs from the configuration its checkpoint was trained with"),
     ("resume of an ORT run", lambda w: ["fit", "--resume", str(_ort_run(w))], "does not resume"),
-    ("checkpoint from a different model", lambda w: ["eval", str(w.edited_config("finished", "widths = [32, 32]", "widths = [16, 16]"))],
+    ("checkpoint from a different model", lambda w: ["eval", str(w.edited_config("finished", "model", "widths", [16, 16]))],
      "does not match this network"),
     ("eval of a corrupt config.toml", lambda w: ["eval", str(w.run("finished", "[model\n"))], "cannot read configuration"),
     ("eval with every checkpoint damaged", lambda w: ["eval", str(_damage_checkpoints(w.run("finished")))],

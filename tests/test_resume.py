@@ -11,7 +11,8 @@ from resume_helpers import TINY_ARGS, CtrlCAt, assert_same_run, tiny_config, wei
 from edge_svp.cli import main
 from edge_svp.data import Dataset, Preprocess, load_dataset
 from edge_svp.errors import Interrupted, NumericalFault
-from edge_svp.run import build_network, fit
+from edge_svp.network import build_network
+from edge_svp.run import fit
 from edge_svp.training import TrainState, train
 
 

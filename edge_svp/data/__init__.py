@@ -3,6 +3,7 @@
 import os
 from pathlib import Path
 
+from edge_svp.config import DataConfig
 from edge_svp.data import cifar10, digits, idx
 from edge_svp.data.dataset import Dataset, Preprocess, batches
 from edge_svp.data.imagefolder import load_image_folder
@@ -16,6 +17,13 @@ DATASETS = {
     "imagefolder": load_image_folder,  # --data-dir is the folder or zip itself
 }
 NEEDS_NO_FILES = {"digits"}
+
+
+def load_data(data: DataConfig) -> tuple[Dataset, Preprocess]:
+    """The dataset a run's [data] section names, limited as it says, and its preprocessing
+    fitted on the training split."""
+    dataset = load_dataset(data.dataset, data.data_dir).limit(data.train_limit)
+    return dataset, Preprocess.fit(dataset.x_train, data.normalize, data.augment)
 
 
 def default_data_dir() -> Path:
@@ -36,4 +44,4 @@ def load_dataset(name: str, data_dir: str | Path | None = None) -> Dataset:
     return DATASETS[name](folder)
 
 
-__all__ = ["DATASETS", "Dataset", "Preprocess", "batches", "load_dataset"]
+__all__ = ["DATASETS", "Dataset", "Preprocess", "batches", "load_data", "load_dataset"]

@@ -5,8 +5,8 @@ no rank needs to be told it). The first stage reads the data; a later stage rece
 previous stage's detached output and the labels, and recomputes from that output the
 reference v of the block before its first (a fixed projection, the same numbers the sender
 computed). Each stage then trains its blocks exactly as the joint schedule does
-(edge_svp/training/joint.py): per micro-batch one local backward per block, per batch one
-optimizer step per block. A stage uses the outputs of the previous stage's blocks as they
+(edge_svp/training/joint.py), through the same BlockTrainers (edge_svp/training/step.py):
+per micro-batch one local backward per block, per batch one optimizer step per block. A stage uses the outputs of the previous stage's blocks as they
 were when it sent them, which is what joint training feeds them too, so a pipeline of
 deterministic blocks computes the same weights as a single process. Nothing is sent
 backward: a stage waits for its input, never for a later stage.
@@ -25,7 +25,8 @@ from torch import nn
 
 from edge_svp.data import batches
 from edge_svp.distributed.stream import Inbox, Outbox, wait
-from edge_svp.training.common import BatchStats, make_optimizer
+from edge_svp.errors import NumericalFault
+from edge_svp.training.step import BlockTrainer, step_blocks
 
 
 @dataclass
@@ -41,8 +42,10 @@ class StageContext:
     replica_group: object  # the stage's replicas, for the all-reduce; None without replicas
     timeout: float
     fault: object  # called with the micro-step number (edge_svp/distributed/failure.py)
+    skip_bad_batches: bool = False
     step: int = 0  # micro-steps done so far
     allreduce_bytes: int = 0
+    bad_batches: int = 0  # skipped for NaN or inf
 
     @property
     def owned(self) -> range:
@@ -123,15 +126,20 @@ def average_buffers(net, ctx: StageContext) -> None:
                 buffer /= ctx.replicas
 
 
-def local_steps(net, ctx: StageContext, x, y, share: float, stats) -> torch.Tensor:
+def stage_trainers(net, ctx: StageContext, optim, total_steps: int, precision, device):
+    """A BlockTrainer for each of the stage's blocks."""
+    return [
+        BlockTrainer(i + 1, net.blocks[i], net.objectives[i], net.trainable_parameters(i),
+                     optim, total_steps, precision, device)
+        for i in ctx.owned
+    ]  # fmt: skip
+
+
+def local_steps(net, ctx: StageContext, trainers, x, y, share: float) -> torch.Tensor:
     """Forward and local backward of each of the stage's blocks; the last block's output."""
     h, v_ref = x, reference(net, ctx, x)
-    for k, i in enumerate(ctx.owned):
-        # detach: the block boundary; no gradient reaches the previous block
-        h = net.blocks[i](h.detach())
-        out = net.objectives[i](h, v_ref, y)
-        (out.loss * share).backward()
-        stats[k].update(out.loss, out.logits, y)
+    for trainer in trainers:
+        h, out = trainer.micro_step(h, v_ref, y, share)
         v_ref = out.v
     return h
 
@@ -141,19 +149,21 @@ def warm_up(net, ctx: StageContext, input_shape, num_classes: int, optim, device
     one-time set-up (tens of MiB on CPU) is then not charged to training."""
     x = torch.randn(2, *input_shape, device=device)
     y = torch.randint(0, num_classes, (2,), device=device)
-    params = [p for i in ctx.owned for p in net.trainable_parameters(i)]
-    optimizer = make_optimizer(params, optim)
-    local_steps(net, ctx, x, y, 1.0, [BatchStats() for _ in ctx.owned])
-    optimizer.step()
+    trainers = stage_trainers(net, ctx, optim, 1, "fp32", device)
+    local_steps(net, ctx, trainers, x, y, 1.0)
+    for trainer in trainers:
+        trainer.step()
 
 
-def train_epoch(net, ctx: StageContext, data, steps, optimizers, schedules, reporter, epoch):
-    """One epoch of this stage over `steps` (micro_steps for this replica); BatchStats per
-    block."""
+def train_epoch(net, ctx: StageContext, data, steps, trainers, reporter, epoch) -> None:
+    """One epoch of this stage over `steps` (micro_steps for this replica); the trainers
+    keep the epoch's statistics."""
     net.train()
-    stats = [BatchStats() for _ in ctx.owned]
-    params = [p for o in optimizers for group in o.param_groups for p in group["params"]]
+    for trainer in trainers:
+        trainer.new_epoch()
+    params = [p for t in trainers for p in t.params]
     inputs = ctx.inbox.receive(len(idx) for idx, _, _ in steps) if ctx.inbox else None
+    batch = 0
     for idx, share, last in reporter.track(steps, len(steps), f"epoch {epoch}"):
         ctx.fault(ctx.step)
         ctx.step += 1
@@ -162,19 +172,24 @@ def train_epoch(net, ctx: StageContext, data, steps, optimizers, schedules, repo
         elif len(idx):
             x, y = data.batch("train", idx, train=True)
         if len(idx):
-            h = local_steps(net, ctx, x, y, share, stats)
+            h = local_steps(net, ctx, trainers, x, y, share)
             if ctx.outbox:
                 ctx.outbox.send(h, y)
         if last:
+            batch += 1
             if ctx.replica_group is not None:
                 all_reduce_gradients(params, ctx)
-            for optimizer, schedule in zip(optimizers, schedules, strict=True):
-                optimizer.step()
-                schedule.step()
-                optimizer.zero_grad(set_to_none=True)
+
+            def fault(block: int, what: str, batch=batch) -> NumericalFault:
+                return NumericalFault(
+                    f"NaN or inf in the {what} at block {block}, epoch {epoch}, step {batch}; "
+                    "training stopped; lower the learning rate (--lr) or skip such batches "
+                    "with --skip-bad-batches"
+                )
+
+            ctx.bad_batches += not step_blocks(trainers, ctx.skip_bad_batches, fault)
     if ctx.outbox:
         ctx.outbox.flush()
-    return stats
 
 
 @torch.no_grad()

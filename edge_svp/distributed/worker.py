@@ -25,8 +25,8 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from edge_svp.checkpoint import CheckpointStore
-from edge_svp.config import RunConfig, config_to_dict, dump_toml
+from edge_svp.config import RunConfig
+from edge_svp.data import load_data
 from edge_svp.distributed import DEFAULT_TIMEOUT
 from edge_svp.distributed.failure import PeerFailure, note, report
 from edge_svp.distributed.pipeline import (
@@ -37,6 +37,7 @@ from edge_svp.distributed.pipeline import (
     keep_stage,
     merge_states,
     stage_state,
+    stage_trainers,
     train_epoch,
     warm_up,
 )
@@ -44,35 +45,25 @@ from edge_svp.distributed.stages import Layout, assign_stages
 from edge_svp.distributed.stream import Inbox, Outbox, peer_errors
 from edge_svp.errors import EdgeSVPError
 from edge_svp.faults import rank_fault
-from edge_svp.memory import (
+from edge_svp.memory.meter import (
     MemoryMeter,
     cap_device_memory,
-    parse_size,
     peak_memory_bytes,
     predictable_host_allocator,
 )
+from edge_svp.memory.size import parse_size
+from edge_svp.network import build_network
 from edge_svp.progress import Reporter
-from edge_svp.run import (
-    CONFIG,
-    METRICS,
-    build_network,
+from edge_svp.rundir import (
+    RunDir,
     checkpoint_contents,
     default_run_dir,
-    describe_run,
-    load_data,
-    prepare_run_dir,
-    versions,
-    write_summary,
+    memory_summary,
+    run_header,
+    summary,
 )
 from edge_svp.training import measure_network
-from edge_svp.training.common import (
-    BatchStats,
-    TrainData,
-    make_lr_schedule,
-    make_optimizer,
-    micro_steps,
-    resolve_device,
-)
+from edge_svp.training.common import BatchStats, TrainData, micro_steps, resolve_device
 
 SETUP_SECONDS = 600
 SETUP_KEY = "setup"
@@ -172,7 +163,7 @@ def groups(layout: Layout, rank: int, comm: str, timeout: float):
 
 def plan_pipeline(config: RunConfig, layout: Layout, device, out, overwrite) -> tuple[dict, dict]:
     """Rank 0's set-up: (what every rank needs, what rank 0 keeps)."""
-    dataset, preprocess = load_data(config)
+    dataset, preprocess = load_data(config.data)
     probe = build_network(config, dataset.input_shape, dataset.num_classes)
     costs = measure_network(probe, dataset, preprocess, config.train, config.optim)
     # what a stage holds to make its first block's reference: R_0, or the previous objective
@@ -181,10 +172,10 @@ def plan_pipeline(config: RunConfig, layout: Layout, device, out, overwrite) -> 
     budget = parse_size(config.memory.budget) if config.memory.budget else None
     plans, micro_batch = assign_stages(costs, layout.stages, device.type,
                                        config.train.batch_size, reference_bytes, budget)  # fmt: skip
-    header = describe_run(config, dataset, "torch", "pipelined", probe)
+    header = run_header(config, dataset, "torch", "pipelined", probe)
     del probe
-    run_dir = prepare_run_dir(Path(out) if out else default_run_dir(config, "pipelined"), overwrite)
-    (run_dir / CONFIG).write_text(dump_toml(config_to_dict(config)))
+    run_dir = RunDir(out if out else default_run_dir(config, "pipelined"))
+    run_dir.create(config, overwrite)
     shared = {
         "stages": [[p.first, p.stop] for p in plans],
         "micro_batch": micro_batch,
@@ -269,7 +260,7 @@ def _fit(config, rank, layout, device, comm, store, out, overwrite, timeout, rep
     data = None
     if stage == 0:
         dataset, preprocess = (
-            (own["dataset"], own["preprocess"]) if rank == 0 else load_data(config)
+            (own["dataset"], own["preprocess"]) if rank == 0 else load_data(config.data)
         )
         data = TrainData(dataset, preprocess, device)
     ctx = StageContext(
@@ -279,6 +270,7 @@ def _fit(config, rank, layout, device, comm, store, out, overwrite, timeout, rep
         outbox=Outbox(layout.rank(stage + 1, replica), stream, timeout)
         if stage < layout.stages - 1 else None,
         replica_group=replica_group, timeout=timeout, fault=rank_fault(rank),
+        skip_bad_batches=config.train.skip_bad_batches,
     )  # fmt: skip
     if rank != 0:  # rank 0's probe ran every kernel once already
         probe = build_network(config, shared["input_shape"], shared["num_classes"])
@@ -292,10 +284,10 @@ def _fit(config, rank, layout, device, comm, store, out, overwrite, timeout, rep
     net = build_network(config, shared["input_shape"], shared["num_classes"])
     shapes = {k: (v.shape, v.dtype) for k, v in net.state_dict().items()}  # the whole network's
     keep_stage(net, first, stop, device)
-    train, optim = config.train, config.optim
+    train = config.train
     steps = -(-num_train // train.batch_size)
-    optimizers = [make_optimizer(net.trainable_parameters(i), optim) for i in ctx.owned]
-    schedules = [make_lr_schedule(o, optim, steps * train.epochs) for o in optimizers]
+    trainers = stage_trainers(net, ctx, config.optim, steps * train.epochs, train.precision,
+                              device)  # fmt: skip
     order = torch.Generator().manual_seed(train.seed)
     torch.manual_seed(train.seed + rank)  # augmentation and dropout draws
     writer = RunWriter(config, own, reporter) if rank == 0 else None
@@ -308,7 +300,7 @@ def _fit(config, rank, layout, device, comm, store, out, overwrite, timeout, rep
             before = ctx.counters()
             epoch_steps = list(micro_steps(num_train, train.batch_size, micro_batch, order,
                                            replica, layout.replicas))  # fmt: skip
-            stats = train_epoch(net, ctx, data, epoch_steps, optimizers, schedules, reporter, epoch)
+            train_epoch(net, ctx, data, epoch_steps, trainers, reporter, epoch)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             seconds = time.perf_counter() - train_start
@@ -320,7 +312,7 @@ def _fit(config, rank, layout, device, comm, store, out, overwrite, timeout, rep
             correct = evaluate_stage(net, ctx, data, shared["num_test"], eval_batch)
             reports = gather({
                 "blocks": list(ctx.owned),
-                "stats": [(s.loss, s.correct, s.count) for s in stats],
+                "stats": [(t.stats.loss, t.stats.correct, t.stats.count) for t in trainers],
                 "test_correct": correct,
                 "train_seconds": seconds,
                 "cpu_seconds": cpu_seconds,
@@ -328,12 +320,12 @@ def _fit(config, rank, layout, device, comm, store, out, overwrite, timeout, rep
             }, control, timeout, rank)  # fmt: skip
             states = collect_states(net, layout, rank, shared["stages"], shapes, control, timeout)
             if writer:
-                lr = schedules[0].get_last_lr()[0]
-                writer.epoch(epoch, reports, states, shared, epoch_start, lr)
+                writer.epoch(epoch, reports, states, shared, epoch_start, trainers[0].lr)
             del states  # the other stages' weights go once written, not at the next epoch
     final = gather({
-        "rank": rank, "stage": stage,
+        "rank": rank, "stage": stage, "replica": replica,
         "measured_peak": meter.peaks[0], "baseline": meter.baseline,
+        "bad_batches": ctx.bad_batches,
         "peak_memory": peak_memory_bytes(device),
     }, control, timeout, rank)  # fmt: skip
     summary = None
@@ -355,8 +347,8 @@ class RunWriter:
 
     def __init__(self, config: RunConfig, own: dict, reporter: Reporter):
         self.config, self.own, self.reporter = config, own, reporter
-        self.run_dir = own["run_dir"]
-        self.metrics = open(self.run_dir / METRICS, "w")
+        self.run_dir: RunDir = own["run_dir"]
+        self.metrics = self.run_dir.open_metrics([])
         self.records: list[dict] = []
         self.train_seconds: list[float] = []  # per epoch, the slowest rank's
         self.tally: dict[str, list] = {}  # per counter, per rank, summed over epochs
@@ -376,13 +368,11 @@ class RunWriter:
                      seconds=seconds, lr=lr)
             for block, (s, t) in sorted(merged.items())
         ]  # fmt: skip
-        for record in records:
-            self.metrics.write(json.dumps(record) + "\n")
-        self.metrics.flush()
+        self.metrics.write(records)
         contents = checkpoint_contents(self.config, self.own["preprocess"], self.own["dataset"])
         # no training state: a pipelined run cannot resume, but eval and export read it
-        CheckpointStore(self.run_dir).write({"state_dict": states, **contents,
-                                             "last_record": records[-1]})  # fmt: skip
+        self.run_dir.checkpoints.write({"state_dict": states, **contents,
+                                        "last_record": records[-1]})  # fmt: skip
         self.records.extend(records)
         self.reporter.epoch(records)
         self.train_seconds.append(max(r["train_seconds"] for r in reports))
@@ -394,36 +384,32 @@ class RunWriter:
         self.metrics.close()
         epochs = self.config.train.epochs
         last = [r for r in self.records if r["epoch"] == epochs]
-        per_block = [r["test_accuracy"] for r in last]
         steps = epochs * -(-shared["num_train"] // self.config.train.batch_size)
         plans = self.own["plans"]
         measured = [max(f["measured_peak"] for f in final if f["stage"] == s)
                     for s in range(layout.stages)]  # fmt: skip
-        budget = shared["budget"]
         train_seconds = sum(self.train_seconds)
-        summary = {
-            **self.own["header"],
-            "test_accuracy": per_block[-1],
-            "per_block_accuracy": per_block,
-            "peak_memory_bytes": max(f["peak_memory"] for f in final),
-            "peak_memory_kind": "cuda_allocator" if device.type == "cuda" else "process_rss",
-            "wall_seconds": round(time.perf_counter() - start, 3),
-            "device": str(device),
-            "run_dir": str(self.run_dir),
-            "versions": versions(),
-            "final_epoch": self.records[-1],
-            "memory": {
-                "budget_bytes": budget,
-                "per_rank": True,
-                "baseline_bytes": [f["baseline"] for f in final],
-                "kind": "cuda_allocator" if device.type == "cuda" else "process_rss_above_baseline",
-                "predicted_peak_bytes": [p.predicted_peak for p in plans],
-                "measured_peak_bytes": measured,
-                "micro_batch": [shared["micro_batch"]] * layout.stages,
-                "cache": None,
-                "within_budget": budget is None or max(measured) <= budget,
-            },
-            "pipeline": {
+        result = summary(
+            self.own["header"],
+            [r["test_accuracy"] for r in last],
+            bad_batches=sum(f["bad_batches"] for f in final if f["replica"] == 0),
+            resumed_from=None,
+            peak_memory_bytes=max(f["peak_memory"] for f in final),
+            device=device,
+            wall_seconds=time.perf_counter() - start,
+            run_dir=self.run_dir,
+            final_epoch=self.records[-1],
+            memory=memory_summary(
+                shared["budget"],
+                [f["baseline"] for f in final],
+                device.type,
+                [p.predicted_peak for p in plans],
+                measured,
+                [shared["micro_batch"]] * layout.stages,
+                None,
+                per_rank=True,
+            ),
+            pipeline={
                 "processes": layout.world,
                 "stages": layout.stages,
                 "replicas": layout.replicas,
@@ -440,6 +426,6 @@ class RunWriter:
                 "cpu_seconds": [round(c, 3) for c in self.tally["cpu_seconds"]],
                 "timeout_seconds": timeout,
             },
-        }
-        write_summary(self.run_dir, summary)
-        return summary
+        )
+        self.run_dir.write_summary(result)
+        return result

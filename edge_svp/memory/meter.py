@@ -116,6 +116,13 @@ def cap_device_memory(device: torch.device, budget: int) -> None:
     torch.cuda.set_per_process_memory_fraction(min(limit / total, 1.0), device)
 
 
+def unified_memory(device: torch.device) -> bool:
+    """Does this CUDA device share the host's RAM (an integrated GPU such as a Jetson's)?"""
+    if device.type != "cuda":
+        return False
+    return bool(torch.cuda.get_device_properties(device).is_integrated)
+
+
 def peak_memory_bytes(device: torch.device) -> int:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device)

@@ -1,12 +1,10 @@
 """The memory planner: what each block costs, and a MemoryPlan that fits a budget.
 
-Costs come from two sources:
+Plain arithmetic on BlockCosts, which come from two sources:
   counted   parameter, gradient and buffer bytes, activation-cache bytes (numel x size)
-  measured  the optimizer's state, and the peak of a training step at a few micro-batches,
-            on a throwaway copy of each block: a micro-batch that accumulates onto the
-            gradients of the one before it, above the memory in use before the optimizer
-            existed. Probed at a small micro-batch and at the whole batch; a micro-batch in
-            between lies on the straight line through its measured neighbours.
+  measured  the optimizer's state, and the peak of a training step at a few micro-batches
+            (edge_svp/memory/probe.py); a micro-batch in between lies on the straight line
+            through its measured neighbours.
 
 From these, plan_layerwise / plan_joint pick for each block the largest micro-batch that
 fits (gradient accumulation keeps the profile's batch), where the activation cache lives
@@ -19,20 +17,12 @@ what a budget counts.
 from __future__ import annotations
 
 import bisect
-import contextlib
-import copy
 import math
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 
-import torch
-
 from edge_svp.errors import EdgeSVPError
-from edge_svp.memory.meter import MemoryMeter, release_memory
 from edge_svp.memory.size import format_bytes
 
-SMALL_PROBE = 16  # the smaller probe micro-batch; the larger one is the batch itself
-FALLBACK_PROBE = 64  # the larger one, when a step at the whole batch does not fit the device
 # Batches a streaming cache holds on the training device outside the step: 2 queued, 1 that
 # the prefetcher waits to queue, 1 in use (edge_svp/memory/activation_cache.py).
 STREAM_BUFFERS = 4
@@ -169,149 +159,6 @@ class MemoryPlan:
         return "\n".join(
             "  ".join(v.rjust(w) for v, w in zip(r, widths, strict=True)) for r in rows
         )
-
-
-# --- measuring --------------------------------------------------------------------------
-
-
-def _bytes(tensors) -> int:
-    return sum(t.numel() * t.element_size() for t in tensors)
-
-
-class Probe:
-    """Measured training steps of a network's blocks, each on a throwaway copy on `device`.
-
-    `first_input(m)` makes a batch for the first block exactly as training will (for example
-    uint8 images through preprocessing), so its temporaries are measured too. `autocast()`
-    is the context the training forward runs in (mixed precision).
-    """
-
-    def __init__(
-        self,
-        net,
-        optimizer_factory: Callable,
-        device: torch.device,
-        first_input: Callable[[int], torch.Tensor],
-        autocast: Callable = contextlib.nullcontext,
-    ):
-        self.net, self.optimizer_factory, self.device = net, optimizer_factory, device
-        self.first_input, self.autocast = first_input, autocast
-        self.shapes = [tuple(net.input_shape)] + _output_shapes(net)
-
-    def block(self, i: int, sizes: list[int]) -> tuple[int, list[tuple[int, int]]]:
-        """(optimizer bytes, [(m, step bytes)]) of block i (0-based) at each micro-batch m
-        (see _BlockSteps.measure)."""
-        steps = _BlockSteps(self, i)
-        measured = steps.measure(sizes)
-        del steps
-        release_memory(self.device)
-        return measured
-
-    def costs(self, batch_size: int) -> list[BlockCost]:
-        """Every block's BlockCost, probed at micro-batches probe_sizes(batch_size)."""
-        costs = []
-        for i in range(len(self.net)):
-            optimizer_bytes, steps = self.block(i, probe_sizes(batch_size))
-            block, objective = self.net.blocks[i], self.net.objectives[i]
-            costs.append(
-                BlockCost(
-                    input_shape=self.shapes[i],
-                    output_shape=self.shapes[i + 1],
-                    param_bytes=_bytes([*block.parameters(), *objective.head.parameters()]),
-                    buffer_bytes=_bytes([*block.buffers(), *objective.buffers()]),
-                    optimizer_bytes=optimizer_bytes,
-                    steps=steps,
-                    objective_bytes=_bytes([*objective.parameters(), *objective.buffers()]),
-                )
-            )
-        return costs
-
-
-class _BlockSteps:
-    """Training steps of a throwaway copy of one block, as Probe measures them."""
-
-    def __init__(self, probe: Probe, i: int):
-        self.probe, self.i, device = probe, i, probe.device
-        self.block = copy.deepcopy(probe.net.blocks[i]).to(device).train()
-        self.objective = copy.deepcopy(probe.net.objectives[i]).to(device).train()
-        self.params = [*self.block.parameters(), *self.objective.head.parameters()]
-
-    def backward(self, m: int) -> None:
-        probe, device = self.probe, self.probe.device
-        if self.i == 0:
-            x = probe.first_input(m).to(device)
-        else:
-            x = torch.randn(m, *probe.shapes[self.i], device=device)
-        v_ref = torch.randn(m, self.objective.reference_dim, device=device)
-        y = torch.randint(0, probe.net.num_classes, (m,), device=device)
-        with probe.autocast():  # the training step's precision: its activations are what it keeps
-            self.objective(self.block(x), v_ref, y).loss.backward()
-
-    def step(self, optimizer, m: int) -> None:
-        self.backward(m)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    def accumulating_peak(self, optimizer, m: int) -> int:
-        """The peak of a micro-batch and optimizer step above the memory in use when it
-        starts, with the gradients of a micro-batch before it alive."""
-        self.backward(m)  # the first micro-batch at this size also sets its kernels up
-        accumulating = MemoryMeter(self.probe.device)
-        with accumulating.section() as section:
-            self.step(optimizer, m)
-        return section.peak
-
-    def measure(self, sizes: list[int]) -> tuple[int, list[tuple[int, int]]]:
-        """(optimizer bytes, [(m, step bytes)]) at each micro-batch m.
-
-        A step's bytes are what training the block adds to its parameters at the peak of a
-        micro-batch that accumulates onto the gradients of the one before it: the optimizer's
-        state, the gradients, and the activations, input and workspace of the micro-batch.
-        A micro-batch that does not fit the device is measured at FALLBACK_PROBE instead."""
-        device = self.probe.device
-        make_optimizer = self.probe.optimizer_factory
-        self.step(make_optimizer(self.params), sizes[0])  # one-time kernel set-up: not per step
-        meter = MemoryMeter(device)
-        optimizer = make_optimizer(self.params)
-        self.step(optimizer, sizes[0])  # the optimizer's state appears with its first step
-        release_memory(device)
-        optimizer_bytes = max(meter.in_use() - meter.baseline, 0)
-        held = optimizer_bytes + _bytes(self.params)  # optimizer state and gradients
-        steps = []
-        for m in sizes:
-            try:
-                peak = self.accumulating_peak(optimizer, m)
-            except torch.OutOfMemoryError:  # the device cannot take m examples at once
-                if m <= FALLBACK_PROBE:
-                    raise
-                peak = None  # retried outside the handler, whose traceback holds the tensors
-            if peak is None:
-                optimizer.zero_grad(set_to_none=True)
-                release_memory(device)
-                m = FALLBACK_PROBE
-                peak = self.accumulating_peak(optimizer, m)
-            steps.append((m, held + peak))
-        return optimizer_bytes, steps
-
-
-def probe_sizes(batch_size: int) -> list[int]:
-    """Two micro-batches to probe: a small one and the whole batch, so that every candidate
-    micro-batch lies between them (kernels pick other algorithms and workspaces at other
-    sizes, which a straight line only follows between points it was measured at)."""
-    large = max(batch_size, 2)
-    return [min(SMALL_PROBE, large // 2), large]
-
-
-@torch.no_grad()
-def _output_shapes(net) -> list[tuple[int, ...]]:
-    was_training = net.training
-    net.eval()
-    h, shapes = torch.zeros(1, *net.input_shape), []
-    for block in net.blocks:
-        h = block(h)
-        shapes.append(tuple(h.shape[1:]))
-    net.train(was_training)
-    return shapes
 
 
 # --- planning ---------------------------------------------------------------------------

@@ -1,25 +1,14 @@
 """Models are lists of blocks with explicit boundaries.
 
-Each model kind is one file with an options dataclass and a `build(options, input_shape)`
-that returns the blocks; register it in MODELS below.
+Each model kind is one file with a `build(options, input_shape)` that returns the blocks,
+registered in MODELS below; its options are a dataclass in edge_svp/config.py
+(MODEL_OPTIONS), so that a configuration is read without importing torch.
 """
-
-from typing import NamedTuple
 
 from edge_svp.models import cnn, mlp, vit
 
-
-class ModelSpec(NamedTuple):
-    options: type  # dataclass of the kind's [model] options
-    build: object  # build(options, input_shape) -> list[nn.Module]
-
-
-MODELS = {
-    "mlp": ModelSpec(mlp.MLPOptions, mlp.build),
-    "cnn": ModelSpec(cnn.CNNOptions, cnn.build),
-    "vit": ModelSpec(vit.ViTOptions, vit.build),
-}
+MODELS = {"mlp": mlp.build, "cnn": cnn.build, "vit": vit.build}
 
 
 def build_blocks(kind: str, options, input_shape: tuple[int, ...]) -> list:
-    return MODELS[kind].build(options, tuple(input_shape))
+    return MODELS[kind](options, tuple(input_shape))

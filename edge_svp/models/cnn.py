@@ -1,16 +1,9 @@
 """VGG-style CNN: each block is (conv3x3-BN-ReLU) x n followed by 2x2 max pooling."""
 
-from dataclasses import dataclass, field
-
 from torch import nn
 
+from edge_svp.config import CNNOptions
 from edge_svp.errors import EdgeSVPError
-
-
-@dataclass
-class CNNOptions:
-    # One inner list per block: the output channels of its convolutions.
-    channels: list[list[int]] = field(default_factory=lambda: [[64], [128], [256]])
 
 
 def build(options: CNNOptions, input_shape: tuple[int, ...]) -> list[nn.Module]:

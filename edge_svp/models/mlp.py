@@ -1,15 +1,10 @@
 """Multi-layer perceptron: one block per hidden layer (Linear + ReLU)."""
 
 import math
-from dataclasses import dataclass, field
 
 from torch import nn
 
-
-@dataclass
-class MLPOptions:
-    widths: list[int] = field(default_factory=lambda: [1000, 1000, 1000])
-    batchnorm: bool = False  # BatchNorm1d after each Linear
+from edge_svp.config import MLPOptions
 
 
 def build(options: MLPOptions, input_shape: tuple[int, ...]) -> list[nn.Module]:

@@ -5,22 +5,11 @@ rather than taken from nn.TransformerEncoderLayer, which the TorchScript ONNX ex
 cannot export. The first block also holds the patch embedding and position embedding.
 """
 
-from dataclasses import dataclass, field
-
 import torch
 from torch import nn
 
+from edge_svp.config import ViTOptions
 from edge_svp.errors import EdgeSVPError
-
-
-@dataclass
-class ViTOptions:
-    patch_size: int = 4
-    dim: int = 128
-    heads: int = 4
-    mlp_ratio: int = 2
-    layers_per_block: list[int] = field(default_factory=lambda: [2, 2, 2])
-    dropout: float = 0.0
 
 
 class PatchEmbedding(nn.Module):

@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from edge_svp.config import RunConfig
+from edge_svp.data import load_data
 from edge_svp.errors import EdgeSVPError
+from edge_svp.network import build_network
 from edge_svp.ort.manifest import MANIFEST, Manifest
-from edge_svp.run import build_network, load_data, load_run
+from edge_svp.rundir import load_run
 
 
 def export(
@@ -26,7 +28,7 @@ def export(
     elif inference:
         raise EdgeSVPError("--inference needs a trained RUN_DIR, not a profile")
     else:
-        dataset, preprocess = load_data(config)
+        dataset, preprocess = load_data(config.data)
         net = build_network(config, dataset.input_shape, dataset.num_classes)
     check_export_dir(Path(out), config, net)
     if inference:

@@ -1,62 +1,70 @@
 """The baseline: ordinary end-to-end backprop of the same blocks, classified by the last
 block's head (on its fixed projection), with one optimizer over everything.
 
-With `checkpointing`, each block's activations are recomputed in the backward pass instead
-of kept (torch.utils.checkpoint): the honest memory baseline for a local method.
+To the training step (step.py) backprop is one block: the whole chain of blocks, whose
+local objective is the classifier's cross-entropy. With `checkpointing`, each block's
+activations are recomputed in the backward pass instead of kept (torch.utils.checkpoint):
+the honest memory baseline for a local method.
 """
 
 import time
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from edge_svp.training.common import (
-    BatchStats,
-    evaluate,
-    make_lr_schedule,
-    make_optimizer,
-    micro_steps,
-)
-from edge_svp.training.precision import autocast, grad_scaler
+from edge_svp.svp import LocalOutput
+from edge_svp.training.common import evaluate, micro_steps
+from edge_svp.training.context import TrainContext
 
 
-def _forward(net, x: torch.Tensor, checkpointing: bool) -> torch.Tensor:
-    for block in net.blocks:
-        x = checkpoint(block, x, use_reentrant=False) if checkpointing else block(x)
-    return net.objectives[-1].classify(x)
+class EndToEnd(nn.Module):
+    """The blocks as one chain, optionally recomputing each block's activations in backward."""
+
+    def __init__(self, blocks: nn.ModuleList, checkpointing: bool):
+        super().__init__()
+        self.blocks, self.checkpointing = blocks, checkpointing
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x = checkpoint(block, x, use_reentrant=False) if self.checkpointing else block(x)
+        return x
 
 
-def train_backprop(net, data, train, optim, reporter, on_epoch, plan, meter, memory, state) -> None:
-    steps = -(-data.num_train() // train.batch_size)
-    params = [p for b in net.blocks for p in b.parameters()]
-    params += list(net.objectives[-1].head.parameters())
-    optimizer = make_optimizer(params, optim)
-    schedule = make_lr_schedule(optimizer, optim, steps * train.epochs)
-    scaler = grad_scaler(train.precision, data.device)
+class ClassifierLoss(nn.Module):
+    """Cross-entropy of a classifier on the chain's output: backprop's objective."""
+
+    def __init__(self, classify):
+        super().__init__()
+        self.classify = classify
+
+    def forward(self, h: torch.Tensor, v_ref, y: torch.Tensor) -> LocalOutput:
+        logits = self.classify(h)
+        loss = F.cross_entropy(logits, y)
+        return LocalOutput(loss=loss, logits=logits.detach(), v=None, terms={"ce": loss.detach()})
+
+
+def train_backprop(ctx: TrainContext) -> None:
+    net, data, train = ctx.net, ctx.data, ctx.train
+    last = net.objectives[-1]
+    params = [p for b in net.blocks for p in b.parameters()] + list(last.head.parameters())
+    trainer = ctx.trainer(len(net), EndToEnd(net.blocks, train.checkpointing),
+                          ClassifierLoss(last.classify), params)  # fmt: skip
     order = torch.Generator().manual_seed(train.seed)
-    last = len(net)
-    with meter.section():
-        for epoch in state.epochs(
-            0, train.epochs, order, [optimizer], [schedule], [last], [scaler]
-        ):
+    with ctx.meter.section():
+        for epoch in ctx.state.epochs(0, train.epochs, order, [trainer]):
             start = time.perf_counter()
             net.train()
-            stats = BatchStats()
-            epoch_batches = state.remaining(
-                list(micro_steps(data.num_train(), train.batch_size, train.batch_size, order)),
-                [stats],
+            steps = ctx.state.remaining(
+                list(micro_steps(data.num_train(), train.batch_size, train.batch_size, order))
             )
-            for idx, _, _ in reporter.track(epoch_batches, len(epoch_batches), f"epoch {epoch}"):
+            for idx, share, last_of_batch in ctx.reporter.track(
+                steps, len(steps), f"epoch {epoch}"
+            ):
                 x, y = data.batch("train", idx, train=True)
-                with autocast(train.precision, data.device):
-                    logits = _forward(net, x, train.checkpointing)
-                    loss = F.cross_entropy(logits, y)
-                scaler.scale(loss).backward()
-                stats.update(loss, logits.detach(), y)
-                state.step()
-            test = evaluate(net, data, min(train.eval_batch_size, train.batch_size))[-1]
-            seconds = time.perf_counter() - start
-            lr = schedule.get_last_lr()[0]
-            on_epoch([stats.record(block=last, epoch=epoch, test_accuracy=test,
-                                   seconds=seconds, lr=lr)])  # fmt: skip
+                trainer.micro_step(x, None, y, share)
+                if last_of_batch:
+                    ctx.end_batch([trainer])
+            test = evaluate(net, data, min(train.eval_batch_size, train.batch_size))[-1:]
+            ctx.end_epoch([trainer], epoch, test, time.perf_counter() - start)

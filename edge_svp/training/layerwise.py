@@ -18,10 +18,10 @@ import time
 import torch
 
 from edge_svp.data import batches
-from edge_svp.memory import release_memory
 from edge_svp.memory.activation_cache import LOCATIONS, ActivationCache, damaged
-from edge_svp.training.common import BatchStats, make_lr_schedule, make_optimizer, micro_steps
-from edge_svp.training.precision import autocast, grad_scaler
+from edge_svp.memory.meter import release_memory
+from edge_svp.training.common import micro_steps
+from edge_svp.training.context import TrainContext
 
 
 class BlockInputs:
@@ -117,18 +117,16 @@ def _head_accuracy(net, index, inputs: BlockInputs, micro_batch: int) -> float:
     return correct / n
 
 
-def train_layerwise(
-    net, data, train, optim, reporter, on_epoch, plan, meter, memory, state
-) -> None:
-    device = data.device
-    order = torch.Generator().manual_seed(train.seed)
+def train_layerwise(ctx: TrainContext) -> None:
+    net, plan, state, device = ctx.net, ctx.plan, ctx.state, ctx.data.device
+    order = torch.Generator().manual_seed(ctx.train.seed)
     net.to("cpu")  # everything waits on the host; each block comes to the device for its turn
     net.input_projection.to(device)
-    caches, rebuild = _resumed_caches(plan, state, device, reporter)
+    caches, rebuild = _resumed_caches(plan, state, device, ctx.reporter)
     for i, block_plan in enumerate(plan.blocks):
         block, objective = net.blocks[i], net.objectives[i]
         done = state.stage_done(i)  # trained before a resume
-        with meter.section():
+        with ctx.meter.section():
             if done and not (rebuild and block_plan.output_cache):
                 _freeze(block)
                 continue
@@ -138,16 +136,15 @@ def train_layerwise(
                 net.objectives[i - 1].to(device)  # its projection makes the reference
             if block_plan.input_source == "recompute":
                 net.blocks[:i].to(device)
-            inputs = BlockInputs(net, data, i, block_plan.input_source, caches)
+            inputs = BlockInputs(net, ctx.data, i, block_plan.input_source, caches)
             if not done:
-                _train_block(net, i, inputs, train, optim, reporter, on_epoch, block_plan, order,
-                             state)  # fmt: skip
+                _train_block(ctx, i, inputs, block_plan.micro_batch, order)
             _freeze(block)  # frozen from here on
             if block_plan.output_cache:
                 shape = plan.costs[i].output_shape
                 new = {
-                    split: _fill_cache(block, inputs, split, block_plan, memory, device, shape,
-                                       state.cache_path(i + 1, split))
+                    split: _fill_cache(block, inputs, split, block_plan, ctx.memory, device,
+                                       shape, state.cache_path(i + 1, split))
                     for split in ("train", "test")
                 }  # fmt: skip
                 state.caches = [{"block": i + 1, "split": k, **c.seal()} for k, c in new.items()]
@@ -167,36 +164,23 @@ def train_layerwise(
     net.requires_grad_(True)
 
 
-def _train_block(net, i, inputs, train, optim, reporter, on_epoch, block_plan, order, state):
-    block, objective = net.blocks[i], net.objectives[i]
-    n = len(inputs.data.dataset.y_train)
-    steps_per_epoch = -(-n // train.batch_size)
-    optimizer = make_optimizer(net.trainable_parameters(i), optim)
-    schedule = make_lr_schedule(optimizer, optim, steps_per_epoch * train.epochs)
-    scaler = grad_scaler(train.precision, inputs.data.device)
-    for epoch in state.epochs(i, train.epochs, order, [optimizer], [schedule], [i + 1], [scaler]):
+def _train_block(ctx: TrainContext, i: int, inputs: BlockInputs, micro_batch: int, order) -> None:
+    trainer = ctx.block_trainer(i)
+    n = ctx.data.num_train()
+    for epoch in ctx.state.epochs(i, ctx.train.epochs, order, [trainer]):
         start = time.perf_counter()
-        block.train()
-        objective.train()
-        stats = BatchStats()
-        steps = state.remaining(
-            list(micro_steps(n, train.batch_size, block_plan.micro_batch, order)), [stats]
-        )
+        trainer.module.train()
+        trainer.objective.train()
+        steps = ctx.state.remaining(list(micro_steps(n, ctx.train.batch_size, micro_batch, order)))
         stream = inputs.stream("train", [idx for idx, _, _ in steps], train=True)
         label = f"block {i + 1} epoch {epoch}"
-        for (x, v_ref, y), (_, share, last) in reporter.track(
+        for (x, v_ref, y), (_, share, last) in ctx.reporter.track(
             zip(stream, steps, strict=True), len(steps), label
         ):
-            with autocast(train.precision, inputs.data.device):
-                out = objective(block(x), v_ref, y)
-            scaler.scale(out.loss * share).backward()
-            stats.update(out.loss, out.logits, y)
+            trainer.micro_step(x, v_ref, y, share)
             if last:
-                state.step()
-        block.eval()
-        objective.eval()
-        test = _head_accuracy(net, i, inputs, block_plan.micro_batch)
-        seconds = time.perf_counter() - start
-        lr = schedule.get_last_lr()[0]
-        on_epoch([stats.record(block=i + 1, epoch=epoch, test_accuracy=test,
-                               seconds=seconds, lr=lr)])  # fmt: skip
+                ctx.end_batch([trainer])
+        trainer.module.eval()
+        trainer.objective.eval()
+        test = _head_accuracy(ctx.net, i, inputs, micro_batch)
+        ctx.end_epoch([trainer], epoch, [test], time.perf_counter() - start)

@@ -1,6 +1,6 @@
 import torch
 
-from edge_svp.memory import MemoryMeter
+from edge_svp.memory.meter import MemoryMeter
 
 
 def test_cpu_meter_sees_an_allocation_and_not_the_baseline():

@@ -1,7 +1,7 @@
 import pytest
 
 from edge_svp.errors import EdgeSVPError
-from edge_svp.memory import format_bytes, parse_size
+from edge_svp.memory.size import format_bytes, parse_size
 
 
 @pytest.mark.parametrize(

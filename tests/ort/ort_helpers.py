@@ -5,8 +5,7 @@ import torch
 
 from edge_svp.config import RunConfig, SVPConfig, config_from_dict
 from edge_svp.data import Preprocess
-from edge_svp.network import SVPNetwork
-from edge_svp.run import build_network
+from edge_svp.network import SVPNetwork, build_network
 
 NUM_CLASSES = 5
 CLASSES = [f"c{i}" for i in range(NUM_CLASSES)]

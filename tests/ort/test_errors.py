@@ -54,7 +54,7 @@ def test_unsupported_op_names_the_op_and_the_block(tmp_path, capfd, op, message)
 )
 def test_optimizers_ort_cannot_match_are_refused(tmp_path, optim, message):
     from edge_svp.config import override
-    from edge_svp.run import build_network
+    from edge_svp.network import build_network
 
     config = override(tiny_config("mlp"), **optim)
     net = build_network(config, (20,), len(CLASSES))

@@ -11,10 +11,9 @@ from edge_svp import SVPConfig, SVPNetwork, build_network, load_dataset, load_pr
 from edge_svp.cli import main
 from edge_svp.config import override
 from edge_svp.errors import EdgeSVPError
-from edge_svp.memory.planner import Probe
-from edge_svp.training.common import BatchStats, make_lr_schedule
+from edge_svp.memory.probe import Probe
 from edge_svp.training.precision import autocast, grad_scaler
-from edge_svp.training.state import TrainState
+from edge_svp.training.step import BlockTrainer, step_blocks
 
 
 @pytest.fixture(scope="module")
@@ -75,17 +74,19 @@ def test_an_fp16_overflow_skips_that_step_and_a_finite_step_is_unscaled():
     """The loss scaler of fp16 runs (CUDA), exercised on the CPU: an overflowed gradient is
     the scaler's business (skip the step, lower the scale), not a NaN fault of the run."""
     param = nn.Parameter(torch.ones(2))
-    optimizer = torch.optim.SGD([param], lr=0.1)
-    schedule = make_lr_schedule(optimizer, config_for().optim, 10)
-    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
-    state = TrainState(config_for().train)
-    next(state.epochs(0, 1, torch.Generator(), [optimizer], [schedule], [1], [scaler]))
-    state.remaining([], [BatchStats()])
-    scaler.scale((param * float("inf")).sum()).backward()
-    state.step()
-    assert torch.equal(param.detach(), torch.ones(2))  # skipped
-    assert scaler.get_scale() < 1024.0 and state.bad_batches == 0
-    lr = schedule.get_last_lr()[0]
-    scaler.scale(param.sum()).backward()  # gradient 1, scaled by 512
-    state.step()
+    optim = override(config_for(), **{"optim.name": "sgd", "optim.momentum": 0.0}).optim
+    trainer = BlockTrainer(1, nn.Identity(), nn.Identity(), [param], optim, 10, "fp32",
+                           torch.device("cpu"))  # fmt: skip
+    trainer.scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)  # as fp16 on CUDA has
+
+    def fault(block, what):
+        raise AssertionError(f"an fp16 overflow is not a fault ({what} of block {block})")
+
+    trainer.scaler.scale((param * float("inf")).sum()).backward()
+    assert step_blocks([trainer], False, fault)
+    assert torch.equal(param.detach(), torch.ones(2))  # skipped by the scaler
+    assert trainer.scaler.get_scale() < 1024.0
+    lr = trainer.lr
+    trainer.scaler.scale(param.sum()).backward()  # gradient 1, scaled by 512
+    step_blocks([trainer], False, fault)
     assert torch.allclose(param.detach(), torch.full((2,), 1 - lr))  # unscaled before the step

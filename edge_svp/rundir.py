@@ -1,0 +1,307 @@
+"""The run directory: what a run leaves behind, and the one place that writes it.
+
+    run_dir/
+      config.toml         the resolved configuration (rebuilds the run)
+      metrics.jsonl       one line per block per epoch, appended as training goes
+      checkpoint.pt       the latest checkpoint: weights and projection buffers,
+                          preprocessing, the plan, and the training state (optimizers,
+                          LR schedules, RNG states, position in the data order, the
+                          activation-cache manifest); written atomically every
+                          train.checkpoint_every steps, after every epoch and at every
+                          block boundary
+      checkpoint.prev.pt  the checkpoint before it, used if the latest is damaged
+      checkpoints.json    SHA-256 digests of both (edge_svp/checkpoint.py)
+      cache/              layerwise only, while it runs: activation caches on disk, kept
+                          for a resumed run (unless memory.cache_dir puts them elsewhere)
+      plan.json           the memory plan followed
+      summary.json        written last: accuracies, peak and per-block memory, wall time,
+                          versions, batches skipped for NaN/inf
+
+A single process (edge_svp/run.py) and a pipeline's rank 0 (edge_svp/distributed/worker.py)
+both write through RunDir and build summary.json with `summary`, so the two have one schema.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import shlex
+import shutil
+import tempfile
+from datetime import datetime
+from importlib import metadata
+from pathlib import Path
+
+from edge_svp.checkpoint import LATEST, CheckpointStore, atomic_write_text
+from edge_svp.config import RunConfig, config_to_dict, dump_toml, load_config
+from edge_svp.data import Preprocess, load_data
+from edge_svp.errors import EdgeSVPError
+from edge_svp.network import build_network
+
+CONFIG = "config.toml"
+METRICS = "metrics.jsonl"
+PLAN = "plan.json"
+SUMMARY = "summary.json"
+
+
+def default_run_dir(config: RunConfig, schedule: str | None = None) -> Path:
+    method = schedule or (
+        config.train.method if config.train.method == "bp" else config.train.schedule
+    )
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{config.profile}-{method}-{stamp}"
+
+
+def writable(directory: Path) -> None:
+    """Try a temporary file in `directory`: the one test that root, read-only mounts and
+    immutable folders all answer truthfully."""
+    try:
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as e:
+        raise EdgeSVPError(f"cannot write to {directory}: {e.strerror}") from None
+
+
+class RunDir:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.checkpoints = CheckpointStore(self.path)
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
+
+    # --- a new run --------------------------------------------------------------------
+
+    def check_new(self, overwrite: bool) -> None:
+        """Refuse a directory that a new run cannot use, before any work (nothing is
+        written)."""
+        out = self.path
+        if out.exists() and not out.is_dir():
+            raise EdgeSVPError(f"run directory {out} is a file")
+        try:
+            used = out.exists() and any(out.iterdir())
+        except OSError as e:
+            raise EdgeSVPError(f"cannot read run directory {out}: {e.strerror}") from None
+        if used and not overwrite:
+            raise EdgeSVPError(
+                f"run directory {out} already exists and is not empty (continue it with "
+                f"--resume {shlex.quote(str(out))}, or replace it with --overwrite)"
+            )
+        if used and not (out / CONFIG).exists():
+            raise EdgeSVPError(f"refusing to overwrite {out}: it is not an edge-svp run directory")
+        existing = out
+        while not existing.exists():  # a new directory: its nearest existing parent
+            existing = existing.parent
+        if existing.is_dir():
+            writable(existing)
+
+    def create(self, config: RunConfig, overwrite: bool) -> RunDir:
+        """Make the directory (emptied, with `overwrite`) and write config.toml."""
+        self.check_new(overwrite)
+        try:
+            if self.path.exists() and any(self.path.iterdir()):
+                shutil.rmtree(self.path)
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise EdgeSVPError(f"cannot create run directory {self.path}: {e.strerror}") from None
+        atomic_write_text(self.path / CONFIG, dump_toml(config_to_dict(config)))
+        return self
+
+    # --- a run that stopped ---------------------------------------------------------------
+
+    def resumable_config(self) -> RunConfig:
+        """The configuration of a run that stopped; a one-line error for one that cannot go
+        on."""
+        if not (self.path / CONFIG).is_file():
+            raise EdgeSVPError(
+                f"cannot resume {self.path}: it is not a run directory (no {CONFIG})"
+            )
+        if (self.path / SUMMARY).exists():
+            raise EdgeSVPError(
+                f"{self.path} has finished (it has {SUMMARY}); there is nothing to resume"
+            )
+        if (self.path / "ort").exists():
+            raise EdgeSVPError(
+                f"{self.path} was trained with --backend ort, which does not resume; "
+                "start it again with --overwrite"
+            )
+        writable(self.path)
+        return load_config(self.path / CONFIG)
+
+    def config(self) -> RunConfig:
+        if not (self.path / CONFIG).exists():
+            raise EdgeSVPError(f"{self.path} is not a run directory (no {CONFIG})")
+        return load_config(self.path / CONFIG)
+
+    def resume_command(self) -> str:
+        return f"edge-svp fit --resume {shlex.quote(str(self.path))}"
+
+    def cache_dir(self, config: RunConfig) -> Path:
+        """Where the run keeps its disk caches: run_dir/cache, or a folder of its own in
+        memory.cache_dir."""
+        if not config.memory.cache_dir:
+            return self.path / "cache"
+        key = hashlib.sha256(str(self.path.resolve()).encode()).hexdigest()[:12]
+        return Path(config.memory.cache_dir) / f"edge-svp-{self.path.name}-{key}"
+
+    # --- what training writes ---------------------------------------------------------------
+
+    def write_plan(self, plan: dict) -> None:
+        atomic_write_text(self.path / PLAN, json.dumps(plan, indent=2) + "\n")
+
+    def open_metrics(self, records: list[dict]):
+        """metrics.jsonl holding `records` (those of the checkpoint a run goes on from: a line
+        written after it goes), open for appending."""
+        atomic_write_text(self.path / METRICS, "".join(json.dumps(r) + "\n" for r in records))
+        return MetricsLog(self.path / METRICS)
+
+    def write_summary(self, summary: dict) -> None:
+        """summary.json, written atomically: its presence means the run finished."""
+        atomic_write_text(self.path / SUMMARY, json.dumps(summary, indent=2) + "\n")
+
+
+class MetricsLog:
+    """metrics.jsonl, one line per record, flushed after every epoch."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.file = open(path, "a")
+
+    def write(self, records: list[dict]) -> None:
+        try:
+            for record in records:
+                self.file.write(json.dumps(record) + "\n")
+            self.file.flush()
+        except OSError as e:
+            raise EdgeSVPError(f"cannot write {self.path}: {e.strerror}") from None
+
+    def close(self) -> None:
+        self.file.close()
+
+    def __enter__(self) -> MetricsLog:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+# --- what a run directory says about its run -------------------------------------------------
+
+
+def versions() -> dict:
+    out = {"python": platform.python_version()}
+    for pkg in ("edge-svp", "torch", "numpy"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def checkpoint_contents(config: RunConfig, preprocess: Preprocess, dataset) -> dict:
+    """What a checkpoint holds besides the weights."""
+    return {
+        "config": config_to_dict(config),
+        "preprocess": preprocess.state(),
+        "classes": dataset.classes,
+        "input_shape": list(dataset.input_shape),
+    }
+
+
+def run_header(config: RunConfig, dataset, backend: str, schedule: str, net) -> dict:
+    """The first entries of summary.json: what was trained, on what."""
+    return {
+        "method": config.train.method,
+        "backend": backend,
+        "schedule": schedule,
+        "profile": config.profile,
+        "dataset": dataset.name,
+        "model": config.model.kind,
+        "num_blocks": len(net),
+        "parameters": sum(p.numel() for p in net.parameters()),
+        "epochs": config.train.epochs,
+        "batch_size": config.train.batch_size,
+        "seed": config.train.seed,
+        "precision": config.train.precision,
+        "target": config.target,
+        "train_examples": len(dataset.y_train),
+        "test_examples": len(dataset.y_test),
+    }
+
+
+def memory_summary(
+    budget: int | None,
+    baseline,
+    device_type: str,
+    predicted: list[int] | None,
+    measured: list[int],
+    micro_batch: list[int] | None,
+    cache: list | None,
+    per_rank: bool = False,
+) -> dict:
+    """summary.json's "memory": the budget, predicted and measured peaks per block (per stage
+    of a pipeline, each on its own rank: `per_rank`), and whether the run kept within it."""
+    return {
+        "budget_bytes": budget,
+        "per_rank": per_rank,
+        "baseline_bytes": baseline,
+        "kind": "cuda_allocator" if device_type == "cuda" else "process_rss_above_baseline",
+        "predicted_peak_bytes": predicted,
+        "measured_peak_bytes": measured,
+        "micro_batch": micro_batch,
+        "cache": cache,
+        "within_budget": budget is None or max(measured, default=0) <= budget,
+    }
+
+
+def summary(
+    header: dict,
+    per_block: list,
+    *,
+    bad_batches: int,
+    resumed_from: str | None,
+    peak_memory_bytes: int,
+    device,
+    wall_seconds: float,
+    run_dir: RunDir,
+    final_epoch: dict | None,
+    memory: dict,
+    **extra,
+) -> dict:
+    """summary.json of a finished run; `extra` sections (a pipeline's) come last."""
+    return {
+        **header,
+        "test_accuracy": per_block[-1],
+        "per_block_accuracy": per_block,
+        "bad_batches": bad_batches,
+        "resumed_from": resumed_from,
+        "peak_memory_bytes": peak_memory_bytes,
+        "peak_memory_kind": "cuda_allocator" if device.type == "cuda" else "process_rss",
+        "wall_seconds": round(wall_seconds, 3),
+        "device": str(device),
+        "run_dir": str(run_dir),
+        "versions": versions(),
+        "final_epoch": final_epoch,
+        "memory": memory,
+        **extra,
+    }
+
+
+def load_run(run_dir: str | Path, data_dir: str | None = None, reporter=None):
+    """(config, network, dataset, preprocessing) of a run, rebuilt from its directory and its
+    latest good checkpoint."""
+    run = RunDir(run_dir)
+    config = run.config()
+    if data_dir:
+        config.data.data_dir = data_dir
+    checkpoint = run.checkpoints.read(reporter.warning if reporter else None)
+    if checkpoint is None:
+        raise EdgeSVPError(f"{run} has no checkpoint yet")
+    dataset, _ = load_data(config.data)
+    net = build_network(config, dataset.input_shape, dataset.num_classes)
+    net.restore(checkpoint, run / LATEST)
+    return config, net, dataset, Preprocess(**checkpoint["preprocess"])

@@ -1,0 +1,66 @@
+"""What a schedule trains with, in one object: the network and its data, the run's settings,
+the memory plan, and where progress, measurements and checkpoints go."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import nn
+
+from edge_svp.config import MemoryConfig, OptimConfig, TrainConfig
+from edge_svp.memory.meter import MemoryMeter
+from edge_svp.memory.planner import MemoryPlan
+from edge_svp.progress import Reporter
+from edge_svp.training.common import TrainData
+from edge_svp.training.state import TrainState
+from edge_svp.training.step import BlockTrainer, step_blocks
+
+
+@dataclass
+class TrainContext:
+    net: nn.Module  # an SVPNetwork
+    data: TrainData
+    train: TrainConfig
+    optim: OptimConfig
+    memory: MemoryConfig
+    plan: MemoryPlan | None  # None for backprop, which follows no plan
+    reporter: Reporter
+    on_epoch: Callable[[list[dict]], None] | None  # the caller's hook, after every epoch
+    meter: MemoryMeter
+    state: TrainState
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return -(-self.data.num_train() // self.train.batch_size)
+
+    def trainer(self, number: int, module, objective, params) -> BlockTrainer:
+        """A BlockTrainer for block `number` (1-based), its LR schedule over the whole run."""
+        return BlockTrainer(
+            number, module, objective, params, self.optim,
+            self.steps_per_epoch * self.train.epochs, self.train.precision, self.data.device,
+        )  # fmt: skip
+
+    def block_trainer(self, i: int) -> BlockTrainer:
+        """The trainer of SVP block i (0-based): the block, its objective and its head."""
+        net = self.net
+        return self.trainer(i + 1, net.blocks[i], net.objectives[i], net.trainable_parameters(i))
+
+    def end_batch(self, trainers: list[BlockTrainer]) -> None:
+        """Step the trainers (or skip the batch, or stop, on NaN or inf), then let the
+        training state count the batch and checkpoint when due."""
+        stepped = step_blocks(trainers, self.train.skip_bad_batches, self.state.numerical_fault)
+        self.state.end_batch(skipped=not stepped)
+
+    def end_epoch(self, trainers: list[BlockTrainer], epoch: int, test, seconds: float) -> None:
+        """One record per trainer (its epoch's loss and accuracy, its head's test accuracy
+        `test`), to the reporter, the caller's hook and the training state."""
+        records = [
+            t.stats.record(block=t.number, epoch=epoch, test_accuracy=acc, seconds=seconds,
+                           lr=trainers[0].lr)
+            for t, acc in zip(trainers, test, strict=True)
+        ]  # fmt: skip
+        self.reporter.epoch(records)
+        if self.on_epoch:
+            self.on_epoch(records)
+        self.state.end_epoch(records)

@@ -1,0 +1,129 @@
+"""One block in training: the one function that trains it on a micro-batch, and the one
+place its optimizer steps.
+
+    trainer = BlockTrainer(2, net.blocks[1], net.objectives[1], params, optim, steps, "fp32", dev)
+    h, out = trainer.micro_step(x, v_ref, y, share)   # every micro-batch: forward, backward
+    step_blocks([trainer], skip_bad, fault)           # every batch: optimizer, LR schedule
+
+The joint and layerwise schedules, the backprop baseline (one "block": the whole network and
+its classifier) and the pipeline's stages all train through these. The ONNX Runtime
+counterpart is edge_svp/ort/runtime.py's BlockTrainer.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from edge_svp.config import OptimConfig
+from edge_svp.svp import LocalOutput
+from edge_svp.training.common import BatchStats, make_lr_schedule, make_optimizer
+from edge_svp.training.precision import autocast, grad_scaler
+
+
+class BlockTrainer:
+    """A block, its local objective, its optimizer with LR schedule and gradient scaler
+    (fp16), and the running statistics of the epoch in progress."""
+
+    def __init__(
+        self,
+        number: int,
+        module: nn.Module,
+        objective: nn.Module,
+        params: list[nn.Parameter],
+        optim: OptimConfig,
+        total_steps: int,
+        precision: str,
+        device: torch.device,
+    ):
+        self.number = number  # 1-based, as messages and metrics count blocks
+        self.module, self.objective = module, objective
+        self.params = list(params)
+        self.optimizer = make_optimizer(self.params, optim)
+        self.schedule = make_lr_schedule(self.optimizer, optim, total_steps)
+        self.scaler = grad_scaler(precision, device)
+        self.precision, self.device = precision, device
+        self.stats = BatchStats()
+
+    def micro_step(self, x, v_ref, y, share: float) -> tuple[torch.Tensor, LocalOutput]:
+        """Forward under autocast, the local loss, and its backward, weighted by the
+        micro-batch's share of its batch (gradients accumulate until `step`). A loss that is
+        NaN or inf is left out of the statistics and flagged for step_blocks."""
+        with autocast(self.precision, self.device):
+            # detach: the block boundary; no gradient reaches the previous block
+            h = self.module(x.detach())
+            out = self.objective(h, v_ref, y)
+        self.scaler.scale(out.loss * share).backward()
+        self.stats.update(out.loss, out.logits, y)
+        return h, out
+
+    def gradient_sum(self) -> torch.Tensor:
+        """The sum of every gradient: NaN or inf if any gradient is. fp16 gradients are
+        scaled and overflow by design now and then; their scaler skips such a step and
+        lowers its scale, so they count as finite here."""
+        grads = [p.grad.sum() for p in self.params if p.grad is not None]
+        if not grads or self.scaler.is_enabled():
+            return self.params[0].new_zeros(())
+        return torch.stack(grads).sum()
+
+    def step(self, skip: bool = False) -> None:
+        """End of a batch: step the optimizer (through the scaler) unless `skip`, advance the
+        LR schedule, and clear the gradients."""
+        if not skip:
+            self.scaler.step(self.optimizer)  # fp16: skipped if its gradients overflowed
+            self.scaler.update()
+        with warnings.catch_warnings():
+            # a skipped step (fp16 overflow, bad batch) leaves torch thinking the order is wrong
+            warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step", UserWarning)
+            self.schedule.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    @property
+    def lr(self) -> float:
+        return self.schedule.get_last_lr()[0]
+
+    def new_epoch(self) -> BatchStats:
+        self.stats = BatchStats()
+        return self.stats
+
+    def state_dict(self) -> dict:
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "scaler": self.scaler.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        if state["scaler"]:  # a disabled scaler saves an empty state
+            self.scaler.load_state_dict(state["scaler"])
+
+
+def first_nonfinite(trainers: list[BlockTrainer]) -> tuple[int, str] | None:
+    """(block, 'loss' or 'gradients') of the first block whose batch went NaN or inf."""
+    for trainer in trainers:
+        if trainer.stats.nonfinite:
+            return trainer.number, "loss"
+    # one sum per block, one synchronisation in all
+    finite = torch.isfinite(torch.stack([t.gradient_sum() for t in trainers])).tolist()
+    bad = [t.number for t, ok in zip(trainers, finite, strict=True) if not ok]
+    return (bad[0], "gradients") if bad else None
+
+
+def step_blocks(
+    trainers: list[BlockTrainer], skip_bad: bool, fault: Callable[[int, str], Exception]
+) -> bool:
+    """End of a batch for `trainers`: step them all, or, if a loss or gradient went NaN or
+    inf, skip the batch (`skip_bad`) or raise fault(block, what). Returns False if skipped."""
+    bad = first_nonfinite(trainers)
+    for trainer in trainers:
+        trainer.stats.nonfinite = False
+    if bad and not skip_bad:
+        raise fault(*bad)
+    for trainer in trainers:
+        trainer.step(skip=bad is not None)
+    return bad is None
