@@ -44,9 +44,8 @@ import torch.nn.functional as F  # noqa: E402
 from common import fit, table, write_results  # noqa: E402
 
 from edge_svp.config import load_profile, override  # noqa: E402
-from edge_svp.data import batches  # noqa: E402
+from edge_svp.data import batches, load_data  # noqa: E402
 from edge_svp.distributed.launch import free_port  # noqa: E402
-from edge_svp.data import load_data  # noqa: E402
 from edge_svp.network import build_network  # noqa: E402
 from edge_svp.training.common import TrainData, make_optimizer  # noqa: E402
 

@@ -12,7 +12,7 @@ from click.core import ParameterSource
 from edge_svp.config import load_profile, override, parse_settings, profile_names
 from edge_svp.distributed import DEFAULT_TIMEOUT
 from edge_svp.errors import EdgeSVPError, Interrupted
-from edge_svp.memory.size import format_bytes, parse_size
+from edge_svp.memory.size import format_bytes
 
 
 def _one_line(text: str) -> str:
@@ -65,16 +65,6 @@ class OneLineGroup(click.Group):
 @click.version_option(package_name="edge-svp")
 def main():
     """Train networks block by block with Stochastic Variational Propagation (SVP)."""
-
-
-def _percent(x) -> str:
-    return "  -  " if x is None else f"{100 * x:.2f}%"
-
-
-def _echo_accuracy(result: dict) -> None:
-    heads = "  ".join(f"{i + 1}: {_percent(a)}" for i, a in enumerate(result["per_block_accuracy"]))
-    click.echo(f"per-block test accuracy  {heads}")
-    click.echo(f"test accuracy            {_percent(result['test_accuracy'])}")
 
 
 # Options that override the profile, shared by `fit` and `plan`: name -> config key.
@@ -200,7 +190,7 @@ def resolve_config(profile: str, settings, target_name=None, strict=False, keep=
 def fit(profile, settings, out, overwrite, backend, nproc, stages, timeout, resume, **options):
     """Train a network and write a run directory.
 
-    The profile gives every setting; the options above override it. With no options this
+    The profile gives every setting; the options below override it. With no options this
     trains an SVP MLP on scikit-learn's digits, which needs no download.
     """
     from edge_svp import distributed
@@ -241,53 +231,15 @@ def fit(profile, settings, out, overwrite, backend, nproc, stages, timeout, resu
         if distributed.rank() != 0:  # rank 0 speaks for the run
             fit_rank(config, out, overwrite, stages, timeout, Reporter(), backend)
             return
-    what = "backprop" if config.train.method == "bp" else f"SVP {config.train.schedule}"
-    what = "SVP pipelined" if mode else what
-    budget = (
-        f" | budget {format_bytes(parse_size(config.memory.budget))}"
-        if config.memory.budget
-        else ""
-    )
-    target = f" | target {config.target}" if config.target else ""
-    precision = f" | {config.train.precision}" if config.train.precision != "fp32" else ""
-    click.echo(
-        (f"resuming {resume}: " if resume else "")
-        + f"{what} ({backend}) | profile {config.profile} | dataset {config.data.dataset} | "
-        f"{config.model.kind} | {config.train.epochs} epochs, batch {config.train.batch_size}"
-        f"{budget}{precision}{target}"
-    )
     reporter = ConsoleReporter(config.train.epochs)
+    reporter.run_started(config, backend, pipelined=mode is not None, resume=resume)
     if mode == "rank":
         summary = fit_rank(config, out, overwrite, stages, timeout, reporter, backend)
     elif resume:
         summary = run_fit(reporter=reporter, resume=resume)
     else:
         summary = run_fit(config, out, overwrite, reporter, backend)
-    _echo_accuracy(summary)
-    if summary.get("bad_batches"):  # a pipelined run does not skip batches
-        click.echo(f"bad batches skipped      {summary['bad_batches']} (NaN or inf)")
-    memory = summary["memory"]
-    measured = max(memory["measured_peak_bytes"], default=None)
-    if measured is not None:
-        budget = memory["budget_bytes"]
-        click.echo(
-            f"training memory          {format_bytes(measured)} measured"
-            + (f", predicted {format_bytes(max(memory['predicted_peak_bytes']))}"
-               if memory["predicted_peak_bytes"] else "")
-            + (f", budget {format_bytes(budget)}" if budget else "")
-            + f" ({memory['kind'].replace('_', ' ')})"
-        )  # fmt: skip
-    click.echo(
-        f"peak memory              {format_bytes(summary['peak_memory_bytes'])} "
-        f"({summary['peak_memory_kind'].replace('_', ' ')})"
-    )
-    click.echo(f"wall time                {summary['wall_seconds']:.1f} s")
-    if "pipeline" in summary:
-        pipe = summary["pipeline"]
-        click.echo(f"pipeline                 {pipe['train_samples_per_second']:.0f} samples/s; "
-                   f"per step {format_bytes(pipe['activation_bytes_per_step'])} sent forward, "
-                   f"{format_bytes(pipe['allreduce_bytes_per_step'])} all-reduced")  # fmt: skip
-    click.echo(f"saved to                 {summary['run_dir']}")
+    reporter.run_finished(summary)
 
 
 @main.command()
@@ -298,29 +250,15 @@ def plan(profile, settings, as_json, **options):
     """Show the memory plan for a profile: per block, what it costs, its micro-batch,
     where its activation cache lives and its predicted peak; and the smallest budget that
     works. Nothing is trained."""
+    from edge_svp.progress import print_plan
     from edge_svp.run import plan_run
 
     config = resolve_config(profile, settings, **options)
     memory_plan = plan_run(config)
     if as_json:
         click.echo(json.dumps(memory_plan.to_dict(), indent=2))
-        return
-    budget = format_bytes(memory_plan.budget) if memory_plan.budget else "none"
-    unified = ", unified memory" if memory_plan.unified_memory else ""
-    target = f" (target {config.target})" if config.target else ""
-    click.echo(f"{config.profile}: SVP {memory_plan.schedule} for {memory_plan.device}{unified}"
-               f"{target}, {memory_plan.precision}, batch {memory_plan.batch_size}, "
-               f"budget {budget}")  # fmt: skip
-    if memory_plan.probe_device != memory_plan.device:
-        click.echo(f"costs probed on this machine's {memory_plan.probe_device}: estimates of "
-                   f"the {memory_plan.device} device's until run there")  # fmt: skip
-    click.echo(memory_plan.table())
-    footer = {"predicted peak": memory_plan.predicted_peak}
-    if memory_plan.margin:
-        footer["kept free below the budget"] = memory_plan.margin
-    footer["smallest budget that works"] = memory_plan.min_budget
-    for label, size in footer.items():
-        click.echo(f"{label:<28}{format_bytes(size)}")
+    else:
+        print_plan(memory_plan, config)
 
 
 @main.command("eval")
@@ -330,14 +268,14 @@ def plan(profile, settings, as_json, **options):
 @user_errors
 def eval_(run_dir, data_dir, as_json):
     """Reload RUN_DIR's checkpoint and measure its test accuracy."""
-    from edge_svp.progress import ConsoleReporter
+    from edge_svp.progress import ConsoleReporter, print_accuracy
     from edge_svp.run import evaluate_run
 
     result = evaluate_run(run_dir, data_dir, ConsoleReporter(0))
     if as_json:
         click.echo(json.dumps(result))
         return
-    _echo_accuracy(result)
+    print_accuracy(result)
 
 
 @main.command()

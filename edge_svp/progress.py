@@ -1,12 +1,15 @@
-"""Progress reporting for training loops.
+"""Progress reporting for training loops, and what the console shows of a run.
 
 The training code calls a Reporter; the default one is silent (for notebooks and tests),
-ConsoleReporter prints one line per epoch and a batch progress bar on a terminal.
+ConsoleReporter prints one line per epoch and a batch progress bar on a terminal, and the
+lines before and after a run (`edge-svp fit`, `eval`, `plan`).
 """
 
 import sys
 
 import click
+
+from edge_svp.memory.size import format_bytes, parse_size
 
 
 class Reporter:
@@ -48,6 +51,82 @@ class ConsoleReporter(Reporter):
 
     def warning(self, text: str) -> None:
         click.echo(f"edge-svp: warning: {text}", err=True)
+
+    def run_started(self, config, backend: str, pipelined: bool, resume=None) -> None:
+        """One line: what is about to train, on what."""
+        train = config.train
+        what = "backprop" if train.method == "bp" else f"SVP {train.schedule}"
+        what = "SVP pipelined" if pipelined else what
+        budget = f" | budget {_size(config.memory.budget)}" if config.memory.budget else ""
+        target = f" | target {config.target}" if config.target else ""
+        precision = f" | {train.precision}" if train.precision != "fp32" else ""
+        click.echo(
+            (f"resuming {resume}: " if resume else "")
+            + f"{what} ({backend}) | profile {config.profile} | dataset {config.data.dataset} | "
+            f"{config.model.kind} | {train.epochs} epochs, batch {train.batch_size}"
+            f"{budget}{precision}{target}"
+        )
+
+    def run_finished(self, summary: dict) -> None:
+        """Accuracies, memory against the budget, wall time and where the run is."""
+        print_accuracy(summary)
+        if summary.get("bad_batches"):
+            click.echo(f"bad batches skipped      {summary['bad_batches']} (NaN or inf)")
+        memory = summary["memory"]
+        measured = max(memory["measured_peak_bytes"], default=None)
+        if measured is not None:
+            budget, predicted = memory["budget_bytes"], memory["predicted_peak_bytes"]
+            click.echo(
+                f"training memory          {format_bytes(measured)} measured"
+                + (f", predicted {format_bytes(max(predicted))}" if predicted else "")
+                + (f", budget {format_bytes(budget)}" if budget else "")
+                + f" ({memory['kind'].replace('_', ' ')})"
+            )
+        click.echo(
+            f"peak memory              {format_bytes(summary['peak_memory_bytes'])} "
+            f"({summary['peak_memory_kind'].replace('_', ' ')})"
+        )
+        click.echo(f"wall time                {summary['wall_seconds']:.1f} s")
+        if "pipeline" in summary:
+            pipe = summary["pipeline"]
+            click.echo(f"pipeline                 {pipe['train_samples_per_second']:.0f} samples/s; "
+                       f"per step {format_bytes(pipe['activation_bytes_per_step'])} sent forward, "
+                       f"{format_bytes(pipe['allreduce_bytes_per_step'])} all-reduced")  # fmt: skip
+        click.echo(f"saved to                 {summary['run_dir']}")
+
+
+def _percent(x) -> str:
+    return "  -  " if x is None else f"{100 * x:.2f}%"
+
+
+def _size(text: str) -> str:
+    return format_bytes(parse_size(text))
+
+
+def print_accuracy(result: dict) -> None:
+    """Every head's test accuracy, and the network's."""
+    heads = "  ".join(f"{i + 1}: {_percent(a)}" for i, a in enumerate(result["per_block_accuracy"]))
+    click.echo(f"per-block test accuracy  {heads}")
+    click.echo(f"test accuracy            {_percent(result['test_accuracy'])}")
+
+
+def print_plan(plan, config) -> None:
+    """A MemoryPlan as `edge-svp plan` shows it: what it is for, per block, the footer."""
+    budget = format_bytes(plan.budget) if plan.budget else "none"
+    unified = ", unified memory" if plan.unified_memory else ""
+    target = f" (target {config.target})" if config.target else ""
+    click.echo(f"{config.profile}: SVP {plan.schedule} for {plan.device}{unified}{target}, "
+               f"{plan.precision}, batch {plan.batch_size}, budget {budget}")  # fmt: skip
+    if plan.probe_device != plan.device:
+        click.echo(f"costs probed on this machine's {plan.probe_device}: estimates of "
+                   f"the {plan.device} device's until run there")  # fmt: skip
+    click.echo(plan.table())
+    footer = {"predicted peak": plan.predicted_peak}
+    if plan.margin:
+        footer["kept free below the budget"] = plan.margin
+    footer["smallest budget that works"] = plan.min_budget
+    for label, size in footer.items():
+        click.echo(f"{label:<28}{format_bytes(size)}")
 
 
 class _Bar:

@@ -24,11 +24,16 @@ def test_fit_writes_a_complete_run_directory(digits_run):
                 "versions"]:  # fmt: skip
         assert key in summary, key
     assert summary["method"] == "svp" and summary["dataset"] == "digits"
-    assert 0.0 <= summary["test_accuracy"] <= 1.0
     assert len(summary["per_block_accuracy"]) == 2
-    assert summary["peak_memory_bytes"] > 10_000_000
-    lines = (out / "metrics.jsonl").read_text().splitlines()
-    assert len(lines) == 2 * 2  # blocks x epochs
+    assert summary["test_accuracy"] == summary["per_block_accuracy"][-1] > 0.2  # chance: 0.1
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["block"], r["epoch"]) for r in records] == [(1, 1), (2, 1), (1, 2), (2, 2)]
+    assert summary["final_epoch"] == records[-1]
+    # the training memory is part of the process's peak, measured above its baseline
+    memory = summary["memory"]
+    assert summary["peak_memory_bytes"] >= memory["baseline_bytes"] + max(
+        memory["measured_peak_bytes"]
+    )
     assert (out / "config.toml").exists() and (out / "checkpoint.pt").exists()
     assert "test accuracy" in output and str(out) in output
 

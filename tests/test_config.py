@@ -1,8 +1,12 @@
+import subprocess
+import sys
 import tomllib
 
 import pytest
 
 from edge_svp.config import (
+    MODEL_OPTIONS,
+    SVP_CHOICES,
     RunConfig,
     config_from_dict,
     config_to_dict,
@@ -129,3 +133,32 @@ def test_a_profile_extends_another_and_its_errors_name_the_bad_key(tmp_path):
     path.write_text('extends = "mnist-mpl"\n')
     with pytest.raises(EdgeSVPError, match="did you mean 'mnist-mlp'"):
         load_profile(str(path))
+
+
+def test_a_configuration_and_a_plan_are_read_without_torch():
+    """Reading profiles and planning are plain Python: the CLI's help, a profile's errors and
+    the planner's arithmetic do not wait for torch to import."""
+    script = (
+        "import sys, edge_svp.cli, edge_svp.config, edge_svp.memory.planner\n"
+        "edge_svp.config.load_profile('cifar10-vit')\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_names_a_configuration_accepts_are_the_registered_pieces():
+    from edge_svp.models import MODELS
+    from edge_svp.svp import ALIGNMENTS, DIVERGENCES, HEADS
+
+    registries = {"divergence": DIVERGENCES, "alignment": ALIGNMENTS, "head": HEADS}
+    for name, registry in registries.items():
+        assert set(SVP_CHOICES[name]) == set(registry), name
+    assert set(MODEL_OPTIONS) == set(MODELS)
+
+
+def test_any_description_survives_config_toml():
+    config = load_profile("digits-mlp")
+    config.description = 'two lines,\n"quoted" and a \\ backslash'
+    again = config_from_dict(tomllib.loads(dump_toml(config_to_dict(config))))
+    assert again.description == config.description

@@ -8,6 +8,8 @@ the honest memory baseline for a local method.
 """
 
 import time
+from contextlib import contextmanager, nullcontext
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +19,23 @@ from torch.utils.checkpoint import checkpoint
 from edge_svp.svp import LocalOutput
 from edge_svp.training.common import evaluate, micro_steps
 from edge_svp.training.context import TrainContext
+
+BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+
+
+@contextmanager
+def running_statistics_kept(module: nn.Module):
+    """The running statistics of `module`'s BatchNorm layers as they were before: a
+    recomputed forward pass must not count its batch a second time. (Turning the statistics
+    off instead would change which tensors the recomputation saves.)"""
+    buffers = [b for m in module.modules() if isinstance(m, BATCHNORMS) for b in m.buffers()]
+    saved = [b.clone() for b in buffers]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for buffer, value in zip(buffers, saved, strict=True):
+                buffer.copy_(value)
 
 
 class EndToEnd(nn.Module):
@@ -28,8 +47,16 @@ class EndToEnd(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for block in self.blocks:
-            x = checkpoint(block, x, use_reentrant=False) if self.checkpointing else block(x)
+            if self.checkpointing:
+                x = checkpoint(block, x, use_reentrant=False, context_fn=partial(_contexts, block))
+            else:
+                x = block(x)
         return x
+
+
+def _contexts(block: nn.Module):
+    """The contexts of a checkpointed block's first forward pass and of its recomputation."""
+    return nullcontext(), running_statistics_kept(block)
 
 
 class ClassifierLoss(nn.Module):

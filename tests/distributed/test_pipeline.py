@@ -48,6 +48,13 @@ def test_two_rank_pipeline_computes_exactly_what_joint_training_does(runs):
     assert [{**r, "seconds": 0} for r in records[1]] == [{**r, "seconds": 0} for r in records[0]]
 
 
+def test_a_pipelined_summary_has_the_schema_of_a_single_process_one(runs):
+    joint, pipeline = (json.loads((d / "summary.json").read_text()) for d in runs)
+    assert set(pipeline) == set(joint) | {"pipeline"}
+    assert set(pipeline["memory"]) == set(joint["memory"])
+    assert pipeline["bad_batches"] == joint["bad_batches"] == 0
+
+
 def test_pipeline_run_directory_and_traffic(runs):
     _, pipeline = runs
     summary = json.loads((pipeline / "summary.json").read_text())

@@ -45,11 +45,14 @@ def test_reference_gets_no_gradient_and_v_is_detached():
 
 
 def test_reference_of_another_width_is_projected():
-    cfg = SVPConfig(proj_dim=6, alignment="mse", lam=1.0)
+    cfg = SVPConfig(proj_dim=6, divergence="none", alignment="mse", lam=1.0)
     obj = LocalObjective((10,), ref_dim=9, num_classes=3, svp=cfg, seed=0)
-    out = obj(torch.randn(2, 10), torch.randn(2, 9), torch.tensor([0, 1]))
-    assert torch.isfinite(out.loss)
+    h, v_ref, y = torch.randn(2, 10), torch.randn(2, 9), torch.tensor([0, 1])
+    out = obj(h, v_ref, y)
     assert obj.reference.weight.shape == (6, 9)
+    v = obj.project(h)
+    expected = F.cross_entropy(obj.head(v), y) + F.mse_loss(v, obj.reference(v_ref))
+    assert torch.allclose(out.loss, expected)
 
 
 def test_projection_dropout_only_in_training():

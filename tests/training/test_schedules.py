@@ -29,10 +29,13 @@ def net_for(config, data):
 
 
 @pytest.mark.parametrize(
-    "method, schedule", [("svp", "joint"), ("svp", "layerwise"), ("bp", "joint")]
-)
-def test_every_schedule_learns_digits(digits, method, schedule):
-    config = small_config(**{"train.method": method, "train.schedule": schedule, "train.epochs": 8})
+    "method, schedule, checkpointing",
+    [("svp", "joint", False), ("svp", "layerwise", False), ("bp", "joint", False),
+     ("bp", "joint", True)],
+)  # fmt: skip
+def test_every_schedule_learns_digits(digits, method, schedule, checkpointing):
+    config = small_config(**{"train.method": method, "train.schedule": schedule,
+                             "train.epochs": 8, "train.checkpointing": checkpointing})  # fmt: skip
     net = net_for(config, digits)
     records = train(net, digits, config.train, config.optim)
     last = records[-1]

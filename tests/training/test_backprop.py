@@ -1,0 +1,65 @@
+"""The backprop baseline: gradients cross block boundaries, and activation checkpointing
+recomputes without changing the gradients or counting a batch twice in BatchNorm."""
+
+import torch
+
+from edge_svp import SVPConfig, SVPNetwork
+from edge_svp.config import CNNOptions, OptimConfig
+from edge_svp.models import build_blocks
+from edge_svp.training.backprop import ClassifierLoss, EndToEnd
+from edge_svp.training.step import BlockTrainer
+
+CPU = torch.device("cpu")
+SHAPE = (3, 8, 8)
+
+
+def cnn() -> SVPNetwork:
+    torch.manual_seed(0)
+    blocks = build_blocks("cnn", CNNOptions(channels=[[4], [8]]), SHAPE)
+    return SVPNetwork(blocks, SHAPE, 10, SVPConfig(proj_dim=8), seed=0)
+
+
+def backprop_trainer(net, checkpointing: bool) -> BlockTrainer:
+    params = [p for b in net.blocks for p in b.parameters()]
+    params += list(net.objectives[-1].head.parameters())
+    return BlockTrainer(len(net), EndToEnd(net.blocks, checkpointing),
+                        ClassifierLoss(net.objectives[-1].classify), params,
+                        OptimConfig(), 10, "fp32", CPU)  # fmt: skip
+
+
+def batch():
+    torch.manual_seed(1)
+    return torch.randn(16, *SHAPE), torch.randint(0, 10, (16,))
+
+
+def test_backprop_reaches_the_first_block_from_the_last_head():
+    net = cnn()
+    x, y = batch()
+    backprop_trainer(net, checkpointing=False).micro_step(x, None, y, 1.0)
+    first = [p.grad for p in net.blocks[0].parameters()]
+    assert all(g is not None and g.abs().sum() > 0 for g in first)
+    assert all(p.grad is None for p in net.objectives[0].head.parameters())  # not trained
+
+
+def test_checkpointing_recomputes_each_block_with_the_same_gradients():
+    x, y = batch()
+    plain, recomputed = cnn(), cnn()
+    calls = []
+    for block in recomputed.blocks:  # its first layer: a recomputation stops when it has all
+        block[0].register_forward_pre_hook(lambda *args: calls.append(1))
+    backprop_trainer(plain, checkpointing=False).micro_step(x, None, y, 1.0)
+    backprop_trainer(recomputed, checkpointing=True).micro_step(x, None, y, 1.0)
+    assert len(calls) == 2 * len(recomputed.blocks)  # forward, then again in backward
+    for a, b in zip(plain.blocks.parameters(), recomputed.blocks.parameters(), strict=True):
+        assert torch.allclose(a.grad, b.grad, atol=1e-6)
+
+
+def test_checkpointing_counts_a_batch_once_in_batchnorm():
+    x, y = batch()
+    plain, recomputed = cnn(), cnn()
+    backprop_trainer(plain, checkpointing=False).micro_step(x, None, y, 1.0)
+    backprop_trainer(recomputed, checkpointing=True).micro_step(x, None, y, 1.0)
+    for name, buffer in recomputed.blocks.named_buffers():
+        assert torch.equal(buffer, dict(plain.blocks.named_buffers())[name]), name
+    tracked = [b for n, b in recomputed.blocks.named_buffers() if n.endswith("num_batches_tracked")]
+    assert tracked and all(int(t) == 1 for t in tracked)
