@@ -76,6 +76,9 @@ class TrainConfig:
     precision: str = "fp32"  # fp32 | fp16 | bf16: autocast per block (docs/targets.md)
     threads: int = 0  # CPU threads for torch and ONNX Runtime; 0: their own default
     eval_batch_size: int = 1000
+    # bp only: the classifier: "standard" (global average pooling, then a linear layer: what
+    # a user would write) or "svp" (the last block's SVP head, on its fixed projection)
+    bp_head: str = "standard"
     checkpointing: bool = False  # bp only: recompute each block's activations in backward
     checkpoint_every: int = 200  # optimizer steps between checkpoints (0: epochs and blocks only)
     skip_bad_batches: bool = False  # skip and count batches with NaN/inf instead of stopping
@@ -149,6 +152,7 @@ class RunConfig:
             ("optimizer", self.optim.name, ("adam", "adamw", "sgd")),
             ("lr_schedule", self.optim.lr_schedule, ("cosine", "constant")),
             ("method", self.train.method, ("svp", "bp")),
+            ("bp_head", self.train.bp_head, ("standard", "svp")),
             ("schedule", self.train.schedule, ("joint", "layerwise")),
             ("device", self.train.device, ("auto", "cpu", "cuda")),
             ("precision", self.train.precision, ("fp32", "fp16", "bf16")),

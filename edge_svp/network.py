@@ -19,6 +19,7 @@ from edge_svp.checkpoint import atomic_write, read_checkpoint
 from edge_svp.config import RunConfig, SVPConfig
 from edge_svp.errors import EdgeSVPError
 from edge_svp.models import build_blocks
+from edge_svp.models.classifier import StandardHead
 from edge_svp.svp import LocalObjective, RandomProjection, pool, pooled_dim
 
 
@@ -35,7 +36,10 @@ class SVPNetwork(nn.Module):
         num_classes: int,
         svp: SVPConfig | Sequence[SVPConfig] | None = None,
         seed: int = 0,
+        classifier: bool = False,
     ):
+        """`classifier`: give the network a StandardHead on its last block, the prediction
+        of a network trained end to end by backprop (edge_svp/training/backprop.py)."""
         super().__init__()
         if not blocks:
             raise EdgeSVPError("a network needs at least one block")
@@ -65,6 +69,7 @@ class SVPNetwork(nn.Module):
             )
             self.objectives.append(objective)
             ref_dim = cfg.proj_dim
+        self.classifier = StandardHead(shapes[-1], num_classes) if classifier else None
 
     @classmethod
     def from_sequential(
@@ -112,18 +117,30 @@ class SVPNetwork(nn.Module):
         """Block `index` and its head: everything the local loss of that block trains."""
         return [*self.blocks[index].parameters(), *self.objectives[index].head.parameters()]
 
+    def classify(self, h: torch.Tensor) -> torch.Tensor:
+        """The network's prediction from its last block's output: its classifier, if it has
+        one, else the last block's head."""
+        return (
+            self.classifier(h) if self.classifier is not None else self.objectives[-1].classify(h)
+        )
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits of the last block's head: the network's prediction."""
+        """Logits of the network's prediction."""
         for block in self.blocks:
             x = block(x)
-        return self.objectives[-1].classify(x)
+        return self.classify(x)
 
-    def all_logits(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Logits of every block's head, in block order."""
+    def all_logits(self, x: torch.Tensor) -> list[torch.Tensor | None]:
+        """Logits of every block's head, in block order, the last being the network's
+        prediction. A network with a classifier (trained end to end) has no trained heads
+        before it: None for those."""
         out = []
-        for block, objective in zip(self.blocks, self.objectives, strict=True):
+        for i, (block, objective) in enumerate(zip(self.blocks, self.objectives, strict=True)):
             x = block(x)
-            out.append(objective.classify(x))
+            if self.classifier is None:
+                out.append(objective.classify(x))
+            else:
+                out.append(self.classifier(x) if i == len(self) - 1 else None)
         return out
 
     def save(self, path: str | Path, **extra) -> None:
@@ -149,4 +166,6 @@ def build_network(config: RunConfig, input_shape, num_classes: int) -> SVPNetwor
     """The network a run configuration describes, its weights drawn from train.seed."""
     torch.manual_seed(config.train.seed)  # weight initialisation
     blocks = build_blocks(config.model.kind, config.model.options, input_shape)
-    return SVPNetwork(blocks, input_shape, num_classes, config.svp, seed=config.train.seed)
+    classifier = config.train.method == "bp" and config.train.bp_head == "standard"
+    return SVPNetwork(blocks, input_shape, num_classes, config.svp, seed=config.train.seed,
+                      classifier=classifier)  # fmt: skip

@@ -235,7 +235,7 @@ def summarise(job, net, dataset, preprocess, plan, meter, state, start, reporter
     if plan and config.memory.budget:  # evaluation must fit the budget too
         eval_batch = min(eval_batch, *(b.micro_batch for b in plan.blocks))
     per_block = block_accuracies(net, dataset, preprocess, eval_batch)
-    if config.train.method == "bp":  # only the last head is trained by backprop
+    if config.train.method == "bp":  # only the network's prediction is trained by backprop
         per_block = [None] * (len(per_block) - 1) + per_block[-1:]
     schedule = config.train.schedule if config.train.method == "svp" else "end-to-end"
     result = summary(

@@ -32,21 +32,33 @@ MODEL, INFO = "model.onnx", "inference.json"
 
 
 def inference_model(net: SVPNetwork) -> onnx.ModelProto:
+    """The blocks and the network's prediction as one ONNX model: its classifier, exported
+    with the blocks, or the last block's SVP head, written into the graph after them."""
     net = net.cpu().eval()
+    classifier = net.classifier is not None
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # deprecation and tracer warnings of the exporter
+        output = LOGITS if classifier else FEATURES
         torch.onnx.export(
-            nn.Sequential(*net.blocks),
+            nn.Sequential(*net.blocks, *([net.classifier] if classifier else [])),
             (torch.zeros(2, *net.input_shape),),
             buffer,
             dynamo=False,
             opset_version=graph.OPSET,
             input_names=[INPUT],
-            output_names=[FEATURES],
-            dynamic_axes={INPUT: {0: "batch"}, FEATURES: {0: "batch"}},
+            output_names=[output],
+            dynamic_axes={INPUT: {0: "batch"}, output: {0: "batch"}},
         )
     model = onnx.load_from_string(buffer.getvalue())
+    if not classifier:
+        _append_svp_head(model, net)
+    onnx.checker.check_model(model)
+    return model
+
+
+def _append_svp_head(model: onnx.ModelProto, net: SVPNetwork) -> None:
+    """The last block's head after FEATURES: pooling, fixed projection, head; out: LOGITS."""
     objective = net.objectives[-1]
     w = graph.GraphWriter(model.graph, "svp.")
     for key, value in objective.head.state_dict().items():
@@ -60,8 +72,6 @@ def inference_model(net: SVPNetwork) -> onnx.ModelProto:
     model.graph.node.append(onnx.helper.make_node("Identity", [logits], [LOGITS]))
     del model.graph.output[:]
     model.graph.output.append(graph.float_input(LOGITS, ["batch", net.num_classes]))
-    onnx.checker.check_model(model)
-    return model
 
 
 def export_inference(

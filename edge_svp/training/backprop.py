@@ -1,5 +1,7 @@
-"""The baseline: ordinary end-to-end backprop of the same blocks, classified by the last
-block's head (on its fixed projection), with one optimizer over everything.
+"""The baseline: ordinary end-to-end backprop of the same blocks, with one optimizer over
+everything and the classifier a user would write (train.bp_head "standard": global average
+pooling and a linear layer, SVPNetwork.classifier), or, for ablations, the last block's SVP
+head on its fixed projection ("svp").
 
 To the training step (step.py) backprop is one block: the whole chain of blocks, whose
 local objective is the classifier's cross-entropy. With `checkpointing`, each block's
@@ -74,10 +76,10 @@ class ClassifierLoss(nn.Module):
 
 def train_backprop(ctx: TrainContext) -> None:
     net, data, train = ctx.net, ctx.data, ctx.train
-    last = net.objectives[-1]
-    params = [p for b in net.blocks for p in b.parameters()] + list(last.head.parameters())
+    head = net.classifier if net.classifier is not None else net.objectives[-1].head
+    params = [p for b in net.blocks for p in b.parameters()] + list(head.parameters())
     trainer = ctx.trainer(len(net), EndToEnd(net.blocks, train.checkpointing),
-                          ClassifierLoss(last.classify), params)  # fmt: skip
+                          ClassifierLoss(net.classify), params)  # fmt: skip
     order = torch.Generator().manual_seed(train.seed)
     with ctx.meter.section():
         for epoch in ctx.state.epochs(0, train.epochs, order, [trainer]):

@@ -94,18 +94,22 @@ class BatchStats:
 
 
 @torch.no_grad()
-def evaluate(net, data: TrainData, batch_size: int) -> list[float]:
-    """Test accuracy of every block's head."""
+def evaluate(net, data: TrainData, batch_size: int) -> list[float | None]:
+    """Test accuracy of every block's head (None for a head the network does not have:
+    SVPNetwork.all_logits)."""
     was_training = net.training
     net.eval()
-    correct = torch.zeros(len(net), dtype=torch.long)
+    correct = [0] * len(net)
     n = len(data.dataset.y_test)
     for idx in batches(n, batch_size, shuffle=False):
         x, y = data.batch("test", idx, train=False)
         for i, logits in enumerate(net.all_logits(x)):
-            correct[i] += int((logits.argmax(-1) == y).sum())
+            if logits is None:
+                correct[i] = None
+            else:
+                correct[i] += int((logits.argmax(-1) == y).sum())
     net.train(was_training)
-    return (correct.double() / n).tolist()
+    return [None if c is None else c / n for c in correct]
 
 
 def micro_steps(

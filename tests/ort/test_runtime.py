@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 pytest.importorskip(
     "onnxruntime.training", reason="onnxruntime-training (the ort extra) is not installed"
@@ -14,6 +15,7 @@ pytest.importorskip(
 
 from ort_helpers import (  # noqa: E402  # noqa: E402
     CLASSES,
+    INPUT_SHAPES,
     export,
     identity_preprocess,
     learnable_data,
@@ -21,6 +23,7 @@ from ort_helpers import (  # noqa: E402  # noqa: E402
     tiny_network,
 )
 
+from edge_svp.config import override  # noqa: E402
 from edge_svp.data import Dataset  # noqa: E402
 from edge_svp.ort import runtime  # noqa: E402
 from edge_svp.ort.inference import export_inference  # noqa: E402
@@ -133,3 +136,21 @@ def test_runtime_trains_in_a_process_without_torch(tmp_path):
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "block 2  epoch   1/1" in result.stdout and "test accuracy" in result.stdout
+
+
+@pytest.mark.parametrize("kind", ["mlp", "cnn", "vit"])
+def test_inference_model_of_a_backprop_network_uses_its_classifier(kind, tmp_path):
+    import onnxruntime
+
+    config = override(tiny_config(kind), **{"train.method": "bp"})
+    net = tiny_network(config)
+    assert net.classifier is not None
+    path = export_inference(net, identity_preprocess(kind), CLASSES, torch.float32, tmp_path)
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    batch = torch.randn(5, *INPUT_SHAPES[kind])
+    (logits,) = session.run(None, {"x": batch.numpy()})
+    with torch.no_grad():
+        expected = net.eval()(batch).numpy()
+        heads = net.objectives[-1].classify(nn.Sequential(*net.blocks)(batch)).numpy()
+    assert np.abs(logits - expected).max() < 1e-4
+    assert np.abs(logits - heads).max() > 1e-3  # not the SVP head's prediction

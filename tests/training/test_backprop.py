@@ -63,3 +63,25 @@ def test_checkpointing_counts_a_batch_once_in_batchnorm():
         assert torch.equal(buffer, dict(plain.blocks.named_buffers())[name]), name
     tracked = [b for n, b in recomputed.blocks.named_buffers() if n.endswith("num_batches_tracked")]
     assert tracked and all(int(t) == 1 for t in tracked)
+
+
+def test_backprop_trains_the_standard_head_or_for_ablations_the_svp_head():
+    from edge_svp.config import RunConfig
+    from edge_svp.network import build_network
+
+    x, y = batch()
+    config = RunConfig()
+    config.model.kind, config.model.options = "cnn", CNNOptions(channels=[[4], [8]])
+    config.train.method = "bp"
+    standard = build_network(config, SHAPE, 10)
+    assert standard.classifier.linear.in_features == 8  # global average pooling of 8 maps
+    config.train.bp_head = "svp"
+    svp_head = build_network(config, SHAPE, 10)
+    assert svp_head.classifier is None
+    for net in (standard, svp_head):
+        head = net.classifier if net.classifier is not None else net.objectives[-1].head
+        params = [*net.blocks.parameters(), *head.parameters()]
+        BlockTrainer(2, EndToEnd(net.blocks, False), ClassifierLoss(net.classify), params,
+                     OptimConfig(), 10, "fp32", CPU).micro_step(x, None, y, 1.0)  # fmt: skip
+        trained = {id(p) for p in params}
+        assert all((p.grad is not None) == (id(p) in trained) for p in net.parameters())
