@@ -184,8 +184,6 @@ class RunConfig:
         for size in (self.memory.budget, self.memory.host_budget):
             if size is not None:
                 parse_size(size)
-        if self.memory.budget and self.train.method == "bp":
-            raise EdgeSVPError("a memory budget applies to SVP training; drop it for --method bp")
         if not 0.0 <= self.svp.proj_dropout < 1.0:
             raise EdgeSVPError(f"proj_dropout must be in [0, 1), got {self.svp.proj_dropout}")
         return self

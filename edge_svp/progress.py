@@ -115,7 +115,8 @@ def print_plan(plan, config) -> None:
     budget = format_bytes(plan.budget) if plan.budget else "none"
     unified = ", unified memory" if plan.unified_memory else ""
     target = f" (target {config.target})" if config.target else ""
-    click.echo(f"{config.profile}: SVP {plan.schedule} for {plan.device}{unified}{target}, "
+    what = "backprop" if config.train.method == "bp" else f"SVP {plan.schedule}"
+    click.echo(f"{config.profile}: {what} for {plan.device}{unified}{target}, "
                f"{plan.precision}, batch {plan.batch_size}, budget {budget}")  # fmt: skip
     if plan.probe_device != plan.device:
         click.echo(f"costs probed on this machine's {plan.probe_device}: estimates of "

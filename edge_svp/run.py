@@ -30,7 +30,7 @@ from edge_svp.memory.meter import (
     peak_memory_bytes,
     predictable_host_allocator,
 )
-from edge_svp.memory.planner import MemoryPlan
+from edge_svp.memory.planner import END_TO_END, MemoryPlan
 from edge_svp.memory.size import format_bytes, parse_size
 from edge_svp.network import SVPNetwork, build_network
 from edge_svp.progress import Reporter
@@ -45,7 +45,8 @@ from edge_svp.rundir import (
     summary,
 )
 from edge_svp.target import Target, load_target
-from edge_svp.training import TrainState, block_accuracies, measure_network, plan_training, train
+from edge_svp.training import TrainState, block_accuracies, plan_training, train
+from edge_svp.training.backprop import has_batchnorm
 from edge_svp.training.common import resolve_device
 from edge_svp.training.precision import check_precision
 
@@ -151,21 +152,18 @@ def check_resumable(run_dir: RunDir, config: RunConfig, checkpoint: dict | None)
 
 
 def plan_job(job: Job, dataset: Dataset, preprocess: Preprocess) -> MemoryPlan | None:
-    """The memory plan SVP follows (a resumed run keeps its own); none for backprop or the
-    ort backend. The probe runs on a throwaway copy of the network, so that the network
-    itself is charged to the measured budget; it also runs every kernel once, for backprop
-    too, so that one-time set-up is charged to no method."""
+    """The memory plan training follows (a resumed run keeps its own); none for the ort
+    backend. The probe runs on a throwaway copy of the network, so that the network itself
+    is charged to the measured budget; it also runs every kernel once, so that one-time
+    set-up is charged to no method."""
     if not job.torch_backend:
         return None
     config = job.config
     probe = build_network(config, dataset.input_shape, dataset.num_classes)
-    costs = measure_network(probe, dataset, preprocess, config.train, config.optim)
-    if config.train.method != "svp":
-        return None
-    if job.checkpoint:
-        return MemoryPlan.from_dict(job.checkpoint["plan"])
-    return plan_training(probe, dataset, preprocess, config.train, config.optim, config.memory,
-                         costs, job.target)  # fmt: skip
+    plan = plan_training(probe, dataset, preprocess, config.train, config.optim, config.memory,
+                         target=job.target)  # fmt: skip
+    resumed = job.checkpoint and job.checkpoint.get("plan")
+    return MemoryPlan.from_dict(job.checkpoint["plan"]) if resumed else plan
 
 
 def build_job_network(job: Job, dataset: Dataset) -> SVPNetwork:
@@ -248,7 +246,7 @@ def summarise(job, net, dataset, preprocess, plan, meter, state, start, reporter
         wall_seconds=time.perf_counter() - start,
         run_dir=job.run_dir,
         final_epoch=state.records[-1] if state.records else None,
-        memory=memory_report(config, plan, meter, reporter),
+        memory=memory_report(config, plan, meter, reporter, net),
     )
     job.run_dir.write_summary(result)
     return result
@@ -276,8 +274,6 @@ def plan_run(config: RunConfig) -> MemoryPlan:
     """The MemoryPlan `fit` would follow for `config`, without training."""
     predictable_host_allocator()  # the probe must see the allocator that training will
     _, target = prepare_device(config)
-    if config.train.method != "svp":
-        raise EdgeSVPError("plans are made for SVP training; backprop keeps every block resident")
     dataset, preprocess = load_data(config.data)
     net = build_network(config, dataset.input_shape, dataset.num_classes)
     return plan_training(
@@ -285,12 +281,13 @@ def plan_run(config: RunConfig) -> MemoryPlan:
     )
 
 
-def memory_report(config: RunConfig, plan, meter: MemoryMeter, reporter) -> dict:
+def memory_report(config: RunConfig, plan, meter: MemoryMeter, reporter, net) -> dict:
     """Budget, predicted and measured peaks per block; an overrun is reported loudly."""
     budget = parse_size(config.memory.budget) if config.memory.budget else None
     measured = meter.peaks
-    if plan and config.train.schedule == "joint":  # one measurement for the whole run
-        measured = measured * len(plan.blocks)
+    if plan and config.train.method == "svp" and config.train.schedule == "joint":
+        measured = measured * len(plan.blocks)  # one measurement for the whole run
+    modules = [net.blocks] if plan and plan.schedule == END_TO_END else list(net.blocks)
     report = memory_summary(
         budget,
         meter.baseline,
@@ -299,7 +296,12 @@ def memory_report(config: RunConfig, plan, meter: MemoryMeter, reporter) -> dict
         measured,
         [b.micro_batch for b in plan.blocks] if plan else None,
         [b.output_cache for b in plan.blocks] if plan else None,
-    )
+        checkpointing=[b.checkpointing for b in plan.blocks] if plan else None,
+        normalization_batch=[
+            b.micro_batch if has_batchnorm(m) else None
+            for b, m in zip(plan.blocks, modules, strict=True)
+        ] if plan else None,
+    )  # fmt: skip
     if not report["within_budget"]:
         reporter.message(
             f"WARNING: measured peak {format_bytes(max(measured))} exceeded the budget "

@@ -241,10 +241,15 @@ def memory_summary(
     measured: list[int],
     micro_batch: list[int] | None,
     cache: list | None,
+    checkpointing: list[bool] | None,
+    normalization_batch: list[int | None] | None,
     per_rank: bool = False,
 ) -> dict:
     """summary.json's "memory": the budget, predicted and measured peaks per block (per stage
-    of a pipeline, each on its own rank: `per_rank`), and whether the run kept within it."""
+    of a pipeline, each on its own rank: `per_rank`; backprop's plan has one entry, the
+    whole network), whether it kept within the budget, and how each trained: its
+    micro-batch, where its output cache went, whether it recomputed activations
+    (backprop), and the batch its BatchNorm layers normalised over (None: it has none)."""
     return {
         "budget_bytes": budget,
         "per_rank": per_rank,
@@ -254,6 +259,8 @@ def memory_summary(
         "measured_peak_bytes": measured,
         "micro_batch": micro_batch,
         "cache": cache,
+        "checkpointing": checkpointing,
+        "normalization_batch": normalization_batch,
         "within_budget": budget is None or max(measured, default=0) <= budget,
     }
 

@@ -158,8 +158,8 @@ CASES = [
     ("zero budget", lambda w: [*FIT, "--mem-budget", "0"], "memory size must be positive"),
     ("malformed host budget", lambda w: [*FIT, "--host-budget", "lots"], "cannot read 'lots'"),
     ("budget too small", lambda w: [*FIT, "--mem-budget", "1KB"], "more than the budget 1000 B"),
-    ("budget with backprop", lambda w: [*FIT, "--method", "bp", "--mem-budget", "1GB"],
-     "a memory budget applies to SVP training"),
+    ("backprop below its smallest budget", lambda w: [*FIT, "--method", "bp", "--mem-budget", "1KB"],
+     "the smallest budget that works for backprop is"),
     # profiles, settings and options
     ("unknown profile", lambda w: ["fit", "--profile", "digits-mpl"], "did you mean 'digits-mlp'"),
     ("missing profile file", lambda w: ["fit", "--profile", str(w / "none.toml")],
@@ -186,7 +186,6 @@ CASES = [
      "checkpoint_every must be 0 or more"),
     ("unknown schedule", lambda w: ["fit", "--schedule", "greedy"], "'greedy' is not one of"),
     ("cuda without a GPU", no_cuda, "torch sees no CUDA device"),
-    ("plan for backprop", lambda w: ["plan", "--method", "bp"], "plans are made for SVP"),
     # data
     ("unknown dataset", lambda w: ["fit", "--dataset", "mnits"], "did you mean 'mnist'"),
     ("missing data directory", lambda w: ["fit", "--dataset", "mnist", "--data-dir", str(w / "none")],

@@ -63,6 +63,7 @@ from edge_svp.rundir import (
     summary,
 )
 from edge_svp.training import measure_network
+from edge_svp.training.backprop import has_batchnorm
 from edge_svp.training.common import BatchStats, TrainData, micro_steps, resolve_device
 
 SETUP_SECONDS = 600
@@ -173,6 +174,7 @@ def plan_pipeline(config: RunConfig, layout: Layout, device, out, overwrite) -> 
     plans, micro_batch = assign_stages(costs, layout.stages, device.type,
                                        config.train.batch_size, reference_bytes, budget)  # fmt: skip
     header = run_header(config, dataset, "torch", "pipelined", probe)
+    batchnorm = [has_batchnorm(probe.blocks[p.first : p.stop]) for p in plans]
     del probe
     run_dir = RunDir(out if out else default_run_dir(config, "pipelined"))
     run_dir.create(config, overwrite)
@@ -187,7 +189,7 @@ def plan_pipeline(config: RunConfig, layout: Layout, device, out, overwrite) -> 
         "num_test": len(dataset.y_test),
     }
     own = {"dataset": dataset, "preprocess": preprocess, "plans": plans, "header": header,
-           "run_dir": run_dir}  # fmt: skip
+           "run_dir": run_dir, "batchnorm": batchnorm}  # fmt: skip
     return shared, own
 
 
@@ -407,6 +409,8 @@ class RunWriter:
                 measured,
                 [shared["micro_batch"]] * layout.stages,
                 None,
+                [False] * layout.stages,
+                [shared["micro_batch"] if bn else None for bn in self.own["batchnorm"]],
                 per_rank=True,
             ),
             pipeline={

@@ -36,6 +36,15 @@ RUNTIME_OVERHEAD = {"cpu": 1.6 * 2**20, "cuda": 0}
 # above varies on CPU: up to 4.6 MiB was seen (the CNN's joint run), 3 MiB over its middle.
 PLAN_MARGIN = {"cpu": 3 * 2**20, "cuda": 0}
 BYTES = {"float32": 4, "float16": 2}
+END_TO_END = "end-to-end"  # the schedule of a backprop plan: the whole network, one step
+
+
+class BudgetTooSmall(EdgeSVPError):
+    """No plan fits the budget; `min_budget` is the smallest that does."""
+
+    def __init__(self, message: str, min_budget: int):
+        super().__init__(message)
+        self.min_budget = min_budget
 
 
 @dataclass
@@ -100,6 +109,7 @@ class BlockPlan:
     activation_bytes: int  # a micro-batch's activations, input and workspace
     cache_bytes: int  # activation caches held in budgeted memory
     predicted_peak: int
+    checkpointing: bool = False  # backprop: activations recomputed in the backward pass
 
 
 @dataclass
@@ -145,12 +155,12 @@ class MemoryPlan:
         rows = [head]
         for b, c in zip(self.blocks, self.costs, strict=True):
             rows.append([
-                str(b.block),
+                f"1-{b.block}" if self.schedule == END_TO_END else str(b.block),
                 format_bytes(c.param_bytes + c.buffer_bytes),
                 format_bytes(b.optimizer_bytes),
                 format_bytes(b.gradient_bytes),
                 format_bytes(b.activation_bytes),
-                f"{b.micro_batch} x {b.accumulation}",
+                f"{b.micro_batch} x {b.accumulation}" + (" (recomputed)" if b.checkpointing else ""),
                 b.input_source,
                 format_bytes(b.cache_bytes) + (f" -> {b.output_cache}" if b.output_cache else ""),
                 format_bytes(b.predicted_peak),
@@ -356,25 +366,75 @@ def plan_blocks(
     min_budget = max(p.predicted_peak for p in floor) + s.margin
     plans = planner(costs, s)
     if plans[-1] is None:
-        raise infeasible(schedule, costs, floor, s)
+        raise infeasible(schedule, costs, floor, min_budget, s)
     return MemoryPlan(schedule, device_type, budget, host_budget, batch_size, cache_dtype,
                       min_budget, plans, costs, unified, margin=s.margin)  # fmt: skip
 
 
-def infeasible(schedule, costs, floor, s: _Setting) -> EdgeSVPError:
+def infeasible(schedule, costs, floor, min_budget: int, s: _Setting) -> BudgetTooSmall:
     """Why no plan fits: the joint schedule's resident blocks, or the block that needs the
     most at micro-batch 1 (its predicted peak and the plan's margin)."""
     if schedule == "joint":
         resident = floor[0].resident_bytes + sum(c.optimizer_bytes for c in costs)
         if resident > s.budget:
-            return EdgeSVPError(
+            return BudgetTooSmall(
                 f"joint training keeps all {len(costs)} blocks and their optimizer states "
                 f"resident ({format_bytes(resident)}), more than the budget "
-                f"{format_bytes(s.budget)}; use --schedule layerwise, which holds one block"
+                f"{format_bytes(s.budget)}; use --schedule layerwise, which holds one block",
+                min_budget,
             )
     worst = max(floor, key=lambda p: p.predicted_peak)
-    need = worst.predicted_peak + s.margin
-    return EdgeSVPError(
-        f"block {worst.block} needs {format_bytes(need)} at micro-batch 1, more than the "
-        f"budget {format_bytes(s.budget)}; the smallest budget that works is {format_bytes(need)}"
+    return BudgetTooSmall(
+        f"block {worst.block} needs {format_bytes(min_budget)} at micro-batch 1, more than the "
+        f"budget {format_bytes(s.budget)}; the smallest budget that works is "
+        f"{format_bytes(min_budget)}",
+        min_budget,
     )
+
+
+def plan_backprop(
+    costs: dict[bool, BlockCost],
+    device_type: str,
+    batch_size: int,
+    resident_bytes: int,
+    budget: int | None = None,
+    unified: bool = False,
+    num_blocks: int = 1,
+) -> MemoryPlan:
+    """Backprop of the whole network as one step, costed with and without activation
+    checkpointing (`costs`, keyed by it; one of them when the choice is made already): the
+    largest micro-batch that fits (gradient accumulation keeps the batch), recomputing
+    activations only where that lets a larger micro-batch fit, or where nothing fits
+    without it. `resident_bytes`: the network's parameters and buffers, all held throughout."""
+    s = _Setting(device_type, budget, None, batch_size, 0, "float32", False, 0, unified)
+    resident = resident_bytes + s.overhead
+
+    def option(m: int, checkpointing: bool) -> BlockPlan:
+        cost = costs[checkpointing]
+        step = cost.step_bytes(m)
+        return BlockPlan(
+            block=num_blocks, micro_batch=m, accumulation=math.ceil(batch_size / m),
+            input_source="data", output_cache=None, resident_bytes=resident,
+            optimizer_bytes=cost.optimizer_bytes, gradient_bytes=cost.param_bytes,
+            activation_bytes=max(step - cost.optimizer_bytes - cost.param_bytes, 0),
+            cache_bytes=0, predicted_peak=resident + step, checkpointing=checkpointing,
+        )  # fmt: skip
+
+    floor = min((option(1, c) for c in costs), key=lambda p: p.predicted_peak)
+    min_budget = floor.predicted_peak + s.margin
+    best = None
+    for checkpointing in sorted(costs):  # without recomputation first: it is faster
+        fitting = (option(m, checkpointing) for m in micro_batches(batch_size))
+        plan = next((p for p in fitting if s.fits(p.predicted_peak)), None)
+        if plan and (best is None or plan.micro_batch > best.micro_batch):
+            best = plan
+    if best is None:
+        how = " with activation checkpointing" if floor.checkpointing else ""
+        raise BudgetTooSmall(
+            f"backprop needs {format_bytes(min_budget)} at micro-batch 1{how}, more than the "
+            f"budget {format_bytes(budget)}; the smallest budget that works for backprop is "
+            f"{format_bytes(min_budget)}",
+            min_budget,
+        )
+    return MemoryPlan(END_TO_END, device_type, budget, None, batch_size, "float32", min_budget,
+                      [best], [costs[best.checkpointing]], unified, margin=s.margin)  # fmt: skip

@@ -24,7 +24,7 @@ FALLBACK_PROBE = 64  # the larger one, when a step at the whole batch does not f
 # --- measuring --------------------------------------------------------------------------
 
 
-def _bytes(tensors) -> int:
+def tensor_bytes(tensors) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
@@ -48,14 +48,31 @@ class Probe:
         self.first_input, self.autocast = first_input, autocast
         self.shapes = [tuple(net.input_shape)] + _output_shapes(net)
 
-    def block(self, i: int, sizes: list[int]) -> tuple[int, list[tuple[int, int]]]:
-        """(optimizer bytes, [(m, step bytes)]) of block i (0-based) at each micro-batch m
-        (see _BlockSteps.measure)."""
-        steps = _BlockSteps(self, i)
+    def measure(self, module, objective, params, make_input, sizes) -> tuple[int, list]:
+        """(optimizer bytes, [(m, step bytes)]) of training `params` of `module` under its
+        local `objective` (module, objective and params copied: the originals stay as they
+        are) at each micro-batch m; make_input(m) gives the module's input and reference on
+        the device (see _Steps.measure)."""
+        steps = _Steps(self, module, objective, params, make_input)
         measured = steps.measure(sizes)
         del steps
         release_memory(self.device)
         return measured
+
+    def block(self, i: int, sizes: list[int]) -> tuple[int, list[tuple[int, int]]]:
+        """(optimizer bytes, [(m, step bytes)]) of SVP block i (0-based), fed as training
+        feeds it."""
+        objective = self.net.objectives[i]
+
+        def make_input(m: int):
+            if i == 0:
+                x = self.first_input(m).to(self.device)
+            else:
+                x = torch.randn(m, *self.shapes[i], device=self.device)
+            return x, torch.randn(m, objective.reference_dim, device=self.device)
+
+        params = self.net.trainable_parameters(i)
+        return self.measure(self.net.blocks[i], objective, params, make_input, sizes)
 
     def costs(self, batch_size: int) -> list[BlockCost]:
         """Every block's BlockCost, probed at micro-batches probe_sizes(batch_size)."""
@@ -67,35 +84,32 @@ class Probe:
                 BlockCost(
                     input_shape=self.shapes[i],
                     output_shape=self.shapes[i + 1],
-                    param_bytes=_bytes([*block.parameters(), *objective.head.parameters()]),
-                    buffer_bytes=_bytes([*block.buffers(), *objective.buffers()]),
+                    param_bytes=tensor_bytes([*block.parameters(), *objective.head.parameters()]),
+                    buffer_bytes=tensor_bytes([*block.buffers(), *objective.buffers()]),
                     optimizer_bytes=optimizer_bytes,
                     steps=steps,
-                    objective_bytes=_bytes([*objective.parameters(), *objective.buffers()]),
+                    objective_bytes=tensor_bytes([*objective.parameters(), *objective.buffers()]),
                 )
             )
         return costs
 
 
-class _BlockSteps:
-    """Training steps of a throwaway copy of one block, as Probe measures them."""
+class _Steps:
+    """Training steps of a throwaway copy of a module and its objective, as Probe measures
+    them."""
 
-    def __init__(self, probe: Probe, i: int):
-        self.probe, self.i, device = probe, i, probe.device
-        self.block = copy.deepcopy(probe.net.blocks[i]).to(device).train()
-        self.objective = copy.deepcopy(probe.net.objectives[i]).to(device).train()
-        self.params = [*self.block.parameters(), *self.objective.head.parameters()]
+    def __init__(self, probe: Probe, module, objective, params, make_input):
+        self.probe, self.make_input = probe, make_input
+        copies = {}  # one copy of what module and objective share, and of the params
+        self.module = copy.deepcopy(module, copies).to(probe.device).train()
+        self.objective = copy.deepcopy(objective, copies).to(probe.device).train()
+        self.params = [copies[id(p)] for p in params]
 
     def backward(self, m: int) -> None:
-        probe, device = self.probe, self.probe.device
-        if self.i == 0:
-            x = probe.first_input(m).to(device)
-        else:
-            x = torch.randn(m, *probe.shapes[self.i], device=device)
-        v_ref = torch.randn(m, self.objective.reference_dim, device=device)
-        y = torch.randint(0, probe.net.num_classes, (m,), device=device)
-        with probe.autocast():  # the training step's precision: its activations are what it keeps
-            self.objective(self.block(x), v_ref, y).loss.backward()
+        x, v_ref = self.make_input(m)
+        y = torch.randint(0, self.probe.net.num_classes, (m,), device=self.probe.device)
+        with self.probe.autocast():  # the training precision: its activations are what it keeps
+            self.objective(self.module(x), v_ref, y).loss.backward()
 
     def step(self, optimizer, m: int) -> None:
         self.backward(m)
@@ -126,7 +140,7 @@ class _BlockSteps:
         self.step(optimizer, sizes[0])  # the optimizer's state appears with its first step
         release_memory(device)
         optimizer_bytes = max(meter.in_use() - meter.baseline, 0)
-        held = optimizer_bytes + _bytes(self.params)  # optimizer state and gradients
+        held = optimizer_bytes + tensor_bytes(self.params)  # optimizer state and gradients
         steps = []
         for m in sizes:
             try:

@@ -4,8 +4,9 @@
     train(net, dataset, TrainConfig(schedule="layerwise", epochs=5))
     train(net, dataset, memory=MemoryConfig(budget="256MB"))
 
-SVP schedules run as a MemoryPlan says (micro-batch, cache locations); without a budget
-the plan keeps the whole batch and caches in host RAM. Every schedule trains its blocks
+Every method runs as a MemoryPlan says (micro-batch, cache locations, and for backprop
+whether activations are recomputed); without a budget the plan keeps the whole batch and
+caches in host RAM. Every schedule trains its blocks
 through BlockTrainers (training/step.py), which guard every batch against NaN and inf; a
 TrainState (training/state.py), given one, checkpoints and resumes.
 """
@@ -54,7 +55,7 @@ def train(
     defaults = DataConfig()
     preprocess = preprocess or Preprocess.fit(dataset.x_train, defaults.normalize, defaults.augment)
     device = resolve_device(train.device)
-    if train.method == "svp" and plan is None:
+    if plan is None:
         plan = plan_training(net, dataset, preprocess, train, optim, memory)
     torch.manual_seed(train.seed)  # augmentation and dropout draws
     if train.schedule != "layerwise" or train.method == "bp":

@@ -25,6 +25,12 @@ from edge_svp.training.context import TrainContext
 BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
 
+def has_batchnorm(module: nn.Module) -> bool:
+    """Does `module` normalise by batch statistics? Then a micro-batch is normalised alone:
+    gradient accumulation does not give it the whole batch's statistics."""
+    return any(isinstance(m, BATCHNORMS) for m in module.modules())
+
+
 @contextmanager
 def running_statistics_kept(module: nn.Module):
     """The running statistics of `module`'s BatchNorm layers as they were before: a
@@ -64,36 +70,54 @@ def _contexts(block: nn.Module):
 class ClassifierLoss(nn.Module):
     """Cross-entropy of a classifier on the chain's output: backprop's objective."""
 
-    def __init__(self, classify):
+    def __init__(self, classifier: nn.Module):
         super().__init__()
-        self.classify = classify
+        self.classifier = classifier
 
     def forward(self, h: torch.Tensor, v_ref, y: torch.Tensor) -> LocalOutput:
-        logits = self.classify(h)
+        logits = self.classifier(h)
         loss = F.cross_entropy(logits, y)
         return LocalOutput(loss=loss, logits=logits.detach(), v=None, terms={"ce": loss.detach()})
 
 
+class SVPHeadClassifier(nn.Module):
+    """The last block's SVP head as a classifier (train.bp_head = "svp", for ablations)."""
+
+    def __init__(self, objective: nn.Module):
+        super().__init__()
+        self.objective = objective
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.objective.classify(h)
+
+
+def backprop_step(net, checkpointing: bool) -> tuple[nn.Module, nn.Module, list]:
+    """(module, objective, parameters) of backprop as one training step: the chain of blocks,
+    the cross-entropy of the network's classifier, and everything both train."""
+    if net.classifier is not None:
+        classifier, head = net.classifier, net.classifier
+    else:
+        classifier, head = SVPHeadClassifier(net.objectives[-1]), net.objectives[-1].head
+    params = [p for b in net.blocks for p in b.parameters()] + list(head.parameters())
+    return EndToEnd(net.blocks, checkpointing), ClassifierLoss(classifier), params
+
+
 def train_backprop(ctx: TrainContext) -> None:
     net, data, train = ctx.net, ctx.data, ctx.train
-    head = net.classifier if net.classifier is not None else net.objectives[-1].head
-    params = [p for b in net.blocks for p in b.parameters()] + list(head.parameters())
-    trainer = ctx.trainer(len(net), EndToEnd(net.blocks, train.checkpointing),
-                          ClassifierLoss(net.classify), params)  # fmt: skip
+    step = ctx.plan.blocks[0]  # its micro-batch, and whether it recomputes activations
+    trainer = ctx.trainer(len(net), *backprop_step(net, step.checkpointing))
     order = torch.Generator().manual_seed(train.seed)
     with ctx.meter.section():
         for epoch in ctx.state.epochs(0, train.epochs, order, [trainer]):
             start = time.perf_counter()
             net.train()
             steps = ctx.state.remaining(
-                list(micro_steps(data.num_train(), train.batch_size, train.batch_size, order))
+                list(micro_steps(data.num_train(), train.batch_size, step.micro_batch, order))
             )
-            for idx, share, last_of_batch in ctx.reporter.track(
-                steps, len(steps), f"epoch {epoch}"
-            ):
+            for idx, share, last in ctx.reporter.track(steps, len(steps), f"epoch {epoch}"):
                 x, y = data.batch("train", idx, train=True)
                 trainer.micro_step(x, None, y, share)
-                if last_of_batch:
+                if last:
                     ctx.end_batch([trainer])
-            test = evaluate(net, data, min(train.eval_batch_size, train.batch_size))[-1:]
+            test = evaluate(net, data, min(train.eval_batch_size, step.micro_batch))[-1:]
             ctx.end_epoch([trainer], epoch, test, time.perf_counter() - start)

@@ -9,9 +9,17 @@ import torch
 from edge_svp.config import MemoryConfig, OptimConfig, TrainConfig
 from edge_svp.data import Dataset, Preprocess
 from edge_svp.memory.meter import unified_memory
-from edge_svp.memory.planner import MemoryPlan, plan_blocks
-from edge_svp.memory.probe import Probe
-from edge_svp.memory.size import parse_size
+from edge_svp.memory.planner import (
+    BlockCost,
+    BlockPlan,
+    BudgetTooSmall,
+    MemoryPlan,
+    plan_backprop,
+    plan_blocks,
+)
+from edge_svp.memory.probe import Probe, probe_sizes, tensor_bytes
+from edge_svp.memory.size import format_bytes, parse_size
+from edge_svp.training.backprop import backprop_step
 from edge_svp.training.common import make_optimizer, resolve_device
 from edge_svp.training.precision import autocast, check_precision
 
@@ -37,6 +45,25 @@ def measure_network(net, dataset: Dataset, preprocess: Preprocess, train, optim)
     return network_probe(net, dataset, preprocess, train, optim).costs(train.batch_size)
 
 
+def end_to_end_cost(net, probe: Probe, checkpointing: bool, sizes: list[int]) -> BlockCost:
+    """The BlockCost of backprop's step through the whole network (its parameters and
+    buffers, all of which the step trains or holds), probed at micro-batches `sizes`."""
+    module, objective, params = backprop_step(net, checkpointing)
+
+    def make_input(m: int):
+        return probe.first_input(m).to(probe.device), None
+
+    optimizer_bytes, steps = probe.measure(module, objective, params, make_input, sizes)
+    return BlockCost(
+        input_shape=tuple(net.input_shape),
+        output_shape=(net.num_classes,),
+        param_bytes=tensor_bytes(params),
+        buffer_bytes=tensor_bytes(net.buffers()),
+        optimizer_bytes=optimizer_bytes,
+        steps=steps,
+    )
+
+
 # Plans made from interpolated costs are checked this many times by probing the chosen
 # micro-batches (a plan that changes its mind is checked again).
 PLAN_CHECKS = 3
@@ -52,40 +79,82 @@ def plan_training(
     costs: list | None = None,
     target=None,
 ) -> MemoryPlan:
-    """Probe each block of `net` (unless `costs` are given) and plan within memory.budget.
+    """Probe `net` as `train.method` trains it and plan within memory.budget: SVP's blocks
+    (unless their `costs` are given) as its schedule trains them, or backprop's step through
+    the whole network, with and without activation checkpointing.
 
     The costs of micro-batches between the probed ones are interpolated; the micro-batches
-    the plan picks are then probed too, and the plan made again, so that every block's
-    predicted peak rests on a step measured at the micro-batch it will train with. With a
-    `target`, the plan is for the target's device and memory (unified or not), from costs
-    probed on this machine's training device."""
+    the plan picks are then probed too, and the plan made again, so that every predicted
+    peak rests on a step measured at the micro-batch it will train with. With a `target`,
+    the plan is for the target's device and memory (unified or not), from costs probed on
+    this machine's training device."""
     probe = network_probe(net, dataset, preprocess, train, optim)
-    costs = costs or probe.costs(train.batch_size)
     device = resolve_device(train.device)
+    device_type = target.device if target else device.type
+    unified = target.unified_memory if target else unified_memory(device)
+    budget = parse_size(memory.budget) if memory.budget else None
 
-    def make_plan() -> MemoryPlan:
-        return plan_blocks(
-            costs,
-            train.schedule,
-            target.device if target else device.type,
-            train.batch_size,
-            len(dataset.y_train) + len(dataset.y_test),
-            budget=parse_size(memory.budget) if memory.budget else None,
-            host_budget=parse_size(memory.host_budget) if memory.host_budget else None,
-            cache_dtype=memory.cache_dtype,
-            recompute=memory.recompute,
-            input_projection_bytes=net.input_projection.weight.numel() * 4,
-            unified=target.unified_memory if target else unified_memory(device),
-        )
+    if train.method == "bp":
+        # recompute only if asked to, or if a budget may need it
+        choices = [True] if train.checkpointing else [False, True] if budget else [False]
+        sizes = probe_sizes(train.batch_size)
+        costs = {c: end_to_end_cost(net, probe, c, sizes) for c in choices}
+        resident = tensor_bytes(net.parameters()) + tensor_bytes(net.buffers())
 
+        def make_plan() -> MemoryPlan:
+            return plan_backprop(costs, device_type, train.batch_size, resident, budget, unified,
+                                 num_blocks=len(net))  # fmt: skip
+
+        def measure(block: BlockPlan) -> int:
+            return end_to_end_cost(net, probe, block.checkpointing, [block.micro_batch]).steps[0][1]
+
+        try:
+            plan = _checked(make_plan, lambda b: costs[b.checkpointing], measure)
+        except BudgetTooSmall as e:  # the user's choice: say what SVP would need
+            svp = plan_blocks(probe.costs(train.batch_size), "layerwise", device_type,
+                              train.batch_size, len(dataset.y_train) + len(dataset.y_test),
+                              input_projection_bytes=tensor_bytes([net.input_projection.weight]),
+                              unified=unified)  # fmt: skip
+            raise BudgetTooSmall(
+                f"{e}; SVP layerwise trains this profile from {format_bytes(svp.min_budget)} "
+                "(--method svp --schedule layerwise)",
+                e.min_budget,
+            ) from None
+    else:
+        costs = costs or probe.costs(train.batch_size)
+
+        def make_plan() -> MemoryPlan:
+            return plan_blocks(
+                costs,
+                train.schedule,
+                device_type,
+                train.batch_size,
+                len(dataset.y_train) + len(dataset.y_test),
+                budget=budget,
+                host_budget=parse_size(memory.host_budget) if memory.host_budget else None,
+                cache_dtype=memory.cache_dtype,
+                recompute=memory.recompute,
+                input_projection_bytes=tensor_bytes([net.input_projection.weight]),
+                unified=unified,
+            )
+
+        def measure(block: BlockPlan) -> int:
+            return probe.block(block.block - 1, [block.micro_batch])[1][0][1]
+
+        plan = _checked(make_plan, lambda b: costs[b.block - 1], measure)
+    plan.precision, plan.probe_device = train.precision, device.type
+    return plan
+
+
+def _checked(make_plan, cost_of, measure) -> MemoryPlan:
+    """make_plan(), made again after probing each micro-batch it picked that its cost
+    (cost_of(block plan)) only interpolated (measure(block plan) -> the step's bytes)."""
     plan = make_plan()
     for _ in range(PLAN_CHECKS):
-        unmeasured = {b.block - 1: b.micro_batch for b in plan.blocks
-                      if not costs[b.block - 1].measured_at(b.micro_batch)}  # fmt: skip
+        unmeasured = [b for b in plan.blocks if not cost_of(b).measured_at(b.micro_batch)]
         if not unmeasured:
             break
-        for i, m in unmeasured.items():
-            costs[i].add_step(*probe.block(i, [m])[1][0])
+        for b in unmeasured:
+            cost_of(b).add_step(b.micro_batch, measure(b))
         plan = make_plan()
-    plan.precision, plan.probe_device = train.precision, device.type
     return plan

@@ -5,7 +5,9 @@ from edge_svp.memory.planner import (
     PLAN_MARGIN,
     RUNTIME_OVERHEAD,
     BlockCost,
+    BudgetTooSmall,
     micro_batches,
+    plan_backprop,
     plan_blocks,
 )
 
@@ -186,3 +188,41 @@ def test_a_probed_micro_batch_above_the_interpolation_shrinks_the_plan():
     second = plan_blocks(costs, "layerwise", "cuda", 64, 1000, budget=6 * MB)
     assert second.blocks[2].micro_batch < m
     assert second.blocks[2].predicted_peak <= 6 * MB
+
+
+def recomputing_cost() -> BlockCost:
+    """Backprop with activation checkpointing: a tenth of the activations per example, plus
+    the recomputation's own 0.5 MB."""
+    return BlockCost((10,), (10,), 1 * MB, 0, 1 * MB,
+                     [(1, 2 * MB + 500_000 + 10_000), (64, 2 * MB + 500_000 + 640_000)])  # fmt: skip
+
+
+def bp_plan(budget=None, costs=None):
+    costs = costs or {False: toy_cost((10,)), True: recomputing_cost()}
+    return plan_backprop(costs, "cuda", 64, resident_bytes=3 * MB, budget=budget)
+
+
+def test_backprop_without_a_budget_steps_on_the_whole_batch():
+    p = bp_plan(costs={False: toy_cost((10,))})
+    (b,) = p.blocks
+    assert (b.micro_batch, b.accumulation, b.checkpointing) == (64, 1, False)
+    assert b.predicted_peak == 3 * MB + step(64) and p.schedule == "end-to-end"
+
+
+def test_backprop_recomputes_only_where_that_fits_a_larger_micro_batch():
+    roomy = bp_plan(budget=3 * MB + step(64))  # everything fits: no recomputation
+    assert (roomy.blocks[0].micro_batch, roomy.blocks[0].checkpointing) == (64, False)
+    tight = bp_plan(budget=3 * MB + step(16))  # plain: micro-batch 16; recomputing: 64
+    assert (tight.blocks[0].micro_batch, tight.blocks[0].checkpointing) == (64, True)
+    assert tight.blocks[0].predicted_peak <= 3 * MB + step(16)
+    tighter = bp_plan(budget=3 * MB + step(4))  # recomputing cannot beat 4 examples here
+    assert (tighter.blocks[0].micro_batch, tighter.blocks[0].checkpointing) == (4, False)
+
+
+def test_backprop_refuses_below_its_minimum_and_names_it():
+    p = bp_plan(budget=100 * MB)
+    assert p.min_budget == 3 * MB + step(1)  # micro-batch 1, cheaper without recomputing
+    bp_plan(budget=p.min_budget)  # feasible
+    with pytest.raises(BudgetTooSmall, match="smallest budget that works for backprop") as e:
+        bp_plan(budget=p.min_budget - 1)
+    assert e.value.min_budget == p.min_budget

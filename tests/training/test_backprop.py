@@ -6,7 +6,7 @@ import torch
 from edge_svp import SVPConfig, SVPNetwork
 from edge_svp.config import CNNOptions, OptimConfig
 from edge_svp.models import build_blocks
-from edge_svp.training.backprop import ClassifierLoss, EndToEnd
+from edge_svp.training.backprop import backprop_step
 from edge_svp.training.step import BlockTrainer
 
 CPU = torch.device("cpu")
@@ -20,11 +20,8 @@ def cnn() -> SVPNetwork:
 
 
 def backprop_trainer(net, checkpointing: bool) -> BlockTrainer:
-    params = [p for b in net.blocks for p in b.parameters()]
-    params += list(net.objectives[-1].head.parameters())
-    return BlockTrainer(len(net), EndToEnd(net.blocks, checkpointing),
-                        ClassifierLoss(net.objectives[-1].classify), params,
-                        OptimConfig(), 10, "fp32", CPU)  # fmt: skip
+    return BlockTrainer(len(net), *backprop_step(net, checkpointing), OptimConfig(), 10, "fp32",
+                        CPU)  # fmt: skip
 
 
 def batch():
@@ -79,9 +76,11 @@ def test_backprop_trains_the_standard_head_or_for_ablations_the_svp_head():
     svp_head = build_network(config, SHAPE, 10)
     assert svp_head.classifier is None
     for net in (standard, svp_head):
+        module, objective, params = backprop_step(net, checkpointing=False)
+        BlockTrainer(2, module, objective, params, OptimConfig(), 10, "fp32", CPU).micro_step(
+            x, None, y, 1.0
+        )
         head = net.classifier if net.classifier is not None else net.objectives[-1].head
-        params = [*net.blocks.parameters(), *head.parameters()]
-        BlockTrainer(2, EndToEnd(net.blocks, False), ClassifierLoss(net.classify), params,
-                     OptimConfig(), 10, "fp32", CPU).micro_step(x, None, y, 1.0)  # fmt: skip
+        assert params == [*net.blocks.parameters(), *head.parameters()]
         trained = {id(p) for p in params}
         assert all((p.grad is not None) == (id(p) in trained) for p in net.parameters())

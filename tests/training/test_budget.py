@@ -84,3 +84,37 @@ def test_an_allocation_failure_under_a_budget_is_one_line(tmp_path, monkeypatch)
     assert len(line.splitlines()) == 1
     assert line.startswith("edge-svp: error: block 1 ran out of CUDA memory under the budget 64MB")
     assert (out / "config.toml").exists()  # the run directory stays, for a retry
+
+
+def plan_json(*args) -> dict:
+    result = CliRunner().invoke(main, ["plan", *CNN, *args, "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output)
+
+
+def test_backprop_under_a_budget_micro_batches_and_stays_under(tmp_path):
+    """Backprop planned like SVP: the budget between its smallest and its whole-batch peak
+    makes it accumulate gradients over micro-batches, measured in its own process."""
+    whole = plan_json("--method", "bp")["predicted_peak"]
+    smallest = plan_json("--method", "bp", "--mem-budget", str(whole))["min_budget"]
+    budget = (whole + smallest) // 2
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "edge_svp", "fit", *CNN, "--method", "bp", "--mem-budget",
+           str(budget), "--out", str(out)]  # fmt: skip
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    memory = json.loads((out / "summary.json").read_text())["memory"]
+    (micro_batch,) = memory["micro_batch"]
+    assert micro_batch < 256 and memory["checkpointing"] in ([True], [False])
+    assert memory["normalization_batch"] == [micro_batch]  # BatchNorm sees each micro-batch
+    assert memory["within_budget"] and max(memory["measured_peak_bytes"]) <= budget
+
+
+def test_backprop_below_its_minimum_names_both_methods_minimums(tmp_path):
+    result, out = fit(tmp_path, "--method", "bp", "--mem-budget", "1MB")
+    assert result.exit_code == 2
+    line = result.stderr.strip()
+    assert len(line.splitlines()) == 1
+    assert re.search(r"smallest budget that works for backprop is [\d.]+ [KMG]iB", line)
+    assert re.search(r"SVP layerwise trains this profile from [\d.]+ [KMG]iB", line)
+    assert not out.exists()
