@@ -18,6 +18,7 @@ from torch import nn
 from edge_svp.checkpoint import atomic_write, read_checkpoint
 from edge_svp.config import RunConfig, SVPConfig
 from edge_svp.errors import EdgeSVPError
+from edge_svp.memory.offload import read_offloaded
 from edge_svp.models import build_blocks
 from edge_svp.models.classifier import StandardHead
 from edge_svp.svp import LocalObjective, RandomProjection, pool, pooled_dim
@@ -151,10 +152,15 @@ class SVPNetwork(nn.Module):
         """Load weights saved by `save`; returns the checkpoint dict."""
         return self.restore(read_checkpoint(path), path)
 
-    def restore(self, checkpoint: dict, source: str | Path) -> dict:
-        """Load the weights of a checkpoint read from `source` (named in errors)."""
+    def restore(self, checkpoint: dict, source: str | Path, weights: Path | None = None) -> dict:
+        """Load the weights of a checkpoint read from `source` (named in errors); parts of
+        the network that a layerwise run kept on disk meanwhile are read from `weights`."""
+        state = checkpoint["state_dict"]
+        offloaded = (checkpoint.get("training") or {}).get("offloaded")
+        if offloaded:
+            state = read_offloaded(state, offloaded, weights)
         try:
-            self.load_state_dict(checkpoint["state_dict"])
+            self.load_state_dict(state)
         except RuntimeError as e:
             raise EdgeSVPError(
                 f"checkpoint {source} does not match this network: {str(e).splitlines()[0]}"

@@ -30,6 +30,7 @@ from edge_svp.memory.meter import (
     peak_memory_bytes,
     predictable_host_allocator,
 )
+from edge_svp.memory.offload import resident_state
 from edge_svp.memory.planner import END_TO_END, MemoryPlan
 from edge_svp.memory.size import format_bytes, parse_size
 from edge_svp.network import SVPNetwork, build_network
@@ -171,7 +172,7 @@ def build_job_network(job: Job, dataset: Dataset) -> SVPNetwork:
     allocator capped so that an overrun fails fast."""
     net = build_network(job.config, dataset.input_shape, dataset.num_classes)
     if job.checkpoint:
-        net.restore(job.checkpoint, job.run_dir / LATEST)
+        net.restore(job.checkpoint, job.run_dir / LATEST, job.run_dir.weights_dir(job.config))
     if job.device.type == "cuda" and job.config.memory.budget:
         cap_device_memory(job.device, parse_size(job.config.memory.budget))
     return net
@@ -192,7 +193,8 @@ def train_job(job, net, dataset, preprocess, plan, meter, reporter) -> TrainStat
 
     def save(training: dict | None = None) -> None:
         run_dir.checkpoints.write({
-            "state_dict": net.state_dict(),
+            # the parts of the network on disk are listed in the training state instead
+            "state_dict": resident_state(net, state.offloaded),
             **checkpoint_contents(config, preprocess, dataset),
             "plan": plan.to_dict() if plan else None,
             "training": training,

@@ -37,6 +37,7 @@ from edge_svp.checkpoint import LATEST, CheckpointStore, atomic_write_text
 from edge_svp.config import RunConfig, config_to_dict, dump_toml, load_config
 from edge_svp.data import Preprocess, load_data
 from edge_svp.errors import EdgeSVPError
+from edge_svp.memory.offload import weights_dir
 from edge_svp.network import build_network
 
 CONFIG = "config.toml"
@@ -139,6 +140,10 @@ class RunDir:
 
     def resume_command(self) -> str:
         return f"edge-svp fit --resume {shlex.quote(str(self.path))}"
+
+    def weights_dir(self, config: RunConfig) -> Path:
+        """Where a layerwise run keeps the parts of its network that wait on disk."""
+        return weights_dir(self.cache_dir(config))
 
     def cache_dir(self, config: RunConfig) -> Path:
         """Where the run keeps its disk caches: run_dir/cache, or a folder of its own in
@@ -310,5 +315,5 @@ def load_run(run_dir: str | Path, data_dir: str | None = None, reporter=None):
         raise EdgeSVPError(f"{run} has no checkpoint yet")
     dataset, _ = load_data(config.data)
     net = build_network(config, dataset.input_shape, dataset.num_classes)
-    net.restore(checkpoint, run / LATEST)
+    net.restore(checkpoint, run / LATEST, run.weights_dir(config))
     return config, net, dataset, Preprocess(**checkpoint["preprocess"])

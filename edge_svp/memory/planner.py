@@ -234,13 +234,12 @@ def _cache_bytes(cost: BlockCost, s: _Setting) -> int:
 
 def _block_plan(i, costs, m, source, target, s: _Setting) -> BlockPlan:
     cost = costs[i]
-    if s.host_counted:  # frozen blocks wait in budgeted memory: the whole network is resident
-        resident = sum(c.param_bytes + c.buffer_bytes for c in costs) + s.input_projection_bytes
-    else:  # the block, the input projection, and the objective that makes its reference
-        resident = cost.param_bytes + cost.buffer_bytes + s.input_projection_bytes
-        resident += costs[i - 1].objective_bytes if i else 0
-        if source == "recompute":
-            resident += sum(c.param_bytes + c.buffer_bytes for c in costs[:i])
+    # the block and what makes its reference (the input projection, or the objective before
+    # it); every other block waits on disk (edge_svp/memory/offload.py)
+    resident = cost.param_bytes + cost.buffer_bytes
+    resident += costs[i - 1].objective_bytes if i else s.input_projection_bytes
+    if source == "recompute":
+        resident += sum(c.param_bytes + c.buffer_bytes for c in costs[:i])
     cache_in = _cache_bytes(costs[i - 1], s) if i and s.counted(source) else 0
     cache_out = _cache_bytes(cost, s) if s.counted(target) else 0
     streaming = source in ("host", "disk")

@@ -1,8 +1,10 @@
 """Layerwise schedule, run as a MemoryPlan says: train block 1 to completion, freeze it,
 cache its outputs, train block 2 on the cache, and so on.
 
-Only the block in training (with its head, its optimizer and one micro-batch) is on the
-device; frozen blocks go back to the host. Each block's outputs go to an ActivationCache on
+Only the block in training (with its head, its optimizer and one micro-batch) and what makes
+its reference are in memory, on the device; every other block waits on disk, frozen or not
+yet trained (memory/offload.py), so that no budget pays for depth. Each block's outputs go
+to an ActivationCache on
 the device, in host RAM or on disk, and stream back with a prefetching thread. With
 `recompute`, the frozen prefix runs again on every batch instead, which keeps data
 augmentation live for every block. Memory is released between blocks, and each block's
@@ -20,6 +22,7 @@ import torch
 from edge_svp.data import batches
 from edge_svp.memory.activation_cache import LOCATIONS, ActivationCache, damaged
 from edge_svp.memory.meter import release_memory
+from edge_svp.memory.offload import OffloadedModules, weights_dir
 from edge_svp.training.common import micro_steps
 from edge_svp.training.context import TrainContext
 
@@ -120,22 +123,20 @@ def _head_accuracy(net, index, inputs: BlockInputs, micro_batch: int) -> float:
 def train_layerwise(ctx: TrainContext) -> None:
     net, plan, state, device = ctx.net, ctx.plan, ctx.state, ctx.data.device
     order = torch.Generator().manual_seed(ctx.train.seed)
-    net.to("cpu")  # everything waits on the host; each block comes to the device for its turn
-    net.input_projection.to(device)
+    parts = OffloadedModules(net, weights_dir(state.cache_dir) if state.cache_dir else None)
     caches, rebuild = _resumed_caches(plan, state, device, ctx.reporter)
     for i, block_plan in enumerate(plan.blocks):
-        block, objective = net.blocks[i], net.objectives[i]
+        block = net.blocks[i]
         done = state.stage_done(i)  # trained before a resume
+        skipped = done and not (rebuild and block_plan.output_cache)
+        if not skipped:  # what goes to disk here is not charged to this block's peak
+            parts.keep_only(_resident(i, block_plan), device)
+            state.offloaded = parts.manifest()
+            release_memory(device)
         with ctx.meter.section():
-            if done and not (rebuild and block_plan.output_cache):
+            if skipped:
                 _freeze(block)
                 continue
-            block.to(device)
-            objective.to(device)
-            if i:
-                net.objectives[i - 1].to(device)  # its projection makes the reference
-            if block_plan.input_source == "recompute":
-                net.blocks[:i].to(device)
             inputs = BlockInputs(net, ctx.data, i, block_plan.input_source, caches)
             if not done:
                 _train_block(ctx, i, inputs, block_plan.micro_batch, order)
@@ -154,14 +155,23 @@ def train_layerwise(ctx: TrainContext) -> None:
                 caches = new
             else:
                 state.end_stage(i)
-            net.blocks[: i + 1].to("cpu")
-            net.objectives[: i + 1].to("cpu")
             del inputs
-            release_memory(device)
     for cache in caches.values():
         cache.close()
-    net.to(device)
+    parts.bring_all_back(device)
+    state.offloaded = []
+    state.checkpoint()  # of the whole network: the files on disk go with the run's caches
     net.requires_grad_(True)
+
+
+def _resident(i: int, block_plan) -> set[str]:
+    """What block i (0-based) trains with: itself, its objective, and what makes its
+    reference (the input projection, or the previous objective); with `recompute`, the
+    frozen blocks before it too."""
+    names = {f"blocks.{i}", f"objectives.{i}", f"objectives.{i - 1}" if i else "input_projection"}
+    if block_plan.input_source == "recompute":
+        names |= {f"blocks.{j}" for j in range(i)}
+    return names
 
 
 def _train_block(ctx: TrainContext, i: int, inputs: BlockInputs, micro_batch: int, order) -> None:

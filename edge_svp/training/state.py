@@ -84,6 +84,7 @@ class TrainState:
         self.bad_batches = snapshot.get("bad_batches", 0)
         self.records: list[dict] = list(snapshot.get("records", []))
         self.caches: list[dict] = list(snapshot.get("caches", []))  # activation-cache manifest
+        self.offloaded: list[dict] = []  # parts of the network on disk (memory/offload.py)
         self.interrupted = False
         self._resume = resume
         self._done_steps, self._saved_stats = 0, []
@@ -146,20 +147,20 @@ class TrainState:
         kill_point("step")
         due = self.checkpoint_every and self.global_step % self.checkpoint_every == 0
         if due or self.interrupted:
-            self._checkpoint()
+            self.checkpoint()
 
     def end_epoch(self, records: list[dict]) -> None:
         kill_point("epoch")
         self.records.extend(records)
         self.position = Position(self.position.stage, self.position.epoch + 1)
-        self._checkpoint()
+        self.checkpoint()
 
     def end_stage(self, stage: int) -> None:
         """A block boundary (layerwise): the block is frozen and its outputs are cached."""
         if stage < self.position.stage:  # finished before a resume; its checkpoint exists
             return
         self.position = Position(stage + 1)
-        self._checkpoint()
+        self.checkpoint()
         kill_point("stage")
 
     def stage_done(self, stage: int) -> bool:
@@ -181,6 +182,7 @@ class TrainState:
             "order_epoch_start": self.epoch_order,
             "rng": rng_states(),
             "caches": list(self.caches),
+            "offloaded": list(self.offloaded),
         }
 
     def _restore(self, snapshot: dict) -> None:
@@ -192,7 +194,8 @@ class TrainState:
         set_rng_states(snapshot["rng"])
         self._done_steps, self._saved_stats = self.position.step, snapshot["stats"]
 
-    def _checkpoint(self) -> None:
+    def checkpoint(self) -> None:
+        """A checkpoint now, where training stands (stops here after a Ctrl-C)."""
         if self.save:
             self.save(self.snapshot())
             self.saved = replace(self.position)

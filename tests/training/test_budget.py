@@ -118,3 +118,20 @@ def test_backprop_below_its_minimum_names_both_methods_minimums(tmp_path):
     assert re.search(r"smallest budget that works for backprop is [\d.]+ [KMG]iB", line)
     assert re.search(r"SVP layerwise trains this profile from [\d.]+ [KMG]iB", line)
     assert not out.exists()
+
+
+def test_layerwise_holds_one_block_and_never_the_frozen_ones(tmp_path):
+    """Twelve 1024-wide blocks: one block trains (its weights, gradients, Adam state and
+    Adam's temporaries: about 27 MiB, as planned), while the other eleven blocks' weights
+    (44 MiB) wait on disk, as do the activation caches; with the blocks in memory every
+    block's peak would be above the whole network's weights."""
+    deep = ["--set", f"model.widths={[1024] * 12}", "--set", "svp.proj_dim=32",
+            "--schedule", "layerwise", "--epochs", "1", "--host-budget", "1"]  # fmt: skip
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "edge_svp", "fit", *deep, "--out", str(out)]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    weights = 4 * (64 * 1024 + 11 * 1024 * 1024)
+    assert max(summary["memory"]["measured_peak_bytes"]) < weights
+    assert summary["test_accuracy"] > 0.5  # and the whole network came back to predict
