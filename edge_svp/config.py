@@ -108,6 +108,9 @@ class MLPOptions:
 class CNNOptions:
     # One inner list per block: the output channels of its convolutions.
     channels: list[list[int]] = field(default_factory=lambda: [[64], [128], [256]])
+    # "batch": BatchNorm, which normalises each micro-batch by its own statistics; "group":
+    # GroupNorm (8 groups), the same whatever the micro-batch
+    norm: str = "batch"
 
 
 @dataclass

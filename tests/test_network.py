@@ -102,3 +102,21 @@ def test_probe_does_not_touch_batchnorm_statistics():
     SVPNetwork([block], (1, 4, 4), 3)
     assert torch.equal(block[1].running_mean, torch.zeros(2))
     assert block.training
+
+
+def test_the_cnn_normalises_by_batch_or_by_group():
+    from edge_svp.config import CNNOptions
+    from edge_svp.models import build_blocks
+    from edge_svp.training.backprop import has_batchnorm
+
+    batch = build_blocks("cnn", CNNOptions(channels=[[8], [12]]), (3, 8, 8))
+    group = build_blocks("cnn", CNNOptions(channels=[[8], [12]], norm="group"), (3, 8, 8))
+    assert all(has_batchnorm(b) for b in batch) and not any(has_batchnorm(b) for b in group)
+    assert [m.num_groups for b in group for m in b if isinstance(m, nn.GroupNorm)] == [8, 4]
+    x = torch.randn(6, 3, 8, 8)
+    # GroupNorm normalises each example alone: an example's output does not depend on the
+    # rest of its micro-batch, in training too
+    assert torch.allclose(group[0](x)[:2], group[0](x[:2]), atol=1e-6)
+    assert not torch.allclose(batch[0](x)[:2], batch[0](x[:2]), atol=1e-3)
+    with pytest.raises(EdgeSVPError, match="unknown cnn norm 'layer'"):
+        build_blocks("cnn", CNNOptions(norm="layer"), (3, 8, 8))
