@@ -18,19 +18,36 @@ DISK_ONLY = ["--host-budget", "1"]  # one byte of host RAM: every cache goes to 
 PROBE_SPREAD = 0.02
 
 
+def plan(args: list[str]) -> dict:
+    """`edge-svp plan ARGS --json`, in its own process."""
+    cmd = [sys.executable, "-m", "edge_svp", "plan", *args, "--json"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"edge-svp plan {' '.join(args)} failed: {proc.stderr.strip()}")
+    return json.loads(proc.stdout)
+
+
 def tight_budget(base: list[str], micro: int) -> int:
     """The planner's predicted layerwise peak for micro-batch `micro`, caches on disk, with
     the margin the plan keeps below a budget, plus PROBE_SPREAD: a budget just large enough
     for that micro-batch."""
-    cmd = [sys.executable, "-m", "edge_svp", "plan", *base, "--schedule", "layerwise",
-           "--batch-size", str(micro), *DISK_ONLY, "--json"]  # fmt: skip
-    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True).stdout
-    plan = json.loads(out)
-    return int((plan["predicted_peak"] + plan["margin"]) * (1 + PROBE_SPREAD))
+    layerwise = plan([*base, "--schedule", "layerwise", "--batch-size", str(micro), *DISK_ONLY])
+    return int((layerwise["predicted_peak"] + layerwise["margin"]) * (1 + PROBE_SPREAD))
 
 
-def fit(name: str, args: list[str], group: str, reuse: bool = False) -> dict:
-    """Run `edge-svp fit ARGS` into runs/bench/GROUP/NAME and return its summary.
+# A budget larger than any this machine has: the plan is then made with every option open
+# (backprop may recompute activations), and its "min_budget" is the method's smallest.
+ANY_BUDGET = "1TB"
+
+
+def smallest_budget(args: list[str]) -> int:
+    """The smallest budget under which the planner trains ARGS (with every option open)."""
+    return plan([*args, "--mem-budget", ANY_BUDGET])["min_budget"]
+
+
+def fit(name: str, args: list[str], group: str, reuse: bool = False, refusable: bool = False):
+    """Run `edge-svp fit ARGS` into runs/bench/GROUP/NAME and return its summary; with
+    `refusable`, a refusal (exit 2) returns its one line instead.
 
     With `reuse`, a finished run of the same command line is read instead of run again."""
     out = RUNS / group / name
@@ -42,6 +59,8 @@ def fit(name: str, args: list[str], group: str, reuse: bool = False) -> dict:
     cmd = [sys.executable, "-m", "edge_svp", "fit", *args, "--out", str(out), "--overwrite"]
     print(f"$ edge-svp fit {' '.join(args)}", flush=True)
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if refusable and proc.returncode == 2:
+        return proc.stderr.strip()
     if proc.returncode != 0:
         raise SystemExit(f"{name} failed:\n{proc.stderr[-2000:]}")
     (out / "args.json").write_text(json.dumps(args))

@@ -14,23 +14,13 @@ bench/results/precision-cuda.json, and exits 1 if a check fails:
 """
 
 import argparse
-import json
-import subprocess
 import sys
 
 import torch
-from common import ROOT, fit, table, write_results
+from common import fit, plan, table, write_results
 
 DIGITS_CNN = ["--profile", "digits-mlp", "--set", 'model.kind="cnn"', "--set",
               "model.channels=[[64], [128]]", "--set", "svp.proj_dim=32", "--batch-size", "256"]  # fmt: skip
-
-
-def plan(args: list[str]) -> dict:
-    cmd = [sys.executable, "-m", "edge_svp", "plan", *args, "--json"]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise SystemExit(f"plan failed:\n{proc.stderr[-2000:]}")
-    return json.loads(proc.stdout)
 
 
 def mib(values) -> str:

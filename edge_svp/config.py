@@ -36,6 +36,7 @@ class DataConfig:
     normalize: bool = True  # per-channel mean/std of the training set
     augment: bool = False  # random crop (pad 4) and horizontal flip, images only
     train_limit: int | None = None  # train on the first N examples (quick trials)
+    test_limit: int | None = None  # test on the first N examples (quick trials)
 
 
 @dataclass
@@ -182,8 +183,10 @@ class RunConfig:
             raise EdgeSVPError(
                 f"checkpoint_every must be 0 or more, got {self.train.checkpoint_every}"
             )
-        if self.data.train_limit is not None and self.data.train_limit <= 0:
-            raise EdgeSVPError(f"train_limit must be positive, got {self.data.train_limit}")
+        for name in ("train_limit", "test_limit"):
+            limit = getattr(self.data, name)
+            if limit is not None and limit <= 0:
+                raise EdgeSVPError(f"{name} must be positive, got {limit}")
         for size in (self.memory.budget, self.memory.host_budget):
             if size is not None:
                 parse_size(size)

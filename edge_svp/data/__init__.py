@@ -22,7 +22,7 @@ NEEDS_NO_FILES = {"digits"}
 def load_data(data: DataConfig) -> tuple[Dataset, Preprocess]:
     """The dataset a run's [data] section names, limited as it says, and its preprocessing
     fitted on the training split."""
-    dataset = load_dataset(data.dataset, data.data_dir).limit(data.train_limit)
+    dataset = load_dataset(data.dataset, data.data_dir).limit(data.train_limit, data.test_limit)
     return dataset, Preprocess.fit(dataset.x_train, data.normalize, data.augment)
 
 

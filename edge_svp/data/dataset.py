@@ -41,13 +41,11 @@ class Dataset:
     def num_classes(self) -> int:
         return len(self.classes) if self.classes else int(self.y_train.max()) + 1
 
-    def limit(self, n: int | None) -> Dataset:
-        """The same dataset with only the first `n` training examples."""
-        if n is None or n >= len(self.y_train):
-            return self
-        return Dataset(
-            self.name, self.x_train[:n], self.y_train[:n], self.x_test, self.y_test, self.classes
-        )
+    def limit(self, train: int | None, test: int | None = None) -> Dataset:
+        """The same dataset with only the first `train` training and `test` test examples
+        (None: all of them)."""
+        return Dataset(self.name, self.x_train[:train], self.y_train[:train],
+                       self.x_test[:test], self.y_test[:test], self.classes)  # fmt: skip
 
 
 class Preprocess:

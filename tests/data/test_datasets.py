@@ -27,8 +27,13 @@ def test_missing_data_dir_is_named(tmp_path):
 
 
 def test_limit_keeps_the_first_examples():
-    data = load_dataset("digits").limit(100)
-    assert len(data.y_train) == 100 and len(data.y_test) == len(load_dataset("digits").y_test)
+    whole = load_dataset("digits")
+    data = whole.limit(100)
+    assert len(data.y_train) == 100 and len(data.y_test) == len(whole.y_test)
+    both = whole.limit(100, 50)
+    assert torch.equal(both.x_test, whole.x_test[:50]) and torch.equal(
+        both.y_train, whole.y_train[:100]
+    )
 
 
 def test_preprocess_normalises_to_zero_mean_unit_std():

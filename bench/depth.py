@@ -1,0 +1,109 @@
+"""The smallest memory budget of each method as the network deepens: the deep ViT
+(cifar10-vit-deep: patch 4, dim 192, 3 heads, one transformer layer per block) at 4, 8 and
+16 blocks.
+
+    python bench/depth.py --data-dir ../shared/data
+    python bench/depth.py --data-dir ../shared/data --depths 4 8 16 --no-measure
+
+Per depth, the planner's smallest budget for backprop (micro-batching and activation
+checkpointing allowed), SVP joint and SVP layerwise; then, unless --no-measure, one short
+run of SVP layerwise and of backprop, each at its own smallest budget (+2 %), each in its
+own process, to confirm that the minimum trains within budget. Prints a markdown table and
+writes bench/results/depth.json and a plot of the minimums against depth, depth.png.
+"""
+
+import argparse
+import sys
+
+from common import PROBE_SPREAD, RESULTS, fit, smallest_budget, table, write_results
+
+MIB = 2**20
+METHODS = {
+    "bp": ["--method", "bp"],
+    "svp joint": ["--schedule", "joint"],
+    "svp layerwise": ["--schedule", "layerwise"],
+}
+MEASURED = ["svp layerwise", "bp"]
+# a short run: enough steps to reach every block's peak, a test set that evaluates quickly
+# at the micro-batch of a smallest budget
+SHORT = ["--epochs", "1", "--train-limit", "256", "--test-limit", "256"]
+
+
+def measured(method: str, depth: int, args: list[str], budget: int) -> dict:
+    summary = fit(f"{method.replace(' ', '-')}-{depth}", [*args, *SHORT, "--mem-budget",
+                  str(budget)], "depth")  # fmt: skip
+    memory = summary["memory"]
+    return {
+        f"{method} measured MiB": round(max(memory["measured_peak_bytes"]) / MIB, 1),
+        f"{method} budget MiB": round(budget / MIB, 1),
+        f"{method} within": memory["within_budget"],
+        f"{method} micro-batch": "/".join(str(m) for m in sorted(set(memory["micro_batch"]))),
+    }
+
+
+def draw(rows: list[dict], path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for method in METHODS:
+        ax.plot([r["depth"] for r in rows], [r[f"{method} MiB"] for r in rows], marker="o",
+                label=method)  # fmt: skip
+    ax.set_xlabel("blocks (one transformer layer each)")
+    ax.set_ylabel("smallest budget (MiB)")
+    ax.set_xticks([r["depth"] for r in rows])
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", required=True)
+    parser.add_argument("--depths", nargs="+", type=int, default=[4, 8, 16])
+    parser.add_argument("--no-measure", dest="measure", action="store_false")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    args = parser.parse_args()
+    rows = []
+    for depth in args.depths:
+        base = ["--profile", "cifar10-vit-deep", "--data-dir", args.data_dir,
+                "--set", f"model.layers_per_block={[1] * depth}", "--device", args.device]  # fmt: skip
+        row = {"depth": depth}
+        minimum = {m: smallest_budget(base + extra) for m, extra in METHODS.items()}
+        row.update({f"{m} MiB": round(b / MIB, 1) for m, b in minimum.items()})
+        row["layerwise / bp"] = round(minimum["svp layerwise"] / minimum["bp"], 3)
+        if args.measure:
+            for method in MEASURED:
+                budget = round(minimum[method] * (1 + PROBE_SPREAD))
+                row.update(measured(method, depth, base + METHODS[method], budget))
+        rows.append(row)
+        print(row, flush=True)
+    first = rows[0]
+    for row in rows:  # growth from the shallowest network
+        for method in METHODS:
+            row[f"{method} growth %"] = round(
+                100 * (row[f"{method} MiB"] / first[f"{method} MiB"] - 1), 1
+            )
+    columns = [("blocks", "depth")]
+    columns += [(f"{m} smallest MiB", f"{m} MiB") for m in METHODS]
+    columns += [(f"{m} growth %", f"{m} growth %") for m in METHODS]
+    columns += [("layerwise / bp", "layerwise / bp")]
+    if args.measure:
+        columns += [(key, key) for m in MEASURED for key in (f"{m} budget MiB",
+                    f"{m} measured MiB", f"{m} within", f"{m} micro-batch")]  # fmt: skip
+    print(table(rows, columns))
+    command = " ".join(["python", "bench/depth.py", *sys.argv[1:]])
+    print("wrote", write_results("depth", {"command": command, "rows": rows}))
+    if draw(rows, RESULTS / "depth.png"):
+        print("wrote", RESULTS / "depth.png")
+
+
+if __name__ == "__main__":
+    main()
