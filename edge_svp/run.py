@@ -27,7 +27,6 @@ from edge_svp.errors import EdgeSVPError, Interrupted, NumericalFault
 from edge_svp.memory.meter import (
     MemoryMeter,
     cap_device_memory,
-    peak_memory_bytes,
     predictable_host_allocator,
 )
 from edge_svp.memory.offload import resident_state
@@ -243,7 +242,7 @@ def summarise(job, net, dataset, preprocess, plan, meter, state, start, reporter
         per_block,
         bad_batches=state.bad_batches,
         resumed_from=state.describe(state.resumed_from) if job.checkpoint else None,
-        peak_memory_bytes=peak_memory_bytes(job.device),
+        peak_memory_bytes=meter.process_peak(),
         device=job.device,
         wall_seconds=time.perf_counter() - start,
         run_dir=job.run_dir,

@@ -48,7 +48,6 @@ from edge_svp.faults import rank_fault
 from edge_svp.memory.meter import (
     MemoryMeter,
     cap_device_memory,
-    peak_memory_bytes,
     predictable_host_allocator,
 )
 from edge_svp.memory.size import parse_size
@@ -328,7 +327,7 @@ def _fit(config, rank, layout, device, comm, store, out, overwrite, timeout, rep
         "rank": rank, "stage": stage, "replica": replica,
         "measured_peak": meter.peaks[0], "baseline": meter.baseline,
         "bad_batches": ctx.bad_batches,
-        "peak_memory": peak_memory_bytes(device),
+        "peak_memory": meter.process_peak(),
     }, control, timeout, rank)  # fmt: skip
     summary = None
     if writer:

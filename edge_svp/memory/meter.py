@@ -145,6 +145,12 @@ class MemoryMeter:
         release_memory(device)
         self.baseline = self.in_use()
         self.peaks: list[int] = []
+        self._before_sections = 0  # the process's peak before the last section reset it
+
+    def process_peak(self) -> int:
+        """The process's peak memory so far (on CUDA the allocator's), sections or not:
+        each section resets the peak it reads."""
+        return max(self._before_sections, peak_memory_bytes(self.device))
 
     def in_use(self) -> int:
         if self.device.type == "cuda":
@@ -168,6 +174,7 @@ class _Section:
 
     def __enter__(self) -> _Section:
         device = self.meter.device
+        self.meter._before_sections = self.meter.process_peak()
         release_memory(device)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
