@@ -7,15 +7,15 @@
 
 Per depth, the planner's smallest budget for backprop (micro-batching and activation
 checkpointing allowed), SVP joint and SVP layerwise; then, unless --no-measure, one short
-run of SVP layerwise and of backprop, each at its own smallest budget (+2 %), each in its
-own process, to confirm that the minimum trains within budget. Prints a markdown table and
+run of SVP layerwise and of backprop, each at its own smallest budget, each in its own
+process, to confirm that the minimum trains within budget. Prints a markdown table and
 writes bench/results/depth.json and a plot of the minimums against depth, depth.png.
 """
 
 import argparse
 import sys
 
-from common import PROBE_SPREAD, RESULTS, fit, smallest_budget, table, write_results
+from common import RESULTS, fit, smallest_budget, table, write_results
 
 MIB = 2**20
 METHODS = {
@@ -30,8 +30,8 @@ SHORT = ["--epochs", "1", "--train-limit", "256", "--test-limit", "256"]
 
 
 def measured(method: str, depth: int, args: list[str], budget: int) -> dict:
-    summary = fit(f"{method.replace(' ', '-')}-{depth}", [*args, *SHORT, "--mem-budget",
-                  str(budget)], "depth")  # fmt: skip
+    summary = fit(f"{method.replace(' ', '-')}-{depth}", [*args, "--mem-budget", str(budget)],
+                  "depth")  # fmt: skip
     memory = summary["memory"]
     return {
         f"{method} measured MiB": round(max(memory["measured_peak_bytes"]) / MIB, 1),
@@ -73,7 +73,7 @@ def main():
     args = parser.parse_args()
     rows = []
     for depth in args.depths:
-        base = ["--profile", "cifar10-vit-deep", "--data-dir", args.data_dir,
+        base = ["--profile", "cifar10-vit-deep", "--data-dir", args.data_dir, *SHORT,
                 "--set", f"model.layers_per_block={[1] * depth}", "--device", args.device]  # fmt: skip
         row = {"depth": depth}
         minimum = {m: smallest_budget(base + extra) for m, extra in METHODS.items()}
@@ -81,8 +81,7 @@ def main():
         row["layerwise / bp"] = round(minimum["svp layerwise"] / minimum["bp"], 3)
         if args.measure:
             for method in MEASURED:
-                budget = round(minimum[method] * (1 + PROBE_SPREAD))
-                row.update(measured(method, depth, base + METHODS[method], budget))
+                row.update(measured(method, depth, base + METHODS[method], minimum[method]))
         rows.append(row)
         print(row, flush=True)
     first = rows[0]

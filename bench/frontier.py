@@ -15,7 +15,7 @@ against budget, frontier-<profile>.png (-cuda before the suffix with --device cu
 import argparse
 import sys
 
-from common import PROBE_SPREAD, RESULTS, fit, plan, smallest_budget, table, write_results
+from common import RESULTS, fit, plan, smallest_budget, table, write_results
 
 MIB = 2**20
 METHODS = {
@@ -101,8 +101,8 @@ def main():
         budgets = [parse_size(b) for b in args.budgets]
     else:
         top = plan(base + METHODS["bp"])  # backprop on the whole batch, no recomputation
-        budgets = ladder(top["predicted_peak"] + top["margin"],
-                         round(minimum["svp layerwise"] * (1 + PROBE_SPREAD)), args.steps)  # fmt: skip
+        budgets = ladder(top["predicted_peak"] + top["margin"], minimum["svp layerwise"],
+                         args.steps)  # fmt: skip
     rows = []
     for budget in budgets:
         for method, extra in METHODS.items():

@@ -17,7 +17,13 @@ import functools
 from dataclasses import dataclass
 
 from edge_svp.errors import EdgeSVPError
-from edge_svp.memory.planner import BlockCost, micro_batches, plan_blocks, plan_margin
+from edge_svp.memory.planner import (
+    BlockCost,
+    micro_batches,
+    plan_blocks,
+    plan_margin,
+    smallest_budget,
+)
 from edge_svp.memory.size import format_bytes
 
 IN_FLIGHT = 2  # outputs a stage may have on their way to the next one before it waits
@@ -133,8 +139,8 @@ def assign_stages(
          if budget is None or all(peak(a, b, m) + margin <= budget for a, b in runs)),
         None,
     )  # fmt: skip
-    plans = [StagePlan(a, b, peak(a, b, micro_batch or 1), peak(a, b, 1) + margin)
-             for a, b in runs]  # fmt: skip
+    plans = [StagePlan(a, b, peak(a, b, micro_batch or 1),
+                       smallest_budget(peak(a, b, 1), device_type)) for a, b in runs]  # fmt: skip
     if micro_batch is None:
         worst = max(plans, key=lambda p: p.min_budget)
         raise EdgeSVPError(

@@ -35,6 +35,11 @@ RUNTIME_OVERHEAD = {"cpu": 1.6 * 2**20, "cuda": 0}
 # What a plan keeps free between a predicted peak and the budget, for how far the overhead
 # above varies on CPU: up to 4.6 MiB was seen (the CNN's joint run), 3 MiB over its middle.
 PLAN_MARGIN = {"cpu": 3 * 2**20, "cuda": 0}
+# How far one process's probe of a block can differ from another's on CPU, where steps are
+# measured in resident memory: smallest budgets of 6.64-6.74 MB in five runs of one plan,
+# 7.03-7.34 MB in three others. A smallest budget is quoted this much above the line, so
+# that `fit`, probing again, accepts the number `plan` printed.
+PROBE_SPREAD = {"cpu": 0.05, "cuda": 0.0}
 BYTES = {"float32": 4, "float16": 2}
 END_TO_END = "end-to-end"  # the schedule of a backprop plan: the whole network, one step
 
@@ -120,7 +125,7 @@ class MemoryPlan:
     host_budget: int | None
     batch_size: int
     cache_dtype: str
-    min_budget: int  # the smallest budget for which a plan exists
+    min_budget: int  # the smallest budget for which a plan exists (smallest_budget)
     blocks: list[BlockPlan] = field(default_factory=list)
     costs: list[BlockCost] = field(default_factory=list)
     unified_memory: bool = False  # host RAM is the device's memory (Jetson): host caches count
@@ -187,6 +192,13 @@ def budgeted_memory(device_type: str, unified: bool = False) -> str:
 def plan_margin(device_type: str, unified: bool = False) -> int:
     """What a plan keeps free between a predicted peak and the budget (PLAN_MARGIN)."""
     return int(PLAN_MARGIN[budgeted_memory(device_type, unified)])
+
+
+def smallest_budget(peak: int, device_type: str, unified: bool = False) -> int:
+    """The smallest budget to quote for a plan whose smallest predicted peak is `peak`: the
+    plan's margin, and room for another probe's spread (PROBE_SPREAD)."""
+    memory = budgeted_memory(device_type, unified)
+    return math.ceil(peak * (1 + PROBE_SPREAD[memory])) + plan_margin(device_type, unified)
 
 
 @dataclass
@@ -362,7 +374,7 @@ def plan_blocks(
         floor = [_block_plan(i, costs, 1, "data" if i == 0 else "disk",
                              None if i == len(costs) - 1 else "disk", unlimited)
                  for i in range(len(costs))]  # fmt: skip
-    min_budget = max(p.predicted_peak for p in floor) + s.margin
+    min_budget = smallest_budget(max(p.predicted_peak for p in floor), device_type, unified)
     plans = planner(costs, s)
     if plans[-1] is None:
         raise infeasible(schedule, costs, floor, min_budget, s)
@@ -420,7 +432,7 @@ def plan_backprop(
         )  # fmt: skip
 
     floor = min((option(1, c) for c in costs), key=lambda p: p.predicted_peak)
-    min_budget = floor.predicted_peak + s.margin
+    min_budget = smallest_budget(floor.predicted_peak, device_type, unified)
     best = None
     for checkpointing in sorted(costs):  # without recomputation first: it is faster
         fitting = (option(m, checkpointing) for m in micro_batches(batch_size))

@@ -135,3 +135,19 @@ def test_layerwise_holds_one_block_and_never_the_frozen_ones(tmp_path):
     weights = 4 * (64 * 1024 + 11 * 1024 * 1024)
     assert max(summary["memory"]["measured_peak_bytes"]) < weights
     assert summary["test_accuracy"] > 0.5  # and the whole network came back to predict
+
+
+@pytest.mark.parametrize("method", [["--schedule", "layerwise"], ["--method", "bp"]])
+def test_fit_accepts_the_smallest_budget_plan_prints(tmp_path, method):
+    """Each in its own process, as a user runs them: fit probes again, and its probe may
+    differ from plan's by a little; the smallest budget plan prints leaves room for that."""
+    args = ["--epochs", "1", "--train-limit", "200", *method]
+    plan = subprocess.run([sys.executable, "-m", "edge_svp", "plan", *args, "--mem-budget",
+                           "1TB", "--json"], capture_output=True, text=True)  # fmt: skip
+    assert plan.returncode == 0, plan.stderr
+    smallest = json.loads(plan.stdout)["min_budget"]
+    out = tmp_path / "run"
+    fit = subprocess.run([sys.executable, "-m", "edge_svp", "fit", *args, "--mem-budget",
+                          str(smallest), "--out", str(out)], capture_output=True, text=True)  # fmt: skip
+    assert fit.returncode == 0, fit.stderr
+    assert json.loads((out / "summary.json").read_text())["memory"]["within_budget"]
