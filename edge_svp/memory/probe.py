@@ -17,7 +17,7 @@ import torch
 from edge_svp.memory.meter import MemoryMeter, release_memory
 from edge_svp.memory.planner import BlockCost
 
-SMALL_PROBE = 16  # the smaller probe micro-batch; the larger one is the batch itself
+SMALL_PROBE = 16  # a small probe micro-batch; the others are 1 and the batch itself
 FALLBACK_PROBE = 64  # the larger one, when a step at the whole batch does not fit the device
 
 
@@ -159,11 +159,13 @@ class _Steps:
 
 
 def probe_sizes(batch_size: int) -> list[int]:
-    """Two micro-batches to probe: a small one and the whole batch, so that every candidate
-    micro-batch lies between them (kernels pick other algorithms and workspaces at other
-    sizes, which a straight line only follows between points it was measured at)."""
+    """The micro-batches to probe: 1 (where a smallest budget is quoted), a small one and the
+    whole batch, so that every candidate micro-batch lies between measured ones (kernels
+    pick other algorithms and workspaces at other sizes, which a straight line only follows
+    between points it was measured at; and the line from 16 and 128 down to 1 multiplies
+    their measurement noise)."""
     large = max(batch_size, 2)
-    return [min(SMALL_PROBE, large // 2), large]
+    return sorted({1, min(SMALL_PROBE, large // 2), large})
 
 
 @torch.no_grad()
