@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -88,6 +89,40 @@ def atomic_write(path: str | Path, write: Callable) -> str:
         raise EdgeSVPError(f"cannot write {path}: {e.strerror or e}") from None
     fsync_dir(path.parent)
     return digest
+
+
+def writable(directory: Path) -> None:
+    """Try a temporary file in `directory`: the one test that root, read-only mounts and
+    immutable folders all answer truthfully."""
+    try:
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as e:
+        raise EdgeSVPError(f"cannot write to {directory}: {e.strerror}") from None
+
+
+def check_new_dir(path: str | Path) -> None:
+    """Refuse, in one line and before any work, an output directory that cannot be made or
+    written; nothing is created."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise EdgeSVPError(f"{path} is a file, not a directory")
+    existing = path
+    while not existing.exists():  # a new directory: its nearest existing parent
+        existing = existing.parent
+    if not existing.is_dir():
+        raise EdgeSVPError(f"cannot create {path}: {existing} is not a directory")
+    writable(existing)
+
+
+def make_dir(path: str | Path) -> Path:
+    """`path` as a directory, made if need be; a one-line error if it cannot be."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise EdgeSVPError(f"cannot create {path}: {e.strerror or e}") from None
+    return path
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

@@ -235,7 +235,6 @@ def fit(profile, settings, out, overwrite, backend, nproc, stages, timeout, resu
             fit_rank(config, out, overwrite, stages, timeout, Reporter(), backend)
             return
     reporter = ConsoleReporter(config.train.epochs)
-    reporter.run_started(config, backend, pipelined=mode is not None, resume=resume)
     if mode == "rank":
         summary = fit_rank(config, out, overwrite, stages, timeout, reporter, backend)
     elif resume:

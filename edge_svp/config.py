@@ -8,6 +8,7 @@ written back as TOML into every run directory, so a run can always be rebuilt.
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 import types
 import typing
@@ -165,34 +166,48 @@ class RunConfig:
         for kind, value, choices in checks:
             if value not in choices:
                 raise unknown(kind, value, choices)
-        positive = {
-            "epochs": self.train.epochs,
-            "batch_size": self.train.batch_size,
-            "eval_batch_size": self.train.eval_batch_size,
-            "proj_dim": self.svp.proj_dim,
-            "pool_size": self.svp.pool_size,
-            "temperature": self.svp.temperature,
-            "lr": self.optim.lr,
-        }
-        for name, value in positive.items():
-            if value <= 0:
-                raise EdgeSVPError(f"{name} must be positive, got {value}")
-        if self.train.threads < 0:
-            raise EdgeSVPError(f"threads must be 0 (the default) or more, got {self.train.threads}")
-        if self.train.checkpoint_every < 0:
-            raise EdgeSVPError(
-                f"checkpoint_every must be 0 or more, got {self.train.checkpoint_every}"
-            )
-        for name in ("train_limit", "test_limit"):
-            limit = getattr(self.data, name)
-            if limit is not None and limit <= 0:
-                raise EdgeSVPError(f"{name} must be positive, got {limit}")
+        for section in (self.data, self.svp, self.optim, self.train, self.memory,
+                        self.model.options):  # fmt: skip
+            check_numbers(section)
         for size in (self.memory.budget, self.memory.host_budget):
             if size is not None:
                 parse_size(size)
-        if not 0.0 <= self.svp.proj_dropout < 1.0:
-            raise EdgeSVPError(f"proj_dropout must be in [0, 1), got {self.svp.proj_dropout}")
         return self
+
+
+# What each numeric setting may be, by name (in whichever section it is); lists are checked
+# item by item. Every float must be finite.
+POSITIVE = {"epochs", "batch_size", "eval_batch_size", "proj_dim", "pool_size", "temperature",
+            "lr", "train_limit", "test_limit", "widths", "channels", "patch_size", "dim",
+            "heads", "mlp_ratio", "layers_per_block"}  # fmt: skip
+NON_NEGATIVE = {"beta", "lam", "weight_decay", "threads", "checkpoint_every", "seed"}
+FRACTIONS = {"proj_dropout", "dropout", "momentum"}  # in [0, 1)
+LARGEST_SEED = 2**63 - 1  # torch's generators take a 64-bit seed
+
+
+def _numbers(value):
+    if isinstance(value, list):
+        for item in value:
+            yield from _numbers(item)
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        yield value
+
+
+def check_numbers(section) -> None:
+    """One line for the first number of a configuration section that cannot be."""
+    for f in dataclasses.fields(section):
+        name = f.name
+        for x in _numbers(getattr(section, name)):
+            if isinstance(x, float) and not math.isfinite(x):
+                raise EdgeSVPError(f"{name} must be a finite number, got {x}")
+            if name in POSITIVE and x <= 0:
+                raise EdgeSVPError(f"{name} must be positive, got {x}")
+            if name in NON_NEGATIVE and x < 0:
+                raise EdgeSVPError(f"{name} must be 0 or more, got {x}")
+            if name in FRACTIONS and not 0 <= x < 1:
+                raise EdgeSVPError(f"{name} must be in [0, 1), got {x}")
+            if name == "seed" and x > LARGEST_SEED:
+                raise EdgeSVPError(f"seed must be at most {LARGEST_SEED}, got {x}")
 
 
 # --- building dataclasses from TOML tables, with errors that name the bad key --------------

@@ -9,9 +9,11 @@ nn.Sequential and block boundaries:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
+import psutil
 import torch
 from torch import nn
 
@@ -19,6 +21,7 @@ from edge_svp.checkpoint import atomic_write, read_checkpoint
 from edge_svp.config import RunConfig, SVPConfig
 from edge_svp.errors import EdgeSVPError
 from edge_svp.memory.offload import read_offloaded
+from edge_svp.memory.size import format_bytes
 from edge_svp.models import build_blocks
 from edge_svp.models.classifier import StandardHead
 from edge_svp.svp import LocalObjective, RandomProjection, pool, pooled_dim
@@ -169,9 +172,53 @@ class SVPNetwork(nn.Module):
 
 
 def build_network(config: RunConfig, input_shape, num_classes: int) -> SVPNetwork:
-    """The network a run configuration describes, its weights drawn from train.seed."""
+    """The network a run configuration describes, its weights drawn from train.seed; a
+    one-line error for one this machine cannot hold."""
+    check_fits_in_memory(config, input_shape)
     torch.manual_seed(config.train.seed)  # weight initialisation
-    blocks = build_blocks(config.model.kind, config.model.options, input_shape)
     classifier = config.train.method == "bp" and config.train.bp_head == "standard"
-    return SVPNetwork(blocks, input_shape, num_classes, config.svp, seed=config.train.seed,
-                      classifier=classifier)  # fmt: skip
+    try:
+        blocks = build_blocks(config.model.kind, config.model.options, input_shape)
+        return SVPNetwork(blocks, input_shape, num_classes, config.svp, seed=config.train.seed,
+                          classifier=classifier)  # fmt: skip
+    except (MemoryError, RuntimeError) as e:
+        if not isinstance(e, MemoryError) and "allocate" not in str(e):
+            raise
+        raise EdgeSVPError(f"cannot allocate the network: {str(e).splitlines()[0]}") from None
+
+
+def check_fits_in_memory(config: RunConfig, input_shape) -> None:
+    """Refuse, in one line, a network that cannot train in the memory this machine has free:
+    its float32 weights and fixed projections, the gradients, optimizer state and the
+    probe's copy of what trains at once (a block for SVP, every block for backprop), and a
+    block's output at the whole batch; counted on the meta device, nothing allocated. A
+    lower bound: what passes may still be refused by the planner under a budget."""
+    with torch.device("meta"):
+        blocks = build_blocks(config.model.kind, config.model.options, input_shape)
+        h = torch.zeros(2, *input_shape)
+        shapes = []
+        for block in blocks:
+            h = block(h)
+            shapes.append(tuple(h.shape[1:]))
+    sizes = [sum(p.numel() for p in block.parameters()) for block in blocks]
+    svp = config.svp
+    first = (
+        math.prod(input_shape) if len(shapes[0]) == 1 else pooled_dim(input_shape, svp.pool_size)
+    )
+    projection = [svp.proj_dim * pooled_dim(shape, svp.pool_size) for shape in shapes]
+    weights = sum(sizes) + svp.proj_dim * first + sum(projection)
+    if config.train.method == "bp":  # every block: a copy (the probe's), gradients, Adam
+        trained = 4 * sum(sizes)
+    else:  # one block at a time, and its projection
+        trained = max(4 * n + p for n, p in zip(sizes, projection, strict=True))
+    # the probe steps at the whole batch: a block's output and its gradient, at least
+    activations = 2 * config.train.batch_size * max(math.prod(shape) for shape in shapes)
+    need = 4 * (weights + trained + activations)
+    available = psutil.virtual_memory().available
+    if need > available:
+        raise EdgeSVPError(
+            f"training this network needs at least {format_bytes(need)} ({sum(sizes):,} "
+            f"parameters, fixed projections of {weights - sum(sizes):,} numbers, gradients, "
+            f"optimizer state, a batch of outputs), more than the {format_bytes(available)} "
+            "this machine has free; make the model, svp.proj_dim or the batch smaller"
+        )

@@ -13,6 +13,9 @@ from edge_svp.memory.size import format_bytes, parse_size
 
 
 class Reporter:
+    def run_started(self, config, backend: str, pipelined: bool, resume=None) -> None:
+        """Training is about to begin: the input, the data and the plan are good."""
+
     def track(self, iterable, total: int, label: str):
         return iterable
 
@@ -53,7 +56,8 @@ class ConsoleReporter(Reporter):
         click.echo(f"edge-svp: warning: {text}", err=True)
 
     def run_started(self, config, backend: str, pipelined: bool, resume=None) -> None:
-        """One line: what is about to train, on what."""
+        """One line: what is about to train, on what (after the input was checked, so that
+        a refusal is the only line)."""
         train = config.train
         what = "backprop" if train.method == "bp" else f"SVP {train.schedule}"
         what = "SVP pipelined" if pipelined else what

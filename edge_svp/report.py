@@ -20,6 +20,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from edge_svp.checkpoint import make_dir
 from edge_svp.errors import EdgeSVPError
 
 MIB = 2**20
@@ -75,12 +76,18 @@ def _unique_names(paths: list[Path]) -> list[str]:
     return names
 
 
+def _per_block(values) -> str:
+    """'128 / 64 / 64', 'disk / disk / none': one entry per block, as a person writes it."""
+    return " / ".join("none" if v is None else str(v) for v in values or []) or "none"
+
+
 def _pyplot():
     try:
         import matplotlib
     except ImportError:
         raise EdgeSVPError(
-            "reports need matplotlib: pip install 'edge-svp[report]' (or pip install matplotlib)"
+            "reports need matplotlib, the report extra: pip install 'edge-svp[report]', or in "
+            "a source checkout pip install -c constraints.txt -e '.[report]'"
         ) from None
     matplotlib.use("Agg")  # headless: files only, no display
     import matplotlib.pyplot as plt
@@ -91,15 +98,20 @@ def _pyplot():
 # --- plots ------------------------------------------------------------------------------
 
 
+MARKERS = "osD^vP*X"
+
+
 def plot_accuracy_depth(runs: list[Run], path: Path) -> None:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     depth = max(len(r.summary["per_block_accuracy"]) for r in runs)
-    for run in runs:
-        points = [(i + 1, 100 * a) for i, a in enumerate(run.summary["per_block_accuracy"])
+    for k, run in enumerate(runs):
+        # runs side by side at each depth, each its own marker: equal numbers stay visible
+        shift = 0.06 * (k - (len(runs) - 1) / 2)
+        points = [(i + 1 + shift, 100 * a) for i, a in enumerate(run.summary["per_block_accuracy"])
                   if a is not None]  # fmt: skip
         label = run.label + (": last head only" if run.is_bp else "")
-        ax.plot(*zip(*points, strict=True), marker="o", label=label)
+        ax.plot(*zip(*points, strict=True), marker=MARKERS[k % len(MARKERS)], label=label)
     ax.set_xticks(range(1, depth + 1))
     ax.set_xlabel("block (depth)")
     ax.set_ylabel("test accuracy of the block's head (%)")
@@ -232,11 +244,7 @@ def write_report(run_dirs: list[str | Path], out: str | Path) -> Path:
     names = _unique_names([Path(p) for p in run_dirs])
     runs = [read_run(p, n) for p, n in zip(run_dirs, names, strict=True)]
     _pyplot()  # fail before writing anything when matplotlib is missing
-    out = Path(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise EdgeSVPError(f"cannot create report folder {out}: {e.strerror}") from None
+    out = make_dir(out)
     bp_runs = [
         r for r in runs if r.is_bp and (r.summary.get("memory") or {}).get("measured_peak_bytes")
     ]
@@ -274,7 +282,8 @@ def write_report(run_dirs: list[str | Path], out: str | Path) -> Path:
         within = "" if memory["within_budget"] else " **The measured peak exceeded the budget.**"
         md += [f"### {run.label}", "",
                f"Predicted (light) and measured (dark) peak of each block against {budget}; "
-               f"micro-batches {memory.get('micro_batch')}, caches {memory.get('cache')}."
+               f"micro-batches {_per_block(memory.get('micro_batch'))}, caches "
+               f"{_per_block(memory.get('cache'))}."
                f"{within}", "", f"![memory of {run.name}](memory-{run.name}.png)", ""]  # fmt: skip
     path = out / REPORT
     path.write_text("\n".join(md))

@@ -94,6 +94,7 @@ def fit(
     meter = MemoryMeter(job.device)  # baseline: after imports, data loading and the probe
     net = build_job_network(job, dataset)
     open_run_dir(job, plan)
+    reporter.run_started(job.config, job.backend, pipelined=False, resume=resume)
     state = train_job(job, net, dataset, preprocess, plan, meter, reporter)
     return summarise(job, net, dataset, preprocess, plan, meter, state, start, reporter)
 

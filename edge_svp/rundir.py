@@ -28,12 +28,11 @@ import json
 import platform
 import shlex
 import shutil
-import tempfile
 from datetime import datetime
 from importlib import metadata
 from pathlib import Path
 
-from edge_svp.checkpoint import LATEST, CheckpointStore, atomic_write_text
+from edge_svp.checkpoint import LATEST, CheckpointStore, atomic_write_text, check_new_dir, writable
 from edge_svp.config import RunConfig, config_to_dict, dump_toml, load_config
 from edge_svp.data import Preprocess, load_data
 from edge_svp.errors import EdgeSVPError
@@ -52,16 +51,6 @@ def default_run_dir(config: RunConfig, schedule: str | None = None) -> Path:
     )
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     return Path("runs") / f"{config.profile}-{method}-{stamp}"
-
-
-def writable(directory: Path) -> None:
-    """Try a temporary file in `directory`: the one test that root, read-only mounts and
-    immutable folders all answer truthfully."""
-    try:
-        with tempfile.TemporaryFile(dir=directory):
-            pass
-    except OSError as e:
-        raise EdgeSVPError(f"cannot write to {directory}: {e.strerror}") from None
 
 
 class RunDir:
@@ -94,11 +83,7 @@ class RunDir:
             )
         if used and not (out / CONFIG).exists():
             raise EdgeSVPError(f"refusing to overwrite {out}: it is not an edge-svp run directory")
-        existing = out
-        while not existing.exists():  # a new directory: its nearest existing parent
-            existing = existing.parent
-        if existing.is_dir():
-            writable(existing)
+        check_new_dir(out)
 
     def create(self, config: RunConfig, overwrite: bool) -> RunDir:
         """Make the directory (emptied, with `overwrite`) and write config.toml."""

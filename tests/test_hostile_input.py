@@ -306,3 +306,77 @@ def test_hostile_input_is_refused_in_one_line(
 
 def test_there_are_at_least_25_cases():
     assert len({name for name, _, _ in CASES}) == len(CASES) >= 25
+
+
+def numeric_settings() -> list[tuple[list[str], str, str]]:
+    """(the options that select the model kind, KEY, VALUE) for every numeric setting and
+    every way it can be wrong: not a number, negative, non-finite, of the wrong type."""
+    import dataclasses
+    import typing
+
+    from edge_svp.config import MODEL_OPTIONS, RunConfig
+
+    config, cases = RunConfig(), []
+    sections = {name: getattr(config, name) for name in ("data", "svp", "optim", "train")}
+    sections |= {f"model:{kind}": options() for kind, options in MODEL_OPTIONS.items()}
+    for name, section in sections.items():
+        kind_options = ["--set", f"model.kind={name.split(':')[1]}"] if ":" in name else []
+        key_section = "model" if ":" in name else name
+        for f in dataclasses.fields(section):
+            hint = str(typing.get_type_hints(type(section))[f.name])
+            if "int" not in hint and "float" not in hint:
+                continue
+            wrap = (lambda v: f"[{v}]") if "list[list" not in hint and "list" in hint else (
+                (lambda v: f"[[{v}]]") if "list[list" in hint else (lambda v: v))  # fmt: skip
+            for value in ("nan", "-1", "-inf", '"text"'):
+                cases.append((kind_options, f"{key_section}.{f.name}", wrap(value)))
+    return cases
+
+
+@pytest.mark.parametrize("kind, key, value", numeric_settings())
+def test_every_numeric_setting_refuses_what_it_cannot_be(kind, key, value, tmp_path):
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, ["fit", *kind, "--set", f"{key}={value}", "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("edge-svp: error: ") and key.split(".")[1] in line, line
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--set", "model.widths=[10000000000]"], "make the model, svp.proj_dim or the batch smaller"),
+        (["--set", "svp.proj_dim=1000000000000"], "make the model, svp.proj_dim or the batch smaller"),
+        (["--batch-size", "1000000000000"], "make the model, svp.proj_dim or the batch smaller"),
+        (["--seed", str(2**70)], "seed must be at most"),
+        (["--set", 'model.kind="cnn"', "--set", "model.channels=[[8], []]"], "cnn block 2 has no convolution"),
+        (["--set", 'model.kind="cnn"', "--set", "model.norm=layer"], "unknown cnn norm 'layer'"),
+    ],
+)  # fmt: skip
+def test_settings_this_machine_cannot_hold_are_one_line(args, message, tmp_path):
+    result = CliRunner().invoke(main, ["fit", *args, "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2, result.output
+    (line,) = result.stderr.splitlines()
+    assert message in line, line
+    assert result.stdout == ""  # nothing announced before the refusal
+
+
+@pytest.mark.parametrize("command", [
+    ["export", "--profile", "digits-mlp", "--out"],
+    ["report", "RUN", "--out"],
+    ["fit", "--epochs", "1", "--out"],
+])  # fmt: skip
+@pytest.mark.parametrize("where", ["/proc/edge-svp", "READ_ONLY/sub"])
+def test_every_command_refuses_an_output_it_cannot_write(command, where, runs, tmp_path):
+    read_only = tmp_path / "ro"
+    read_only.mkdir()
+    read_only.chmod(0o500)
+    if os.geteuid() == 0 and where.startswith("READ_ONLY"):
+        pytest.skip("root writes into read-only folders")
+    out = where.replace("READ_ONLY", str(read_only))
+    args = [str(runs / "finished") if a == "RUN" else a for a in command]
+    result = CliRunner().invoke(main, [*args, out])
+    assert result.exit_code == 2, result.output
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("edge-svp: error: ") and ("cannot" in line), line

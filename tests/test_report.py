@@ -43,6 +43,10 @@ def test_report_of_an_svp_bp_pair(pair, tmp_path):
     assert f"| {100 * bp['test_accuracy']:.2f} |" in rows[1]
     assert "| 61.0 |" in rows[0]  # the budget, 64 MB in MiB
     assert "follows no per-block plan" in md  # backprop has no memory plot, and says why
+    memory = svp["memory"]
+    blocks = " / ".join(map(str, memory["micro_batch"]))
+    caches = " / ".join(c or "none" for c in memory["cache"])
+    assert f"micro-batches {blocks}, caches {caches}." in md  # as a person writes them
 
 
 def test_a_run_without_memory_section_says_so_instead_of_plotting(pair, tmp_path):

@@ -19,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from edge_svp.checkpoint import atomic_write_text
 from edge_svp.config import RunConfig, config_to_dict, dump_toml
 from edge_svp.distributed import DEFAULT_TIMEOUT
 from edge_svp.distributed.failure import EXIT_CODES, REPORT_ENV
@@ -59,7 +60,7 @@ def launch(
     Layout(nproc, stages or nproc)
     with tempfile.TemporaryDirectory(prefix="edge-svp-") as tmp:
         profile = Path(tmp) / "config.toml"
-        profile.write_text(dump_toml(config_to_dict(config)))
+        atomic_write_text(profile, dump_toml(config_to_dict(config)))
         cmd = [sys.executable, "-m", "edge_svp", "fit", "--profile", str(profile),
                "--stages", str(stages or nproc), "--timeout", str(timeout)]  # fmt: skip
         cmd += ["--out", str(out)] if out else []

@@ -257,6 +257,7 @@ def _fit(config, rank, layout, device, comm, store, out, overwrite, timeout, rep
     first, stop = shared["stages"][stage]
     micro_batch, num_train = shared["micro_batch"], shared["num_train"]
     if rank == 0:
+        reporter.run_started(config, "torch", pipelined=True)
         reporter.message(_describe(layout, own["plans"], micro_batch, comm))
     data = None
     if stage == 0:

@@ -24,7 +24,9 @@ def build(options: CNNOptions, input_shape: tuple[int, ...]) -> list[nn.Module]:
     if len(input_shape) != 3:
         raise EdgeSVPError(f"the cnn model needs (C, H, W) images, got input shape {input_shape}")
     blocks, in_ch, size = [], input_shape[0], min(input_shape[1:])
-    for convs in options.channels:
+    for i, convs in enumerate(options.channels):
+        if not convs:
+            raise EdgeSVPError(f"cnn block {i + 1} has no convolution: give its channels")
         layers = []
         for out_ch in convs:
             layers += [

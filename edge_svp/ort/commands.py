@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from edge_svp.checkpoint import check_new_dir
 from edge_svp.config import RunConfig
 from edge_svp.data import load_data
 from edge_svp.errors import EdgeSVPError
@@ -23,6 +24,7 @@ def export(
     `inference` the chained inference model of a trained run. Returns what was written."""
     if (run_dir is None) == (config is None):
         raise EdgeSVPError("export needs either a RUN_DIR or --profile, not both")
+    check_new_dir(out)
     if run_dir is not None:
         config, net, dataset, preprocess = load_run(run_dir, data_dir)
     elif inference:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from edge_svp.checkpoint import make_dir
 from edge_svp.config import RunConfig, config_to_dict
 from edge_svp.data import Preprocess
 from edge_svp.errors import EdgeSVPError
@@ -199,7 +200,7 @@ def export_block(net, index, shapes, config, directory: Path) -> Block:
     trainable = parameters + list(spec.head_parameters)
     frozen = [name for name in buffers if name in initializers] + list(spec.frozen())
     optimizer, _ = optimizer_block(config)
-    directory.mkdir(parents=True, exist_ok=True)
+    make_dir(directory)
     generate(model, spec, trainable, frozen, optimizer, directory, number)
     eval_path = directory / "eval_model.onnx"
     eval_model = onnx.load(str(eval_path))
@@ -268,8 +269,7 @@ def export_training(
 ) -> Manifest:
     """Write ORT training artifacts for every block of `net` (its current weights) to `out`."""
     _, optimizer = optimizer_block(config)  # refuse an optimizer ORT lacks before any work
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = make_dir(out)
     net = net.cpu()
     shapes = block_shapes(net)
     blocks = [export_block(net, i, shapes, config, out / f"block{i + 1}") for i in range(len(net))]

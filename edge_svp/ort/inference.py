@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from edge_svp.checkpoint import make_dir
 from edge_svp.data import Preprocess
 from edge_svp.network import SVPNetwork
 from edge_svp.ort.requirements import missing
@@ -77,8 +78,7 @@ def _append_svp_head(model: onnx.ModelProto, net: SVPNetwork) -> None:
 def export_inference(
     net: SVPNetwork, preprocess: Preprocess, classes, input_dtype, out: str | Path
 ) -> Path:
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = make_dir(out)
     onnx.save(inference_model(net), str(out / MODEL))
     info = {
         "model": MODEL,
