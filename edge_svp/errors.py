@@ -2,7 +2,8 @@
 faults a run stops on by design.
 
 The CLI turns each into a single line on stderr and its exit code: 2 for bad input, 3 for
-a numerical fault, 130 for Ctrl-C; anything else is a bug and keeps its traceback.
+a numerical fault, 130 for Ctrl-C, 143 for SIGTERM; anything else is a bug and keeps its
+traceback.
 """
 
 import difflib
@@ -21,9 +22,12 @@ class NumericalFault(EdgeSVPError):
 
 
 class Interrupted(EdgeSVPError):
-    """Ctrl-C: the step in progress finished and a checkpoint was written."""
+    """Ctrl-C (exit code 130) or SIGTERM (143): the step in progress finished and a
+    checkpoint was written."""
 
-    exit_code = 130
+    def __init__(self, message: str, exit_code: int = 130):
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 def did_you_mean(name: str, choices) -> str:

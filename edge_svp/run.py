@@ -256,8 +256,8 @@ def summarise(job, net, dataset, preprocess, plan, meter, state, start, reporter
 
 @contextmanager
 def resume_hints(run_dir: RunDir, state: TrainState):
-    """A run that stops on Ctrl-C or an error of its environment (a full disk) ends with the
-    command that continues it; a numerical fault would only recur, so it does not."""
+    """A run that stops on Ctrl-C, SIGTERM or an error of its environment (a full disk) ends
+    with the command that continues it; a numerical fault would only recur, so it does not."""
     try:
         yield
     except KeyboardInterrupt:  # a second Ctrl-C
@@ -269,7 +269,8 @@ def resume_hints(run_dir: RunDir, state: TrainState):
         raise
     except EdgeSVPError as e:
         hint = "resume with" if isinstance(e, Interrupted) else "then continue with"
-        raise type(e)(f"{e}; {hint}: {run_dir.resume_command()}") from None
+        e.args = (f"{e}; {hint}: {run_dir.resume_command()}",)  # its type and exit code stay
+        raise
 
 
 def plan_run(config: RunConfig) -> MemoryPlan:

@@ -5,7 +5,7 @@ checkpointed, and leave a run directory that `edge-svp eval` can read at every m
 
 The points come from EDGE_SVP_KILL_AT (edge_svp/faults.py); the killed runs are children
 forked from one interpreter (tests/fork_runs.py), so that they pay for importing torch once.
-Ctrl-C is a real SIGINT to a real `python -m edge_svp fit`."""
+Ctrl-C and SIGTERM are real signals to a real `python -m edge_svp fit`."""
 
 import json
 import os
@@ -169,7 +169,14 @@ def test_a_full_disk_while_caching_leaves_a_resumable_run(killed, tmp_path, monk
     assert summary["resumed_from"] == "block 1, end of epoch 2"  # the cache is written again
 
 
-def test_ctrl_c_finishes_the_step_checkpoints_and_says_how_to_resume(tmp_path):
+@pytest.mark.parametrize(
+    "sent, code, said",
+    [(signal.SIGINT, 130, "stopped at "), (signal.SIGTERM, 143, "stopped by SIGTERM at ")],
+)
+def test_ctrl_c_or_sigterm_finishes_the_step_checkpoints_and_says_how_to_resume(
+    tmp_path, sent, code, said
+):
+    """Ctrl-C, or SIGTERM as systemd, Docker and job schedulers send it."""
     out = tmp_path / "run"
     # long enough that Ctrl-C lands while it trains
     command = [sys.executable, "-m", "edge_svp", "fit", *TINY_ARGS, "--epochs", "200"]
@@ -179,12 +186,12 @@ def test_ctrl_c_finishes_the_step_checkpoints_and_says_how_to_resume(tmp_path):
     )  # fmt: skip
     for line in process.stdout:
         if line.startswith("block"):  # the first epoch is done: training is under way
-            process.send_signal(signal.SIGINT)
+            process.send_signal(sent)
             break
     _, err = process.communicate(timeout=300)
-    assert process.returncode == 130, err
+    assert process.returncode == code, err
     assert "Traceback" not in err and len(err.splitlines()) == 1
-    assert err.startswith("edge-svp: interrupted: stopped at ")
+    assert err.startswith(f"edge-svp: interrupted: {said}")
     assert err.rstrip().endswith(f"checkpoint saved; resume with: edge-svp fit --resume {out}")
     checkpoint = CheckpointStore(out).read()
     stopped = checkpoint["training"]["position"]

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
+from edge_svp.errors import Interrupted
+
 REPORT_ENV = "EDGE_SVP_REPORT_DIR"  # set by the local launcher: where ranks say why they stopped
 NOTE_KEY = "edge_svp/failure"
-EXIT_CODES = {"error": 1, "input": 2, "peer": 3}
+EXIT_CODES = {"error": 1, "input": 2, "peer": 3, "signal": 143}
 
 
 class PeerFailure(Exception):
@@ -41,7 +44,7 @@ def note(store) -> str | None:
 
 def report(rank: int, kind: str, message: str, peer: int | None = None, store=None) -> int:
     """Say why this rank stops; returns its exit code."""
-    if kind != "peer" and store is not None:
+    if kind not in ("peer", "signal") and store is not None:
         try:
             store.set(NOTE_KEY, f"rank {rank} failed: {message}")
         except Exception:
@@ -52,7 +55,23 @@ def report(rank: int, kind: str, message: str, peer: int | None = None, store=No
         (Path(folder) / f"rank{rank}.json").write_text(json.dumps(record))
     else:
         prefix = (
-            "" if kind == "input" else f"rank {rank} {'stopped' if kind == 'peer' else 'failed'}: "
-        )
+            "" if kind == "input"
+            else f"rank {rank} {'failed' if kind == 'error' else 'stopped'}: "
+        )  # fmt: skip
         print(f"edge-svp: error: {prefix}{message}", file=sys.stderr, flush=True)
     return EXIT_CODES[kind]
+
+
+def stop_on_sigterm(who: str) -> None:
+    """SIGTERM (systemd, Docker, a job scheduler; torchrun passes it on) stops `who` at once
+    with Interrupted (exit code 143): a pipelined run does not resume, and the checkpoint of
+    its last epoch stays."""
+
+    def terminated(signum, frame):
+        raise Interrupted(
+            f"stopped by SIGTERM, {who}; a pipelined run does not resume, the checkpoint of "
+            "its last epoch is kept",
+            143,
+        )
+
+    signal.signal(signal.SIGTERM, terminated)

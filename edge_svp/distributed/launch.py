@@ -22,7 +22,7 @@ from pathlib import Path
 from edge_svp.checkpoint import atomic_write_text
 from edge_svp.config import RunConfig, config_to_dict, dump_toml
 from edge_svp.distributed import DEFAULT_TIMEOUT
-from edge_svp.distributed.failure import EXIT_CODES, REPORT_ENV
+from edge_svp.distributed.failure import EXIT_CODES, REPORT_ENV, stop_on_sigterm
 from edge_svp.distributed.stages import Layout
 from edge_svp.distributed.worker import check_config
 
@@ -58,6 +58,15 @@ def launch(
     """Train `config` on `nproc` local ranks; returns (exit code, one-line reason or None)."""
     check_config(config, backend)
     Layout(nproc, stages or nproc)
+    previous = signal.getsignal(signal.SIGTERM)
+    stop_on_sigterm("and every rank with it")
+    try:
+        return _launch(config, nproc, stages, out, overwrite, timeout)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _launch(config, nproc, stages, out, overwrite, timeout) -> tuple[int, str | None]:
     with tempfile.TemporaryDirectory(prefix="edge-svp-") as tmp:
         profile = Path(tmp) / "config.toml"
         atomic_write_text(profile, dump_toml(config_to_dict(config)))

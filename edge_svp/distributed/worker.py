@@ -28,7 +28,7 @@ import torch.distributed as dist
 from edge_svp.config import RunConfig
 from edge_svp.data import load_data
 from edge_svp.distributed import DEFAULT_TIMEOUT
-from edge_svp.distributed.failure import PeerFailure, note, report
+from edge_svp.distributed.failure import PeerFailure, note, report, stop_on_sigterm
 from edge_svp.distributed.pipeline import (
     StageContext,
     average_buffers,
@@ -43,7 +43,7 @@ from edge_svp.distributed.pipeline import (
 )
 from edge_svp.distributed.stages import Layout, assign_stages
 from edge_svp.distributed.stream import Inbox, Outbox, peer_errors
-from edge_svp.errors import EdgeSVPError
+from edge_svp.errors import EdgeSVPError, Interrupted
 from edge_svp.faults import rank_fault
 from edge_svp.memory.meter import (
     MemoryMeter,
@@ -119,6 +119,7 @@ def fit_rank(
     predictable_host_allocator()  # before any thread or matrix product, as fit does
     rank = int(os.environ["RANK"])
     store = None
+    stop_on_sigterm(f"rank {rank}")
     try:
         check_config(config, backend)
         layout = Layout(int(os.environ["WORLD_SIZE"]), stages or int(os.environ["WORLD_SIZE"]))
@@ -126,6 +127,8 @@ def fit_rank(
         store = join(rank, layout.world, timeout)
         return _fit(config, rank, layout, device, comm, store, out, overwrite, timeout,
                     reporter or Reporter())  # fmt: skip
+    except Interrupted as e:
+        code = report(rank, "signal", str(e))
     except EdgeSVPError as e:
         code = report(rank, "input", str(e), store=store)
     except PeerFailure as e:

@@ -6,8 +6,8 @@ for backprop), epochs and batches, and tell a TrainState about each. It
 - counts every batch (`end_batch`, after the blocks stepped or skipped it: step.py) and the
   batches skipped for NaN or inf;
 - hands a snapshot to `save` every train.checkpoint_every steps, at every epoch end, at
-  every block boundary, and after the step during which Ctrl-C was pressed (then stops
-  with Interrupted);
+  every block boundary, and after the step during which Ctrl-C was pressed or SIGTERM
+  arrived (then stops with Interrupted);
 - started from such a snapshot, skips the stages, epochs and batches already done and
   restores the blocks' optimizers, learning-rate schedules and gradient scalers, the data
   order, RNG states and the epoch's running statistics, so that the run goes on exactly as
@@ -34,6 +34,9 @@ import torch
 
 from edge_svp.errors import Interrupted, NumericalFault
 from edge_svp.faults import kill_point
+
+# The signals that stop training at the end of the step, and the exit code each ends with.
+STOP_SIGNALS = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
 @dataclass
@@ -85,7 +88,7 @@ class TrainState:
         self.records: list[dict] = list(snapshot.get("records", []))
         self.caches: list[dict] = list(snapshot.get("caches", []))  # activation-cache manifest
         self.offloaded: list[dict] = []  # parts of the network on disk (memory/offload.py)
-        self.interrupted = False
+        self.interrupted: int | None = None  # the signal that asked training to stop
         self._resume = resume
         self._done_steps, self._saved_stats = 0, []
         # the stage in progress: its BlockTrainers (training/step.py) and data order
@@ -195,30 +198,38 @@ class TrainState:
         self._done_steps, self._saved_stats = self.position.step, snapshot["stats"]
 
     def checkpoint(self) -> None:
-        """A checkpoint now, where training stands (stops here after a Ctrl-C)."""
+        """A checkpoint now, where training stands; then, after Ctrl-C or SIGTERM, stop."""
         if self.save:
             self.save(self.snapshot())
             self.saved = replace(self.position)
         if self.interrupted:
-            raise Interrupted(f"stopped at {self.describe(self.saved)}; checkpoint saved")
+            by = "" if self.interrupted == signal.SIGINT else f"by {self.interrupted.name} "
+            raise Interrupted(
+                f"stopped {by}at {self.describe(self.saved)}; checkpoint saved",
+                STOP_SIGNALS[self.interrupted],
+            )
 
     @contextmanager
     def interruptible(self):
-        """Ctrl-C lets the step in progress finish, then checkpoints and stops; a second
-        Ctrl-C stops at once."""
+        """Ctrl-C, or SIGTERM (what systemd, Docker and job schedulers send), lets the step
+        in progress finish, then checkpoints and stops; a second one stops at once."""
         if self.save is None or threading.current_thread() is not threading.main_thread():
             yield
             return
+        previous = {}
 
-        def on_sigint(signum, frame):
-            self.interrupted = True
-            signal.signal(signal.SIGINT, previous)
+        def on_signal(signum, frame):
+            self.interrupted = signal.Signals(signum)
+            for sig, handler in previous.items():  # a second signal: as if none were caught
+                signal.signal(sig, handler)
 
-        previous = signal.signal(signal.SIGINT, on_sigint)
+        for sig in STOP_SIGNALS:
+            previous[sig] = signal.signal(sig, on_signal)
         try:
             yield
         finally:
-            signal.signal(signal.SIGINT, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
     # --- helpers ---------------------------------------------------------------------------
 

@@ -1,6 +1,10 @@
 """Pipelines of real processes on localhost (gloo), on a small digits MLP."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -115,3 +119,22 @@ def test_input_a_rank_rejects_is_one_line_and_exit_2(tmp_path, capfd):
     assert "per-rank budget" in result.stderr
     assert capfd.readouterr().err == ""  # the ranks themselves printed nothing
     assert not (tmp_path / "run").exists()
+
+
+def test_sigterm_stops_every_rank_in_one_line_and_keeps_the_last_epoch(tmp_path):
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "edge_svp", "fit", *SMALL[:2], "--epochs", "500",
+               *SMALL[4:], "--nproc", "2", "--out", str(out)]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)  # fmt: skip
+    for line in process.stdout:
+        if line.startswith("block"):  # an epoch is done: its checkpoint is written
+            process.send_signal(signal.SIGTERM)
+            break
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 143, err
+    assert (
+        err.startswith("edge-svp: interrupted: stopped by SIGTERM") and len(err.splitlines()) == 1
+    )
+    assert (out / "checkpoint.pt").exists() and not (out / "summary.json").exists()
