@@ -85,7 +85,15 @@ PROFILE_OVERRIDES = {
     "host_budget": "memory.host_budget",
     "recompute": "memory.recompute",
     "skip_bad_batches": "train.skip_bad_batches",
+    "threads": "train.threads",
 }
+
+
+THREADS = click.option(
+    "--threads", type=click.IntRange(min=1),
+    help="CPU threads (default: OMP_NUM_THREADS if set, else the CPUs this process may use "
+    "that other work is not keeping busy).",
+)  # fmt: skip
 
 
 def profile_options(command):
@@ -133,6 +141,7 @@ def profile_options(command):
         click.option("--skip-bad-batches", is_flag=True, default=None,
                      help="Skip (and count) batches whose loss or gradients are NaN or inf, "
                      "instead of stopping."),
+        THREADS,
         click.option("--set", "settings", multiple=True, metavar="SECTION.KEY=VALUE",
                      help="Override any profile setting, e.g. --set svp.beta=0.1 "
                      "--set model.widths=[500,500]. VALUE is a TOML value; repeatable."),
@@ -267,13 +276,14 @@ def plan(profile, settings, as_json, **options):
 @click.argument("run_dir", type=click.Path())
 @click.option("--data-dir", help="Dataset folder, if it moved since training.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@THREADS
 @user_errors
-def eval_(run_dir, data_dir, as_json):
+def eval_(run_dir, data_dir, as_json, threads):
     """Reload RUN_DIR's checkpoint and measure its test accuracy."""
     from edge_svp.progress import ConsoleReporter, print_accuracy
     from edge_svp.run import evaluate_run
 
-    result = evaluate_run(run_dir, data_dir, ConsoleReporter(0))
+    result = evaluate_run(run_dir, data_dir, ConsoleReporter(0), threads or 0)
     if as_json:
         click.echo(json.dumps(result))
         return

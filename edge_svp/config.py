@@ -76,7 +76,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     precision: str = "fp32"  # fp32 | fp16 | bf16: autocast per block (docs/targets.md)
-    threads: int = 0  # CPU threads for torch and ONNX Runtime; 0: their own default
+    threads: int = 0  # CPU threads for torch and ONNX Runtime; 0: the CPUs not kept busy
     eval_batch_size: int = 1000
     # bp only: the classifier: "standard" (global average pooling, then a linear layer: what
     # a user would write) or "svp" (the last block's SVP head, on its fixed projection)

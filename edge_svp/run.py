@@ -47,7 +47,7 @@ from edge_svp.rundir import (
 from edge_svp.target import Target, load_target
 from edge_svp.training import TrainState, block_accuracies, plan_training, train
 from edge_svp.training.backprop import has_batchnorm
-from edge_svp.training.common import resolve_device
+from edge_svp.training.common import choose_threads, resolve_device
 from edge_svp.training.precision import check_precision
 
 
@@ -100,12 +100,11 @@ def fit(
 
 
 def prepare_device(config: RunConfig) -> tuple[torch.device, Target | None]:
-    """The training device and the run's target; set torch's CPU threads if asked."""
+    """The training device and the run's target; torch's CPU threads (choose_threads)."""
     config.validate()
     device = resolve_device(config.train.device)
     check_precision(config.train.precision, device)
-    if config.train.threads:
-        torch.set_num_threads(config.train.threads)
+    torch.set_num_threads(choose_threads(config.train.threads))
     return device, load_target(config.target) if config.target else None
 
 
@@ -333,9 +332,14 @@ def out_of_memory(config: RunConfig, plan, meter: MemoryMeter) -> EdgeSVPError:
 
 
 def evaluate_run(
-    run_dir: str | Path, data_dir: str | None = None, reporter: Reporter | None = None
+    run_dir: str | Path,
+    data_dir: str | None = None,
+    reporter: Reporter | None = None,
+    threads: int = 0,
 ) -> dict:
-    """Reload a run's checkpoint and measure its test accuracy again."""
+    """Reload a run's checkpoint and measure its test accuracy again, on `threads` CPU
+    threads (0: choose_threads)."""
+    torch.set_num_threads(choose_threads(threads))
     config, net, dataset, preprocess = load_run(run_dir, data_dir, reporter)
     net.to(resolve_device(config.train.device))
     per_block = block_accuracies(net, dataset, preprocess, config.train.eval_batch_size)

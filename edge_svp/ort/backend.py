@@ -15,6 +15,7 @@ from edge_svp.ort import runtime
 from edge_svp.ort.export import export_training
 from edge_svp.ort.weights import load_trained_weights
 from edge_svp.progress import Reporter
+from edge_svp.training.common import choose_threads
 
 
 def check_supported(config: RunConfig) -> None:
@@ -56,5 +57,5 @@ def train_ort(
         runtime.Split(dataset.x_train.numpy(), dataset.y_train.numpy()),
         runtime.Split(dataset.x_test.numpy(), dataset.y_test.numpy()),
     ]
-    threads = config.train.threads or None
+    threads = choose_threads(config.train.threads)
     return runtime.train(export_dir, *splits, reporter=reporter, on_epoch=collect, threads=threads)
