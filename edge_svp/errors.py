@@ -15,6 +15,10 @@ class EdgeSVPError(Exception):
     exit_code = 2
 
 
+class DataNotFound(EdgeSVPError):
+    """A dataset's files are not where the configuration says."""
+
+
 class NumericalFault(EdgeSVPError):
     """NaN or inf in a loss or gradient: the block stopped, its last checkpoint is kept."""
 

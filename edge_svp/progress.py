@@ -122,6 +122,8 @@ def print_plan(plan, config) -> None:
     what = "backprop" if config.train.method == "bp" else f"SVP {plan.schedule}"
     click.echo(f"{config.profile}: {what} for {plan.device}{unified}{target}, "
                f"{plan.precision}, batch {plan.batch_size}, budget {budget}")  # fmt: skip
+    if plan.probed_on:
+        click.echo(f"probed with {plan.probed_on}")
     if plan.probe_device != plan.device:
         click.echo(f"costs probed on this machine's {plan.probe_device}: estimates of "
                    f"the {plan.device} device's until run there")  # fmt: skip

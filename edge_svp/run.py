@@ -22,8 +22,8 @@ import torch
 
 from edge_svp.checkpoint import LATEST
 from edge_svp.config import RunConfig, config_to_dict
-from edge_svp.data import Dataset, Preprocess, load_data
-from edge_svp.errors import EdgeSVPError, Interrupted, NumericalFault
+from edge_svp.data import SHAPES, Dataset, Preprocess, load_data, synthetic_data
+from edge_svp.errors import DataNotFound, EdgeSVPError, Interrupted, NumericalFault
 from edge_svp.memory.meter import (
     MemoryMeter,
     cap_device_memory,
@@ -276,11 +276,20 @@ def plan_run(config: RunConfig) -> MemoryPlan:
     """The MemoryPlan `fit` would follow for `config`, without training."""
     predictable_host_allocator()  # the probe must see the allocator that training will
     _, target = prepare_device(config)
-    dataset, preprocess = load_data(config.data)
+    try:
+        dataset, preprocess = load_data(config.data)
+        probed_on = None
+    except DataNotFound as e:  # nothing trains: inputs of the dataset's shape will do
+        if config.data.dataset not in SHAPES:
+            raise
+        dataset, preprocess = synthetic_data(config.data)
+        probed_on = f"synthetic {config.data.dataset} inputs ({e})"
     net = build_network(config, dataset.input_shape, dataset.num_classes)
-    return plan_training(
+    plan = plan_training(
         net, dataset, preprocess, config.train, config.optim, config.memory, target=target
     )
+    plan.probed_on = probed_on
+    return plan
 
 
 def memory_report(config: RunConfig, plan, meter: MemoryMeter, reporter, net) -> dict:

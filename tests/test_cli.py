@@ -111,3 +111,19 @@ def test_overwrite_refuses_a_folder_that_is_not_a_run(tmp_path):
     result = CliRunner().invoke(main, ["fit", *QUICK, "--out", str(tmp_path), "--overwrite"])
     assert result.exit_code == 2
     assert (tmp_path / "precious.txt").read_text() == "keep me"
+
+
+def test_plan_without_the_data_probes_inputs_of_its_shape_and_says_so(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the profile's data folder is not here
+    args = ["plan", "--profile", "cifar10-cnn", "--schedule", "layerwise", "--set",
+            "model.channels=[[8], [8]]", "--train-limit", "1000"]  # fmt: skip
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "probed with synthetic cifar10 inputs" in result.output
+    plan = json.loads(CliRunner().invoke(main, [*args, "--json"]).output)
+    assert plan["probed_on"].startswith("synthetic cifar10 inputs")
+    assert plan["costs"][0]["input_shape"] == [3, 32, 32]
+    # caches hold the dataset's own numbers of examples: 1,000 of training, 10,000 of test
+    assert plan["blocks"][0]["cache_bytes"] == 11_000 * 8 * 16 * 16 * 4
+    fit = CliRunner().invoke(main, ["fit", *args[1:]])
+    assert fit.exit_code == 2 and "does not exist" in fit.stderr  # training needs the data

@@ -3,11 +3,13 @@
 import os
 from pathlib import Path
 
+import torch
+
 from edge_svp.config import DataConfig
 from edge_svp.data import cifar10, digits, idx
 from edge_svp.data.dataset import Dataset, Preprocess, batches
 from edge_svp.data.imagefolder import load_image_folder
-from edge_svp.errors import EdgeSVPError, unknown
+from edge_svp.errors import DataNotFound, unknown
 
 DATASETS = {
     "digits": digits.load,
@@ -26,6 +28,30 @@ def load_data(data: DataConfig) -> tuple[Dataset, Preprocess]:
     return dataset, Preprocess.fit(dataset.x_train, data.normalize, data.augment)
 
 
+# What the datasets with files look like, for a plan without them (`edge-svp plan` on a
+# laptop that lacks the data): input shape, classes, training and test examples.
+SHAPES = {
+    "mnist": ((1, 28, 28), 10, 60_000, 10_000),
+    "fashion-mnist": ((1, 28, 28), 10, 60_000, 10_000),
+    "cifar10": ((3, 32, 32), 10, 50_000, 10_000),
+}
+
+
+def synthetic_data(data: DataConfig) -> tuple[Dataset, Preprocess]:
+    """Random uint8 images of the shape and number the [data] section's dataset has (one
+    image in memory, repeated as views), and their preprocessing: what a plan needs."""
+    shape, classes, train, test = SHAPES[data.dataset]
+    image = torch.randint(0, 256, (1, *shape), dtype=torch.uint8)
+
+    def split(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return image.expand(n, *shape), torch.arange(n) % classes
+
+    dataset = Dataset(f"{data.dataset} (synthetic)", *split(train), *split(test),
+                      [str(c) for c in range(classes)])  # fmt: skip
+    dataset = dataset.limit(data.train_limit, data.test_limit)
+    return dataset, Preprocess.fit(dataset.x_train, data.normalize, data.augment)
+
+
 def default_data_dir() -> Path:
     return Path(os.environ.get("EDGE_SVP_DATA", "data"))
 
@@ -38,10 +64,19 @@ def load_dataset(name: str, data_dir: str | Path | None = None) -> Dataset:
         return DATASETS[name]()
     folder = Path(data_dir) if data_dir else default_data_dir()
     if not folder.exists():
-        raise EdgeSVPError(
+        raise DataNotFound(
             f"dataset '{name}': data directory {folder} does not exist (set --data-dir)"
         )
     return DATASETS[name](folder)
 
 
-__all__ = ["DATASETS", "Dataset", "Preprocess", "batches", "load_data", "load_dataset"]
+__all__ = [
+    "DATASETS",
+    "SHAPES",
+    "Dataset",
+    "Preprocess",
+    "batches",
+    "load_data",
+    "load_dataset",
+    "synthetic_data",
+]

@@ -8,7 +8,7 @@ import numpy as np
 from edge_svp.data.cache import cached_arrays
 from edge_svp.data.dataset import Dataset
 from edge_svp.data.imagefolder import load_image_folder
-from edge_svp.errors import EdgeSVPError
+from edge_svp.errors import DataNotFound, EdgeSVPError
 
 CLASSES = [
     "airplane", "automobile", "bird", "cat", "deer",
@@ -61,7 +61,7 @@ def load(data_dir: Path) -> Dataset:
             dataset = load_image_folder(path, name="cifar10")
             dataset.name = "cifar10"
             return dataset
-    raise EdgeSVPError(
+    raise DataNotFound(
         "dataset 'cifar10': did not find cifar10-jpg.zip or cifar-10-batches-py/ in "
         + " and ".join(str(p) for p in (data_dir / "cifar10", data_dir))
     )

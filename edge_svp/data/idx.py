@@ -7,7 +7,7 @@ import numpy as np
 
 from edge_svp.data.cache import cached_arrays
 from edge_svp.data.dataset import Dataset
-from edge_svp.errors import EdgeSVPError
+from edge_svp.errors import DataNotFound, EdgeSVPError
 
 FILES = {
     "x_train": "train-images-idx3-ubyte",
@@ -54,7 +54,7 @@ def find_files(name: str, data_dir: Path, subdirs: list[str]) -> dict[str, Path]
         if len(found) == len(FILES):
             return found
         looked.append(str(folder))
-    raise EdgeSVPError(
+    raise DataNotFound(
         f"dataset '{name}': did not find {FILES['x_train']}[.gz] and the other 3 IDX files "
         f"in {', '.join(looked)}"
     )

@@ -131,6 +131,7 @@ class MemoryPlan:
     unified_memory: bool = False  # host RAM is the device's memory (Jetson): host caches count
     precision: str = "fp32"  # the autocast the probe steps ran under
     probe_device: str = ""  # where the costs were measured, when not on `device`
+    probed_on: str | None = None  # what the probe fed the first block, if not the real data
     margin: int = 0  # kept free between each predicted peak and the budget (PLAN_MARGIN)
 
     @property
