@@ -87,9 +87,11 @@ def test_an_allocation_failure_under_a_budget_is_one_line(tmp_path, monkeypatch)
 
 
 def plan_json(*args) -> dict:
-    result = CliRunner().invoke(main, ["plan", *CNN, *args, "--json"])
-    assert result.exit_code == 0, result.output
-    return json.loads(result.output)
+    """`edge-svp plan` in its own process, as fit will probe: memory is the process's."""
+    cmd = [sys.executable, "-m", "edge_svp", "plan", *CNN, *args, "--json"]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
 
 
 def test_backprop_under_a_budget_micro_batches_and_stays_under(tmp_path):
