@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
+from pathlib import Path
 
 import click
 from click.core import ParameterSource
@@ -291,9 +292,48 @@ def eval_(run_dir, data_dir, as_json, threads):
 
 
 @main.command()
+@click.argument("source", type=click.Path())
+@click.argument("inputs", nargs=-1, required=True, type=click.Path())
+@click.option("--out", type=click.Path(dir_okay=False),
+              help="Write to FILE (.csv, or .jsonl for JSON lines) instead of stdout.")  # fmt: skip
+@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]),
+              help="Output format (default: from --out's suffix, else csv).")  # fmt: skip
+@click.option(
+    "--backend",
+    type=click.Choice(["torch", "ort"]),
+    default="torch",
+    show_default=True,
+    help="torch: SOURCE is a run directory; ort: SOURCE is an inference export "
+    "(edge-svp export RUN_DIR --inference --out DIR), run by ONNX Runtime alone.",
+)
+@THREADS
+@user_errors
+def predict(source, inputs, out, fmt, backend, threads):
+    """Predict the class of every INPUT with a trained network: image files, folders of
+    images, .npy arrays or IDX files of raw uint8 pixels. Prints (or writes) one line per
+    input: its name, the predicted class and every class's probability."""
+    from edge_svp.checkpoint import atomic_write_text, check_new_dir
+    from edge_svp.predict import output_format, predict_files, predictions_text
+
+    if out:
+        check_new_dir(Path(out).resolve().parent)  # before any work
+    names, probabilities, classes = predict_files(source, list(inputs), backend, threads or 0)
+    text = predictions_text(names, probabilities, classes, output_format(out, fmt))
+    if out:
+        atomic_write_text(out, text)
+        click.echo(f"wrote {len(names)} predictions to {out}", err=True)
+    else:
+        click.echo(text, nl=False)
+
+
+@main.command()
 @click.argument("run_dir", required=False, type=click.Path())
 @click.option("--profile", help="Export a fresh network from this profile instead of a run.")
-@click.option("--data-dir", help="Dataset folder (input shape, classes, preprocessing).")
+@click.option(
+    "--data-dir",
+    help="With --profile: the dataset folder (input shape, classes, "
+    "preprocessing); a trained RUN_DIR holds them.",
+)
 @click.option("--set", "settings", multiple=True, metavar="SECTION.KEY=VALUE",
               help="Override a profile setting (with --profile); repeatable.")  # fmt: skip
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
@@ -312,7 +352,7 @@ def export(run_dir, profile, data_dir, settings, out, inference):
     if profile:
         overrides = {"data.data_dir": data_dir, **parse_settings(settings)}
         config = override(load_profile(profile), **overrides)
-    written = run_export(out, run_dir, config, inference, data_dir if run_dir else None)
+    written = run_export(out, run_dir, config, inference)
     click.echo(f"wrote {written}")
 
 

@@ -349,7 +349,9 @@ def evaluate_run(
     """Reload a run's checkpoint and measure its test accuracy again, on `threads` CPU
     threads (0: choose_threads)."""
     torch.set_num_threads(choose_threads(threads))
-    config, net, dataset, preprocess = load_run(run_dir, data_dir, reporter)
+    run = load_run(run_dir, reporter)
+    config, net = run.config, run.net
     net.to(resolve_device(config.train.device))
-    per_block = block_accuracies(net, dataset, preprocess, config.train.eval_batch_size)
+    per_block = block_accuracies(net, run.dataset(data_dir), run.preprocess,
+                                 config.train.eval_batch_size)  # fmt: skip
     return {"test_accuracy": per_block[-1], "per_block_accuracy": per_block}

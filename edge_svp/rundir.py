@@ -28,16 +28,19 @@ import json
 import platform
 import shlex
 import shutil
+from dataclasses import dataclass
 from datetime import datetime
 from importlib import metadata
 from pathlib import Path
 
+import torch
+
 from edge_svp.checkpoint import LATEST, CheckpointStore, atomic_write_text, check_new_dir, writable
 from edge_svp.config import RunConfig, config_to_dict, dump_toml, load_config
-from edge_svp.data import Preprocess, load_data
+from edge_svp.data import Dataset, Preprocess, load_data
 from edge_svp.errors import EdgeSVPError
 from edge_svp.memory.offload import weights_dir
-from edge_svp.network import build_network
+from edge_svp.network import SVPNetwork, build_network
 
 CONFIG = "config.toml"
 METRICS = "metrics.jsonl"
@@ -199,6 +202,7 @@ def checkpoint_contents(config: RunConfig, preprocess: Preprocess, dataset) -> d
         "preprocess": preprocess.state(),
         "classes": dataset.classes,
         "input_shape": list(dataset.input_shape),
+        "input_dtype": str(dataset.x_train.dtype).removeprefix("torch."),
     }
 
 
@@ -288,17 +292,59 @@ def summary(
     }
 
 
-def load_run(run_dir: str | Path, data_dir: str | None = None, reporter=None):
-    """(config, network, dataset, preprocessing) of a run, rebuilt from its directory and its
-    latest good checkpoint."""
+@dataclass
+class TrainedRun:
+    """A trained network as a run directory keeps it: ready to predict on new inputs, with
+    the preprocessing and class names it was trained with; its dataset loads on demand."""
+
+    config: RunConfig
+    net: SVPNetwork
+    preprocess: Preprocess
+    classes: list[str]
+    input_dtype: torch.dtype  # of the raw inputs: uint8 pixels for every image dataset
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return self.net.input_shape
+
+    @torch.no_grad()
+    def predict(self, x, batch_size: int = 256) -> torch.Tensor:
+        """Class probabilities (N, classes) of raw inputs `x` (numpy or torch), as the
+        dataset stores them ((N, C, H, W) uint8 pixels) or as images decode ((N, H, W, C));
+        preprocessed as in training, on the device the network is on."""
+        x = torch.as_tensor(x)
+        shape = self.input_shape
+        if len(shape) == 3 and tuple(x.shape[1:]) != shape:
+            if tuple(x.shape[1:]) != (*shape[1:], shape[0]):
+                raise EdgeSVPError(
+                    f"inputs of shape {tuple(x.shape)}; the network takes (N, C, H, W) = "
+                    f"(N, {', '.join(map(str, shape))}) or (N, H, W, C)"
+                )
+            x = x.permute(0, 3, 1, 2)  # (N, H, W, C) as decoded: the dataset's layout
+        self.net.eval()
+        device = next(self.net.parameters()).device
+        chunks = [self.net(self.preprocess(x[i : i + batch_size]).to(device)).softmax(-1).cpu()
+                  for i in range(0, len(x), batch_size)]  # fmt: skip
+        return torch.cat(chunks)
+
+    def dataset(self, data_dir: str | None = None) -> Dataset:
+        """The run's dataset (from `data_dir` if it moved since training)."""
+        data = self.config.data
+        if data_dir:
+            data.data_dir = data_dir
+        return load_data(data)[0]
+
+
+def load_run(run_dir: str | Path, reporter=None) -> TrainedRun:
+    """A run's network, rebuilt from its directory and its latest good checkpoint; no
+    dataset is needed."""
     run = RunDir(run_dir)
     config = run.config()
-    if data_dir:
-        config.data.data_dir = data_dir
     checkpoint = run.checkpoints.read(reporter.warning if reporter else None)
     if checkpoint is None:
         raise EdgeSVPError(f"{run} has no checkpoint yet")
-    dataset, _ = load_data(config.data)
-    net = build_network(config, dataset.input_shape, dataset.num_classes)
+    classes = checkpoint["classes"]
+    net = build_network(config, tuple(checkpoint["input_shape"]), len(classes))
     net.restore(checkpoint, run / LATEST, run.weights_dir(config))
-    return config, net, dataset, Preprocess(**checkpoint["preprocess"])
+    dtype = getattr(torch, checkpoint.get("input_dtype", "uint8"))
+    return TrainedRun(config, net, Preprocess(**checkpoint["preprocess"]), classes, dtype)

@@ -18,7 +18,6 @@ def export(
     run_dir: str | Path | None = None,
     config: RunConfig | None = None,
     inference: bool = False,
-    data_dir: str | None = None,
 ) -> Path:
     """Training artifacts (run_dir's weights, or a fresh network from `config`), or with
     `inference` the chained inference model of a trained run. Returns what was written."""
@@ -26,20 +25,23 @@ def export(
         raise EdgeSVPError("export needs either a RUN_DIR or --profile, not both")
     check_new_dir(out)
     if run_dir is not None:
-        config, net, dataset, preprocess = load_run(run_dir, data_dir)
+        run = load_run(run_dir)
+        config, net, preprocess = run.config, run.net, run.preprocess
+        classes, input_dtype = run.classes, run.input_dtype
     elif inference:
         raise EdgeSVPError("--inference needs a trained RUN_DIR, not a profile")
     else:
         dataset, preprocess = load_data(config.data)
         net = build_network(config, dataset.input_shape, dataset.num_classes)
+        classes, input_dtype = dataset.classes, dataset.x_train.dtype
     check_export_dir(Path(out), config, net)
     if inference:
         from edge_svp.ort.inference import export_inference
 
-        return export_inference(net, preprocess, dataset.classes, dataset.x_train.dtype, out)
+        return export_inference(net, preprocess, classes, input_dtype, out)
     from edge_svp.ort.export import export_training
 
-    export_training(net, config, dataset.classes, preprocess, dataset.x_train.dtype, out)
+    export_training(net, config, classes, preprocess, input_dtype, out)
     return Path(out) / MANIFEST
 
 

@@ -50,9 +50,9 @@ def test_export_inference_of_an_ort_run(ort_run, tmp_path):
     result = CliRunner().invoke(main, ["export", str(out), "--inference", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     session = onnxruntime.InferenceSession(str(tmp_path / "model.onnx"))
-    _, net, dataset, preprocess = load_run(out)
-    x = preprocess(dataset.x_test).numpy()
-    (logits,) = session.run(None, {"x": x})
+    dataset = load_run(out).dataset()
+    pixels = dataset.x_test.permute(0, 2, 3, 1).contiguous().numpy()  # raw, as images decode
+    (logits,) = session.run(None, {"x": pixels})
     accuracy = float(np.mean(logits.argmax(1) == dataset.y_test.numpy()))
     summary = json.loads((out / "summary.json").read_text())
     assert accuracy == pytest.approx(summary["test_accuracy"])

@@ -24,7 +24,7 @@ from ort_helpers import (  # noqa: E402  # noqa: E402
 )
 
 from edge_svp.config import override  # noqa: E402
-from edge_svp.data import Dataset  # noqa: E402
+from edge_svp.data import Dataset, Preprocess  # noqa: E402
 from edge_svp.ort import runtime  # noqa: E402
 from edge_svp.ort.inference import export_inference  # noqa: E402
 from edge_svp.ort.manifest import Manifest  # noqa: E402
@@ -85,15 +85,21 @@ def test_inference_model_runs_in_a_plain_session(trained, tmp_path):
 
     kind, net, _, export_dir, _, (_, test) = trained
     load_trained_weights(net, export_dir)
-    path = export_inference(net, identity_preprocess(kind), CLASSES, torch.float32, tmp_path)
+    preprocess = Preprocess(
+        [0.5] * (3 if kind != "mlp" else 1), [2.0] * (3 if kind != "mlp" else 1)
+    )
+    path = export_inference(net, preprocess, CLASSES, torch.float32, tmp_path)
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    image = kind != "mlp"
     for batch in (test.x[:7], test.x[:64]):  # the batch axis is dynamic
-        (logits,) = session.run(None, {"x": batch})
+        raw = np.moveaxis(batch, 1, -1) if image else batch  # images as they decode: NHWC
+        (logits,) = session.run(None, {"x": np.ascontiguousarray(raw)})
         with torch.no_grad():
-            expected = net.eval()(torch.from_numpy(batch)).numpy()
-        assert np.abs(logits - expected).max() < 1e-4
+            expected = net.eval()(preprocess(torch.from_numpy(batch))).numpy()
+        assert np.abs(logits - expected).max() < 1e-4  # the preprocessing is in the graph
     info = json.loads((tmp_path / "inference.json").read_text())
     assert info["classes"] == CLASSES and info["input"]["shape"][0] == "batch"
+    assert info["input"]["layout"] == ("NHWC" if image else "ND")
 
 
 def test_manifest_describes_the_export(trained):
@@ -148,7 +154,8 @@ def test_inference_model_of_a_backprop_network_uses_its_classifier(kind, tmp_pat
     path = export_inference(net, identity_preprocess(kind), CLASSES, torch.float32, tmp_path)
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     batch = torch.randn(5, *INPUT_SHAPES[kind])
-    (logits,) = session.run(None, {"x": batch.numpy()})
+    raw = batch.permute(0, 2, 3, 1) if kind != "mlp" else batch  # images: NHWC
+    (logits,) = session.run(None, {"x": raw.contiguous().numpy()})
     with torch.no_grad():
         expected = net.eval()(batch).numpy()
         heads = net.objectives[-1].classify(nn.Sequential(*net.blocks)(batch)).numpy()
