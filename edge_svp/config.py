@@ -47,6 +47,9 @@ class SVPConfig:
     # Defaults from the ablation in docs/ablation.md: small weights on the extra terms are
     # within noise of plain local cross-entropy, weights of 1.0 hurt.
     divergence: str = "bhattacharyya"  # kl | bhattacharyya | none
+    # what the divergence compares with the previous block's: the projections v, or the
+    # heads' class posteriors (SLL's form; no term for the first block)
+    divergence_on: str = "projection"
     alignment: str = "none"  # cosine | mse | none
     beta: float = 0.1  # weight of the divergence term
     lam: float = 0.0  # weight of the alignment term
@@ -65,6 +68,9 @@ class OptimConfig:
     weight_decay: float = 0.0
     momentum: float = 0.9  # sgd only
     lr_schedule: str = "cosine"  # cosine | constant
+    warmup_epochs: float = 0.0  # the learning rate rises linearly from 0 over these first epochs
+    # per-block multipliers of lr, block 1 first (the last one holds for deeper blocks); [] all 1
+    block_lr: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -154,6 +160,7 @@ class RunConfig:
         checks = [
             *((name, getattr(self.svp, name), choices) for name, choices in SVP_CHOICES.items()),
             ("token_pool", self.svp.token_pool, ("mean", "first")),
+            ("divergence_on", self.svp.divergence_on, ("projection", "posterior")),
             ("optimizer", self.optim.name, ("adam", "adamw", "sgd")),
             ("lr_schedule", self.optim.lr_schedule, ("cosine", "constant")),
             ("method", self.train.method, ("svp", "bp")),
@@ -169,6 +176,11 @@ class RunConfig:
         for section in (self.data, self.svp, self.optim, self.train, self.memory,
                         self.model.options):  # fmt: skip
             check_numbers(section)
+        if self.svp.divergence_on == "posterior" and self.svp.lam and self.svp.alignment != "none":
+            raise EdgeSVPError(
+                "an alignment term compares projections; with svp.divergence_on = posterior "
+                "set svp.alignment = none"
+            )
         for size in (self.memory.budget, self.memory.host_budget):
             if size is not None:
                 parse_size(size)
@@ -178,9 +190,10 @@ class RunConfig:
 # What each numeric setting may be, by name (in whichever section it is); lists are checked
 # item by item. Every float must be finite.
 POSITIVE = {"epochs", "batch_size", "eval_batch_size", "proj_dim", "pool_size", "temperature",
-            "lr", "train_limit", "test_limit", "widths", "channels", "patch_size", "dim",
+            "lr", "block_lr", "train_limit", "test_limit", "widths", "channels", "patch_size", "dim",
             "heads", "mlp_ratio", "layers_per_block"}  # fmt: skip
-NON_NEGATIVE = {"beta", "lam", "weight_decay", "threads", "checkpoint_every", "seed"}
+NON_NEGATIVE = {"beta", "lam", "weight_decay", "threads", "checkpoint_every", "seed",
+                "warmup_epochs"}  # fmt: skip
 FRACTIONS = {"proj_dropout", "dropout", "momentum"}  # in [0, 1)
 LARGEST_SEED = 2**63 - 1  # torch's generators take a 64-bit seed
 

@@ -26,6 +26,7 @@ from torch import nn
 from edge_svp.data import batches
 from edge_svp.distributed.stream import Inbox, Outbox, wait
 from edge_svp.errors import NumericalFault
+from edge_svp.training.common import block_optim
 from edge_svp.training.step import BlockTrainer, step_blocks
 
 
@@ -102,7 +103,7 @@ def reference(net, ctx: StageContext, x: torch.Tensor) -> torch.Tensor:
     if ctx.first == 0:
         return net.reference(x)
     with torch.no_grad():
-        return net.objectives[ctx.first - 1].project(x)
+        return net.objectives[ctx.first - 1].reference_of(x)
 
 
 def all_reduce_gradients(params: list[nn.Parameter], ctx: StageContext) -> None:
@@ -126,11 +127,14 @@ def average_buffers(net, ctx: StageContext) -> None:
                 buffer /= ctx.replicas
 
 
-def stage_trainers(net, ctx: StageContext, optim, total_steps: int, precision, device):
-    """A BlockTrainer for each of the stage's blocks."""
+def stage_trainers(net, ctx: StageContext, optim, steps_per_epoch: int, epochs: int,
+                   precision, device):  # fmt: skip
+    """A BlockTrainer for each of the stage's blocks, as TrainContext.block_trainer makes
+    one in a single process."""
+    warmup = round(optim.warmup_epochs * steps_per_epoch)
     return [
         BlockTrainer(i + 1, net.blocks[i], net.objectives[i], net.trainable_parameters(i),
-                     optim, total_steps, precision, device)
+                     block_optim(optim, i), steps_per_epoch * epochs, precision, device, warmup)
         for i in ctx.owned
     ]  # fmt: skip
 
@@ -149,7 +153,7 @@ def warm_up(net, ctx: StageContext, input_shape, num_classes: int, optim, device
     one-time set-up (tens of MiB on CPU) is then not charged to training."""
     x = torch.randn(2, *input_shape, device=device)
     y = torch.randint(0, num_classes, (2,), device=device)
-    trainers = stage_trainers(net, ctx, optim, 1, "fp32", device)
+    trainers = stage_trainers(net, ctx, optim, 1, 1, "fp32", device)
     local_steps(net, ctx, trainers, x, y, 1.0)
     for trainer in trainers:
         trainer.step()

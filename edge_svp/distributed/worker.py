@@ -291,7 +291,7 @@ def _fit(config, rank, layout, device, comm, store, out, overwrite, timeout, rep
     keep_stage(net, first, stop, device)
     train = config.train
     steps = -(-num_train // train.batch_size)
-    trainers = stage_trainers(net, ctx, config.optim, steps * train.epochs, train.precision,
+    trainers = stage_trainers(net, ctx, config.optim, steps, train.epochs, train.precision,
                               device)  # fmt: skip
     order = torch.Generator().manual_seed(train.seed)
     torch.manual_seed(train.seed + rank)  # augmentation and dropout draws
@@ -318,6 +318,7 @@ def _fit(config, rank, layout, device, comm, store, out, overwrite, timeout, rep
             reports = gather({
                 "blocks": list(ctx.owned),
                 "stats": [(t.stats.loss, t.stats.correct, t.stats.count) for t in trainers],
+                "lrs": [t.lr for t in trainers],
                 "test_correct": correct,
                 "train_seconds": seconds,
                 "cpu_seconds": cpu_seconds,
@@ -325,7 +326,7 @@ def _fit(config, rank, layout, device, comm, store, out, overwrite, timeout, rep
             }, control, timeout, rank)  # fmt: skip
             states = collect_states(net, layout, rank, shared["stages"], shapes, control, timeout)
             if writer:
-                writer.epoch(epoch, reports, states, shared, epoch_start, trainers[0].lr)
+                writer.epoch(epoch, reports, states, shared, epoch_start)
             del states  # the other stages' weights go once written, not at the next epoch
     final = gather({
         "rank": rank, "stage": stage, "replica": replica,
@@ -358,19 +359,20 @@ class RunWriter:
         self.train_seconds: list[float] = []  # per epoch, the slowest rank's
         self.tally: dict[str, list] = {}  # per counter, per rank, summed over epochs
 
-    def epoch(self, epoch, reports: list[dict], states: dict, shared: dict, start, lr) -> None:
+    def epoch(self, epoch, reports: list[dict], states: dict, shared: dict, start) -> None:
         """Merge the ranks' reports into one record per block, write them and the checkpoint."""
         merged = {}
         for r in reports:
-            for block, (loss, correct, count), test in zip(r["blocks"], r["stats"],
-                                                           r["test_correct"], strict=True):  # fmt: skip
-                s, t = merged.setdefault(block, (BatchStats(), [0]))
+            for block, (loss, correct, count), test, lr in zip(
+                r["blocks"], r["stats"], r["test_correct"], r["lrs"], strict=True
+            ):
+                s, t = merged.setdefault(block, (BatchStats(), [0, lr]))
                 s.loss, s.correct, s.count = s.loss + loss, s.correct + correct, s.count + count
                 t[0] += test
         seconds = time.perf_counter() - start
         records = [
             s.record(block=block + 1, epoch=epoch, test_accuracy=t[0] / shared["num_test"],
-                     seconds=seconds, lr=lr)
+                     seconds=seconds, lr=t[1])
             for block, (s, t) in sorted(merged.items())
         ]  # fmt: skip
         self.metrics.write(records)

@@ -33,6 +33,15 @@ def check_supported(config: RunConfig) -> None:
         raise EdgeSVPError("the ort backend has no data augmentation; add --set data.augment=false")
     if config.train.precision != "fp32":
         raise EdgeSVPError("the ort backend trains in fp32; drop --precision")
+    if (
+        config.svp.divergence_on != "projection"
+        or config.optim.warmup_epochs
+        or config.optim.block_lr
+    ):
+        raise EdgeSVPError(
+            "the ort backend compares projections, with one learning rate and no warm-up; "
+            "drop svp.divergence_on, optim.warmup_epochs and optim.block_lr"
+        )
 
 
 def train_ort(

@@ -5,6 +5,10 @@
 
 where v_ref = sg(v_{l-1}) is the previous block's clean projection (or R_0 pool(x) for the
 first block), brought to this block's d0 by a fixed projection when the widths differ.
+
+With svp.divergence_on = "posterior" (SLL's form) the divergence compares the blocks' class
+posteriors instead, D(softmax(g_l(v_l)/T) || softmax(sg(g_{l-1}(v_{l-1}))/T)); the first
+block, with no block before it, has no divergence term then.
 """
 
 from dataclasses import dataclass
@@ -24,7 +28,7 @@ from edge_svp.svp.projection import RandomProjection
 class LocalOutput:
     loss: torch.Tensor
     logits: torch.Tensor
-    v: torch.Tensor  # clean (no dropout) projection, detached: the next block's reference
+    v: torch.Tensor  # the next block's reference, detached: reference_of(h)
     terms: dict[str, torch.Tensor]  # ce, divergence, alignment (unweighted, detached)
 
 
@@ -32,10 +36,12 @@ class LocalObjective(nn.Module):
     """Projection R_l, head g_l and the loss terms for a block with outputs of `feature_shape`.
 
     `ref_dim` is the width of the reference v_{l-1}; `seed` fixes R_l (and the reference
-    projection, if one is needed).
+    projection, if one is needed). `compare`: whether the divergence has a reference to
+    compare with (not the first block's posterior: no block is before it).
     """
 
-    def __init__(self, feature_shape, ref_dim: int, num_classes: int, svp, seed: int):
+    def __init__(self, feature_shape, ref_dim: int, num_classes: int, svp, seed: int,
+                 compare: bool = True):  # fmt: skip
         super().__init__()
         self.pool_size = svp.pool_size
         self.token_pool = svp.token_pool
@@ -45,12 +51,15 @@ class LocalObjective(nn.Module):
         self.lam = svp.lam
         self.divergence_name = svp.divergence
         self.alignment_name = svp.alignment
+        self.posterior = svp.divergence_on == "posterior"
+        self.compare = compare
         self.reference_dim = ref_dim
         in_dim = pooled_dim(tuple(feature_shape), svp.pool_size)
         self.projection = RandomProjection(in_dim, svp.proj_dim, seed)
+        compared = num_classes if self.posterior else svp.proj_dim
         self.reference = (
-            RandomProjection(ref_dim, svp.proj_dim, seed + 500_000)
-            if ref_dim != svp.proj_dim
+            RandomProjection(ref_dim, compared, seed + 500_000)
+            if ref_dim != compared and compare
             else nn.Identity()
         )
         self.head = HEADS[svp.head](svp.proj_dim, num_classes)
@@ -63,6 +72,12 @@ class LocalObjective(nn.Module):
         v = self.project(h)
         return self.head(F.dropout(v, self.proj_dropout, self.training))
 
+    def reference_of(self, h: torch.Tensor) -> torch.Tensor:
+        """What the next block compares with: the clean projection v_l, or with
+        divergence_on = "posterior" the clean logits g_l(v_l)."""
+        v = self.project(h)
+        return self.head(v) if self.posterior else v
+
     def forward(self, h: torch.Tensor, v_ref: torch.Tensor, y: torch.Tensor) -> LocalOutput:
         v_clean = self.project(h)
         v = F.dropout(v_clean, self.proj_dropout, self.training)
@@ -71,12 +86,14 @@ class LocalObjective(nn.Module):
         loss = ce
         terms = {"ce": ce.detach()}
         v_ref = self.reference(v_ref.detach())
-        if self.beta and self.divergence_name != "none":
-            d = DIVERGENCES[self.divergence_name](v, v_ref, self.temperature)
+        if self.beta and self.divergence_name != "none" and self.compare:
+            compared = logits if self.posterior else v
+            d = DIVERGENCES[self.divergence_name](compared, v_ref, self.temperature)
             loss = loss + self.beta * d
             terms["divergence"] = d.detach()
         if self.lam and self.alignment_name != "none":
             a = ALIGNMENTS[self.alignment_name](v, v_ref)
             loss = loss + self.lam * a
             terms["alignment"] = a.detach()
-        return LocalOutput(loss=loss, logits=logits.detach(), v=v_clean.detach(), terms=terms)
+        reference = self.head(v_clean) if self.posterior else v_clean  # reference_of(h)
+        return LocalOutput(loss=loss, logits=logits.detach(), v=reference.detach(), terms=terms)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from dataclasses import dataclass
@@ -66,13 +67,24 @@ def make_optimizer(params, cfg: OptimConfig) -> torch.optim.Optimizer:
     return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def make_lr_schedule(optimizer, cfg: OptimConfig, total_steps: int):
-    """Per-step schedule: cosine decay to zero over `total_steps`, or constant."""
-    if cfg.lr_schedule == "constant":
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
-    )
+def make_lr_schedule(optimizer, cfg: OptimConfig, total_steps: int, warmup_steps: int = 0):
+    """Per-step schedule: cosine decay to zero over `total_steps`, or constant; with
+    `warmup_steps`, a linear rise from zero over the first of them."""
+
+    def factor(step: int) -> float:
+        warmup = min((step + 1) / warmup_steps, 1.0) if warmup_steps else 1.0
+        if cfg.lr_schedule == "constant":
+            return warmup
+        return warmup * 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def block_optim(cfg: OptimConfig, index: int) -> OptimConfig:
+    """The optimizer settings of block `index` (0-based): lr times its optim.block_lr."""
+    if not cfg.block_lr:
+        return cfg
+    return dataclasses.replace(cfg, lr=cfg.lr * cfg.block_lr[min(index, len(cfg.block_lr) - 1)])
 
 
 class BatchStats:

@@ -12,7 +12,7 @@ from edge_svp.config import MemoryConfig, OptimConfig, TrainConfig
 from edge_svp.memory.meter import MemoryMeter
 from edge_svp.memory.planner import MemoryPlan
 from edge_svp.progress import Reporter
-from edge_svp.training.common import TrainData
+from edge_svp.training.common import TrainData, block_optim
 from edge_svp.training.state import TrainState
 from edge_svp.training.step import BlockTrainer, step_blocks
 
@@ -34,17 +34,21 @@ class TrainContext:
     def steps_per_epoch(self) -> int:
         return -(-self.data.num_train() // self.train.batch_size)
 
-    def trainer(self, number: int, module, objective, params) -> BlockTrainer:
-        """A BlockTrainer for block `number` (1-based), its LR schedule over the whole run."""
+    def trainer(self, number: int, module, objective, params, optim=None) -> BlockTrainer:
+        """A BlockTrainer for block `number` (1-based), its LR schedule (and warm-up) over
+        the whole run."""
+        steps = self.steps_per_epoch
         return BlockTrainer(
-            number, module, objective, params, self.optim,
-            self.steps_per_epoch * self.train.epochs, self.train.precision, self.data.device,
+            number, module, objective, params, optim or self.optim, steps * self.train.epochs,
+            self.train.precision, self.data.device, round(self.optim.warmup_epochs * steps),
         )  # fmt: skip
 
     def block_trainer(self, i: int) -> BlockTrainer:
-        """The trainer of SVP block i (0-based): the block, its objective and its head."""
+        """The trainer of SVP block i (0-based): the block, its objective and its head, at
+        its own learning rate (optim.block_lr)."""
         net = self.net
-        return self.trainer(i + 1, net.blocks[i], net.objectives[i], net.trainable_parameters(i))
+        return self.trainer(i + 1, net.blocks[i], net.objectives[i], net.trainable_parameters(i),
+                            block_optim(self.optim, i))  # fmt: skip
 
     def end_batch(self, trainers: list[BlockTrainer]) -> None:
         """Step the trainers (or skip the batch, or stop, on NaN or inf), then let the
@@ -57,7 +61,7 @@ class TrainContext:
         `test`), to the reporter, the caller's hook and the training state."""
         records = [
             t.stats.record(block=t.number, epoch=epoch, test_accuracy=acc, seconds=seconds,
-                           lr=trainers[0].lr)
+                           lr=t.lr)
             for t, acc in zip(trainers, test, strict=True)
         ]  # fmt: skip
         self.reporter.epoch(records)

@@ -44,7 +44,7 @@ class BlockInputs:
         with torch.no_grad():
             if self.index == 0:
                 return self.net.reference(x)
-            return self.net.objectives[self.index - 1].project(x)
+            return self.net.objectives[self.index - 1].reference_of(x)
 
     def stream(self, split: str, chunks: list[torch.Tensor], train: bool):
         """(x, v_ref, y) for each index chunk, in order."""

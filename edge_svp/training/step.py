@@ -38,12 +38,13 @@ class BlockTrainer:
         total_steps: int,
         precision: str,
         device: torch.device,
+        warmup_steps: int = 0,
     ):
         self.number = number  # 1-based, as messages and metrics count blocks
         self.module, self.objective = module, objective
         self.params = list(params)
         self.optimizer = make_optimizer(self.params, optim)
-        self.schedule = make_lr_schedule(self.optimizer, optim, total_steps)
+        self.schedule = make_lr_schedule(self.optimizer, optim, total_steps, warmup_steps)
         self.scaler = grad_scaler(precision, device)
         self.precision, self.device = precision, device
         self.stats = BatchStats()

@@ -62,3 +62,23 @@ def test_projection_dropout_only_in_training():
     assert torch.equal(obj.classify(h), obj.classify(h))
     obj.train()
     assert not torch.equal(obj.classify(h), obj.classify(h))
+
+
+def test_posterior_divergence_compares_the_heads_class_posteriors():
+    """SLL's form: D(softmax(g_l(v_l)/T) || softmax(sg(previous logits)/T)); the reference
+    handed on is this block's clean logits."""
+    torch.manual_seed(0)
+    cfg = SVPConfig(proj_dim=6, divergence="bhattacharyya", divergence_on="posterior",
+                    beta=0.5, temperature=2.0)  # fmt: skip
+    obj = LocalObjective((10,), ref_dim=3, num_classes=3, svp=cfg, seed=0)
+    h, ref_logits, y = torch.randn(4, 10), torch.randn(4, 3), torch.tensor([0, 1, 2, 0])
+    out = obj(h, ref_logits, y)
+    logits = obj.head(obj.project(h))
+    expected = F.cross_entropy(logits, y) + 0.5 * DIVERGENCES["bhattacharyya"](
+        logits, ref_logits, 2.0
+    )
+    assert out.loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert torch.equal(out.v, logits.detach()) and torch.equal(out.v, obj.reference_of(h))
+    first = LocalObjective((10,), ref_dim=6, num_classes=3, svp=cfg, seed=0, compare=False)
+    out = first(h, torch.randn(4, 6), y)  # no block before it: cross-entropy alone
+    assert set(out.terms) == {"ce"} and out.loss.item() == pytest.approx(out.terms["ce"].item())

@@ -2,6 +2,8 @@
 
 import os
 
+import pytest
+
 from edge_svp.training.common import choose_threads
 
 
@@ -17,3 +19,29 @@ def test_threads_are_asked_for_or_the_cpus_other_work_leaves_free(monkeypatch):
     assert choose_threads() == 1  # all but a fraction busy: one thread, never none
     monkeypatch.setattr(os, "getloadavg", lambda: (cpus + 5.0, 0.0, 0.0))
     assert choose_threads() == 1
+
+
+def test_warm_up_rises_linearly_then_the_cosine_decays():
+    import math
+
+    import torch
+
+    from edge_svp.config import OptimConfig
+    from edge_svp.training.common import block_optim, make_lr_schedule
+
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([param], lr=1.0)
+    schedule = make_lr_schedule(optimizer, OptimConfig(), total_steps=100, warmup_steps=4)
+    lrs = []
+    for _ in range(6):
+        lrs.append(schedule.get_last_lr()[0])
+        optimizer.step()
+        schedule.step()
+    cosine = [0.5 * (1 + math.cos(math.pi * s / 100)) for s in range(6)]
+    assert lrs[:4] == pytest.approx([(s + 1) / 4 * cosine[s] for s in range(4)])
+    assert lrs[4:] == pytest.approx(cosine[4:])
+    scaled = OptimConfig(lr=0.01, block_lr=[2.0, 0.5])
+    assert [block_optim(scaled, i).lr for i in range(4)] == pytest.approx(
+        [0.02, 0.005, 0.005, 0.005]
+    )
+    assert block_optim(OptimConfig(lr=0.01), 3).lr == 0.01

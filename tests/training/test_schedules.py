@@ -149,3 +149,16 @@ def test_layerwise_with_recomputed_prefix_learns(digits):
     net = net_for(config, digits)
     records = train(net, digits, config.train, config.optim, memory=MemoryConfig(recompute=True))
     assert records[-1]["block"] == 2 and records[-1]["test_accuracy"] > 0.8
+
+
+@pytest.mark.parametrize("schedule", ["joint", "layerwise"])
+def test_posterior_divergence_warm_up_and_block_learning_rates_train(digits, schedule):
+    config = small_config(**{"train.schedule": schedule, "train.epochs": 8,
+                             "svp.divergence_on": "posterior", "svp.beta": 0.3,
+                             "optim.warmup_epochs": 1.0, "optim.block_lr": [2.0, 0.5]})  # fmt: skip
+    net = net_for(config, digits)
+    assert net.objectives[1].reference_dim == digits.num_classes  # block 1's logits
+    records = train(net, digits, config.train, config.optim)
+    assert records[-1]["test_accuracy"] > 0.8
+    first = [r["lr"] for r in records if r["block"] == 1]
+    assert first[0] > first[-1]  # warmed up within the first epoch, then decayed
