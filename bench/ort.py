@@ -19,10 +19,10 @@ import json
 import subprocess
 import sys
 import time
-import tomllib
 from pathlib import Path
 
 import numpy as np
+import tomllib
 from common import RESULTS, RUNS, fit, table, write_results
 
 PROFILES = {"mlp": "mnist-mlp", "cnn": "cifar10-cnn", "vit": "cifar10-vit"}

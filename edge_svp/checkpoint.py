@@ -131,7 +131,10 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 def file_sha256(path: Path) -> str:
     with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+        digest = hashlib.sha256()
+        while chunk := f.read(2**20):
+            digest.update(chunk)
+        return digest.hexdigest()
 
 
 def read_checkpoint(path: Path) -> dict:

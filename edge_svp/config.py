@@ -9,13 +9,18 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import tomllib
+import sys
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import tomli_w
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10 (JetPack 6): the same parser, from PyPI
+    import tomli as tomllib
 
 from edge_svp.errors import EdgeSVPError, did_you_mean, unknown
 from edge_svp.memory.size import parse_size

@@ -7,7 +7,6 @@ import io
 import os
 import shutil
 import subprocess
-import tomllib
 import zipfile
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from click.testing import CliRunner
 from resume_helpers import TINY_ARGS, CtrlCAt, full_disk_pwrite, tiny_config
 
 from edge_svp.cli import main
+from edge_svp.config import tomllib
 from edge_svp.errors import Interrupted
 from edge_svp.run import fit
 

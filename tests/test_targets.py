@@ -1,12 +1,11 @@
 import json
 import os
-import tomllib
 
 import pytest
 from click.testing import CliRunner
 
 from edge_svp.cli import main
-from edge_svp.config import load_profile, override
+from edge_svp.config import load_profile, override, tomllib
 from edge_svp.errors import EdgeSVPError
 from edge_svp.target import (
     apply_target,
