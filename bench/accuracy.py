@@ -1,88 +1,117 @@
-"""SVP against backprop on the same network, data, epochs and batch.
+"""SVP against backprop on the same network, data, epochs and batch, over seeds.
 
-    python bench/accuracy.py digits
-    python bench/accuracy.py mnist --data-dir ../shared/data
-    python bench/accuracy.py cifar10 --data-dir ../shared/data --epochs 5
+    python bench/accuracy.py digits --seeds 0 1 2
+    python bench/accuracy.py mnist --data-dir ../shared/data --seeds 0 1 2
+    python bench/accuracy.py cifar10 --data-dir ../shared/data --seeds 0 1 2
+    python bench/accuracy.py cifar10-vit --data-dir ../shared/data --seeds 0 1 2
 
-Each configuration runs in its own process (`edge-svp fit`); `--only NAME ...` runs some of
-them (results of separate invocations merge). Prints a markdown table and writes
-bench/results/accuracy-<suite>.json.
+Backprop trains the same blocks end to end with the standard head (global average pooling
+and a linear layer: train.bp_head = "standard"). Each run in its own process (`edge-svp
+fit`); `--only NAME ...` runs some of them, and results of separate invocations (other runs,
+other seeds) merge into one file; `--reuse` reads finished identical runs instead of training
+them again. Prints a markdown table (test accuracy mean +- sample std over seeds, per-block
+means, seconds per epoch) and writes bench/results/accuracy-<suite>.json with every run's
+numbers.
 """
 
 import argparse
 import json
+import statistics
 import sys
 
 from common import RESULTS, fit, table, write_results
 
 SUITES = {
     "digits": {"profile": "digits-mlp", "runs": {"svp joint": [], "bp": ["--method", "bp"]}},
-    "mnist": {
-        "profile": "mnist-mlp",
+    "mnist": {"profile": "mnist-mlp", "runs": {"svp joint": [], "bp": ["--method", "bp"]}},
+    "cifar10": {
+        "profile": "cifar10-cnn",
         "runs": {
             "svp joint": [],
             "svp layerwise": ["--schedule", "layerwise"],
             "bp": ["--method", "bp"],
         },
     },
-    "cifar10": {"profile": "cifar10-cnn", "runs": {"svp joint": [], "bp": ["--method", "bp"]}},
+    "cifar10-vit": {
+        "profile": "cifar10-vit",
+        "runs": {"svp joint": [], "bp": ["--method", "bp"]},
+    },
 }
+
+
+def mean_std(values: list[float]) -> tuple[float, float | None]:
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else None
+
+
+def aggregate(name: str, runs: list[dict]) -> dict:
+    """One row of the table: a configuration over its seeds."""
+    accuracy, spread = mean_std([r["test_accuracy"] for r in runs])
+    columns = zip(*(r["per_block"] for r in runs), strict=True)
+    per_block = [None if col[0] is None else statistics.mean(col) for col in columns]
+    return {
+        "run": name,
+        "seeds": " ".join(str(r["seed"]) for r in runs),
+        "accuracy": f"{accuracy:.2f}" + (f" ± {spread:.2f}" if spread is not None else ""),
+        "mean": round(accuracy, 2),
+        "std": round(spread, 2) if spread is not None else None,
+        "per_block": " / ".join("-" if a is None else f"{a:.1f}" for a in per_block),
+        "seconds_per_epoch": round(statistics.mean(r["seconds_per_epoch"] for r in runs), 1),
+        "epochs": runs[0]["epochs"],
+        "batch_size": runs[0]["batch_size"],
+        "train_examples": runs[0]["train_examples"],
+    }
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("suite", choices=SUITES)
     parser.add_argument("--data-dir")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--only", nargs="*", help="run only these configurations")
     parser.add_argument("--epochs", type=int, help="override the profile's epochs")
+    parser.add_argument("--train-limit", type=int)
+    parser.add_argument("--reuse", action="store_true", help="reuse finished identical runs")
     args = parser.parse_args()
     suite = SUITES[args.suite]
-    base = ["--profile", suite["profile"]] + (
-        ["--data-dir", args.data_dir] if args.data_dir else []
-    )
-    rows = []
+    base = ["--profile", suite["profile"]]
+    base += ["--data-dir", args.data_dir] if args.data_dir else []
+    base += ["--epochs", str(args.epochs)] if args.epochs else []
+    base += ["--train-limit", str(args.train_limit)] if args.train_limit else []
+    command = " ".join(["python", "bench/accuracy.py", *sys.argv[1:]])
+    runs = []
     for name, extra in suite["runs"].items():
         if args.only and name not in args.only:
             continue
-        epochs = ["--epochs", str(args.epochs)] if args.epochs else []
-        s = fit(f"{args.suite}-{name.replace(' ', '-')}", base + extra + epochs, "accuracy")
-        rows.append(
-            {
-                "run": name,
+        for seed in args.seeds:
+            tag = f"{args.suite}-{name.replace(' ', '-')}-s{seed}"
+            s = fit(tag, [*base, *extra, "--seed", str(seed)], "accuracy", args.reuse)
+            records = [json.loads(line) for line in open(f"{s['run_dir']}/metrics.jsonl")]
+            if s["schedule"] == "joint":  # every block's record of an epoch has its time
+                records = [r for r in records if r["block"] == 1]
+            seconds = sum(r["seconds"] for r in records)
+            runs.append({
+                "run": name, "seed": seed, "command": command,
                 "test_accuracy": round(100 * s["test_accuracy"], 2),
-                "per_block": " / ".join(
-                    "-" if a is None else f"{100 * a:.1f}" for a in s["per_block_accuracy"]
-                ),
-                "epochs": s["epochs"],
-                "batch_size": s["batch_size"],
-                "train_examples": s["train_examples"],
-                "peak_rss_mib": round(s["peak_memory_bytes"] / 2**20),
-                "wall_seconds": round(s["wall_seconds"], 1),
-            }
-        )
-        print(rows[-1], flush=True)
-    print(
-        table(
-            rows,
-            [
-                ("run", "run"),
-                ("test acc %", "test_accuracy"),
-                ("per-block acc %", "per_block"),
-                ("epochs", "epochs"),
-                ("batch", "batch_size"),
-                ("peak RSS MiB", "peak_rss_mib"),
-                ("wall s", "wall_seconds"),
-            ],
-        )
-    )
-    command = " ".join(["python", "bench/accuracy.py", *sys.argv[1:]])
-    for r in rows:
-        r["command"] = command
-    # runs of one suite made by separate invocations (--only) share one results file
+                "per_block": [None if a is None else round(100 * a, 2) for a in s["per_block_accuracy"]],
+                "epochs": s["epochs"], "batch_size": s["batch_size"],
+                "train_examples": s["train_examples"], "wall_seconds": round(s["wall_seconds"], 1),
+                "seconds_per_epoch": round(seconds / s["epochs"], 1),
+            })  # fmt: skip
+            print(runs[-1], flush=True)
+    # runs of one suite made by separate invocations share one results file
     path = RESULTS / f"accuracy-{args.suite}.json"
-    earlier = json.loads(path.read_text())["rows"] if path.exists() else []
-    merged = {r["run"]: r for r in earlier + rows}
-    print("wrote", write_results(f"accuracy-{args.suite}", {"rows": list(merged.values())}))
+    earlier = json.loads(path.read_text()).get("runs", []) if path.exists() else []
+    merged = {(r["run"], r["seed"]): r for r in earlier + runs}
+    rows = [aggregate(name, [r for (n, _), r in sorted(merged.items()) if n == name])
+            for name in suite["runs"] if any(n == name for n, _ in merged)]  # fmt: skip
+    print(table(rows, [("run", "run"), ("test acc %", "accuracy"), ("seeds", "seeds"),
+                       ("per-block acc %", "per_block"), ("s / epoch", "seconds_per_epoch"),
+                       ("epochs", "epochs"), ("batch", "batch_size"),
+                       ("train examples", "train_examples")]))  # fmt: skip
+    print(
+        "wrote",
+        write_results(f"accuracy-{args.suite}", {"rows": rows, "runs": list(merged.values())}),
+    )
 
 
 if __name__ == "__main__":
