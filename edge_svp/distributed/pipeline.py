@@ -160,7 +160,7 @@ def warm_up(net, ctx: StageContext, input_shape, num_classes: int, optim, device
 
 
 def train_epoch(net, ctx: StageContext, data, steps, trainers, reporter, epoch) -> None:
-    """One epoch of this stage over `steps` (micro_steps for this replica); the trainers
+    """One epoch of this stage over `steps` (MicroSteps for this replica); the trainers
     keep the epoch's statistics."""
     net.train()
     for trainer in trainers:
@@ -201,11 +201,14 @@ def evaluate_stage(net, ctx: StageContext, data, num_test: int, batch_size: int)
     """Correct test predictions of each of this stage's heads, on this replica's share of the
     test batches (every R-th batch)."""
     net.eval()
-    mine = [idx for j, idx in enumerate(batches(num_test, batch_size, shuffle=False))
-            if j % ctx.replicas == ctx.replica]  # fmt: skip
-    inputs = ctx.inbox.receive(len(idx) for idx in mine) if ctx.inbox else None
+
+    def mine():  # made as used, twice: their sizes for the inbox, then the batches
+        return (idx for j, idx in enumerate(batches(num_test, batch_size, shuffle=False))
+                if j % ctx.replicas == ctx.replica)  # fmt: skip
+
+    inputs = ctx.inbox.receive(len(idx) for idx in mine()) if ctx.inbox else None
     correct = [0] * len(ctx.owned)
-    for idx in mine:
+    for idx in mine():
         h, y = next(inputs) if inputs is not None else data.batch("test", idx, train=False)
         for k, i in enumerate(ctx.owned):
             h = net.blocks[i](h)

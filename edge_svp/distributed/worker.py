@@ -63,7 +63,7 @@ from edge_svp.rundir import (
 )
 from edge_svp.training import measure_network
 from edge_svp.training.backprop import has_batchnorm
-from edge_svp.training.common import BatchStats, TrainData, micro_steps, resolve_device
+from edge_svp.training.common import BatchStats, MicroSteps, TrainData, resolve_device
 
 SETUP_SECONDS = 600
 SETUP_KEY = "setup"
@@ -303,8 +303,8 @@ def _fit(config, rank, layout, device, comm, store, out, overwrite, timeout, rep
             barrier(control, timeout)  # start the epoch's clock together
             train_start, cpu_start = time.perf_counter(), time.process_time()
             before = ctx.counters()
-            epoch_steps = list(micro_steps(num_train, train.batch_size, micro_batch, order,
-                                           replica, layout.replicas))  # fmt: skip
+            epoch_steps = MicroSteps(num_train, train.batch_size, micro_batch, order, replica,
+                                     layout.replicas)  # fmt: skip
             train_epoch(net, ctx, data, epoch_steps, trainers, reporter, epoch)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)

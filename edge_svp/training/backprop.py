@@ -19,7 +19,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from edge_svp.svp import LocalOutput
-from edge_svp.training.common import evaluate, micro_steps
+from edge_svp.training.common import MicroSteps, evaluate
 from edge_svp.training.context import TrainContext
 
 BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
@@ -112,7 +112,7 @@ def train_backprop(ctx: TrainContext) -> None:
             start = time.perf_counter()
             net.train()
             steps = ctx.state.remaining(
-                list(micro_steps(data.num_train(), train.batch_size, step.micro_batch, order))
+                MicroSteps(data.num_train(), train.batch_size, step.micro_batch, order)
             )
             for idx, share, last in ctx.reporter.track(steps, len(steps), f"epoch {epoch}"):
                 x, y = data.batch("train", idx, train=True)

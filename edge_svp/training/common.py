@@ -140,22 +140,47 @@ def evaluate(net, data: TrainData, batch_size: int) -> list[float | None]:
     return [None if c is None else c / n for c in correct]
 
 
-def micro_steps(
-    n: int,
-    batch_size: int,
-    micro_batch: int,
-    generator: torch.Generator,
-    replica: int = 0,
-    replicas: int = 1,
-):
+class MicroSteps:
     """(indices, share of its batch, last of its batch?) for each micro-batch of one epoch.
 
     Gradients of the micro-batches of one batch are accumulated, each loss weighted by its
     share, so a step sees the same gradient as the whole batch would give. Data-parallel
     replicas each take every `replicas`-th example of a batch (possibly none), so that the
     sum of their gradients is the whole batch's.
+
+    The epoch's order is drawn from `generator` at once; the micro-steps are made as they are
+    iterated, so their memory does not grow with their number (N / micro-batch), which the
+    planner does not count. `len` is their number; `after(k)` is the epoch less its first k
+    batches (a resumed run's).
     """
-    for idx in batches(n, batch_size, True, generator):
-        chunks = idx[replica::replicas].split(micro_batch)  # one empty chunk if none
-        for j, chunk in enumerate(chunks):
-            yield chunk, len(chunk) / len(idx), j == len(chunks) - 1
+
+    def __init__(self, n, batch_size, micro_batch, generator, replica=0, replicas=1, skip=0):
+        self.order = torch.randperm(n, generator=generator)
+        self.batch_size, self.micro_batch = batch_size, micro_batch
+        self.replica, self.replicas, self.skip = replica, replicas, skip
+
+    def _batches(self):
+        n = len(self.order)
+        for start in range(self.skip * self.batch_size, n, self.batch_size):
+            yield self.order[start : start + self.batch_size]
+
+    def _chunks(self, batch_size: int) -> int:
+        mine = len(range(self.replica, batch_size, self.replicas))
+        return max(-(-mine // self.micro_batch), 1)  # one empty chunk if none
+
+    def __len__(self) -> int:
+        n = len(self.order)
+        starts = range(self.skip * self.batch_size, n, self.batch_size)
+        return sum(self._chunks(min(self.batch_size, n - start)) for start in starts)
+
+    def __iter__(self):
+        for idx in self._batches():
+            chunks = idx[self.replica :: self.replicas].split(self.micro_batch) or (idx[:0],)
+            for j, chunk in enumerate(chunks):
+                yield chunk, len(chunk) / len(idx), j == len(chunks) - 1
+
+    def after(self, batches: int):
+        """The same epoch less its first `batches` batches."""
+        rest = object.__new__(MicroSteps)
+        rest.__dict__.update(self.__dict__, skip=self.skip + batches)
+        return rest

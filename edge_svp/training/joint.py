@@ -9,7 +9,7 @@ import time
 
 import torch
 
-from edge_svp.training.common import evaluate, micro_steps
+from edge_svp.training.common import MicroSteps, evaluate
 from edge_svp.training.context import TrainContext
 
 
@@ -23,7 +23,7 @@ def train_joint(ctx: TrainContext) -> None:
             start = time.perf_counter()
             net.train()
             steps = ctx.state.remaining(
-                list(micro_steps(data.num_train(), train.batch_size, micro_batch, order))
+                MicroSteps(data.num_train(), train.batch_size, micro_batch, order)
             )
             for idx, share, last in ctx.reporter.track(steps, len(steps), f"epoch {epoch}"):
                 x, y = data.batch("train", idx, train=True)

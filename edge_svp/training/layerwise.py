@@ -23,7 +23,7 @@ from edge_svp.data import batches
 from edge_svp.memory.activation_cache import LOCATIONS, ActivationCache, damaged
 from edge_svp.memory.meter import release_memory
 from edge_svp.memory.offload import OffloadedModules, weights_dir
-from edge_svp.training.common import micro_steps
+from edge_svp.training.common import MicroSteps
 from edge_svp.training.context import TrainContext
 
 
@@ -65,7 +65,7 @@ def _fill_cache(block, inputs: BlockInputs, split, plan, memory, device, out_sha
     cache = ActivationCache(
         n, out_shape, plan.output_cache, memory.cache_dtype, device, memory.cache_dir, path
     )
-    chunks = list(batches(n, plan.micro_batch, shuffle=False))
+    chunks = batches(n, plan.micro_batch, shuffle=False)
     start = 0
     for x, _, _ in inputs.stream(split, chunks, train=False):
         out = block(x)
@@ -114,7 +114,7 @@ def _freeze(block) -> None:
 def _head_accuracy(net, index, inputs: BlockInputs, micro_batch: int) -> float:
     n = len(inputs.data.dataset.y_test)
     correct = 0
-    for x, _, y in inputs.stream("test", list(batches(n, micro_batch, False)), train=False):
+    for x, _, y in inputs.stream("test", batches(n, micro_batch, False), train=False):
         logits = net.objectives[index].classify(net.blocks[index](x))
         correct += int((logits.argmax(-1) == y).sum())
     return correct / n
@@ -181,8 +181,8 @@ def _train_block(ctx: TrainContext, i: int, inputs: BlockInputs, micro_batch: in
         start = time.perf_counter()
         trainer.module.train()
         trainer.objective.train()
-        steps = ctx.state.remaining(list(micro_steps(n, ctx.train.batch_size, micro_batch, order)))
-        stream = inputs.stream("train", [idx for idx, _, _ in steps], train=True)
+        steps = ctx.state.remaining(MicroSteps(n, ctx.train.batch_size, micro_batch, order))
+        stream = inputs.stream("train", (idx for idx, _, _ in steps), train=True)
         label = f"block {i + 1} epoch {epoch}"
         for (x, v_ref, y), (_, share, last) in ctx.reporter.track(
             zip(stream, steps, strict=True), len(steps), label

@@ -116,16 +116,15 @@ class TrainState:
                 trainer.new_epoch()
             yield epoch
 
-    def remaining(self, steps: list) -> list:
-        """This epoch's micro-steps (idx, share, last of its batch), less the batches done
+    def remaining(self, steps):
+        """This epoch's micro-steps (training/common.MicroSteps), less the batches done
         before a resume, whose running statistics are restored into the trainers."""
         done, self._done_steps = self._done_steps, 0
         if not done:
             return steps
         for trainer, saved in zip(self.trainers, self._saved_stats, strict=True):
             trainer.stats.load(saved)
-        ends = [k for k, (_, _, last) in enumerate(steps) if last]
-        return steps[ends[done - 1] + 1 :]
+        return steps.after(done)
 
     def numerical_fault(self, block: int, what: str) -> NumericalFault:
         """The fault that stops a run whose `what` (loss, gradients) of `block` went NaN or
