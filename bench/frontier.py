@@ -84,6 +84,7 @@ def main():
     parser.add_argument("--data-dir")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--train-limit", type=int, default=10000, help="0: all examples")
+    parser.add_argument("--test-limit", type=int, help="test on the first N examples")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--budgets", nargs="*", help="budgets to run instead (e.g. 64MB 20MB)")
@@ -94,6 +95,7 @@ def main():
             "--device", args.device]  # fmt: skip
     base += ["--data-dir", args.data_dir] if args.data_dir else []
     base += ["--train-limit", str(args.train_limit)] if args.train_limit else []
+    base += ["--test-limit", str(args.test_limit)] if args.test_limit else []
     minimum = {method: smallest_budget(base + extra) for method, extra in METHODS.items()}
     if args.budgets:
         from edge_svp.memory.size import parse_size
@@ -120,6 +122,7 @@ def main():
     print(table(rows, columns))
     command = " ".join(["python", "bench/frontier.py", *sys.argv[1:]])
     payload = {"profile": args.profile, "epochs": args.epochs, "train_limit": args.train_limit,
+               "test_limit": args.test_limit,
                "batch_size": args.batch_size, "command": command,
                "min_budget_mib": {m: round(b / MIB, 1) for m, b in minimum.items()},
                "rows": rows}  # fmt: skip
