@@ -83,3 +83,32 @@ def write_results(name: str, payload: dict) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(payload, indent=2) + "\n")
     return path
+
+
+def plot_lines(path: Path, lines: dict[str, list[tuple]], xlabel: str, ylabel: str,
+               log_x: bool = False, xticks: list | None = None) -> bool:  # fmt: skip
+    """One line per entry of `lines` ({label: [(x, y), ...]}), saved as a PNG at `path`;
+    False where matplotlib (the report extra) is not installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")  # headless: files only
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, points in lines.items():
+        if points:
+            ax.plot(*zip(*sorted(points), strict=True), marker="o", label=label)
+    if log_x:
+        ax.set_xscale("log")
+    if xticks:
+        ax.set_xticks(xticks)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True

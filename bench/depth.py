@@ -15,7 +15,7 @@ writes bench/results/depth.json and a plot of the minimums against depth, depth.
 import argparse
 import sys
 
-from common import RESULTS, fit, smallest_budget, table, write_results
+from common import RESULTS, fit, plot_lines, smallest_budget, table, write_results
 
 MIB = 2**20
 METHODS = {
@@ -39,29 +39,6 @@ def measured(method: str, depth: int, args: list[str], budget: int) -> dict:
         f"{method} within": memory["within_budget"],
         f"{method} micro-batch": "/".join(str(m) for m in sorted(set(memory["micro_batch"]))),
     }
-
-
-def draw(rows: list[dict], path) -> bool:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for method in METHODS:
-        ax.plot([r["depth"] for r in rows], [r[f"{method} MiB"] for r in rows], marker="o",
-                label=method)  # fmt: skip
-    ax.set_xlabel("blocks (one transformer layer each)")
-    ax.set_ylabel("smallest budget (MiB)")
-    ax.set_xticks([r["depth"] for r in rows])
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return True
 
 
 def main():
@@ -100,7 +77,9 @@ def main():
     print(table(rows, columns))
     command = " ".join(["python", "bench/depth.py", *sys.argv[1:]])
     print("wrote", write_results("depth", {"command": command, "rows": rows}))
-    if draw(rows, RESULTS / "depth.png"):
+    lines = {m: [(r["depth"], r[f"{m} MiB"]) for r in rows] for m in METHODS}
+    if plot_lines(RESULTS / "depth.png", lines, "blocks (one transformer layer each)",
+                  "smallest budget (MiB)", xticks=[r["depth"] for r in rows]):  # fmt: skip
         print("wrote", RESULTS / "depth.png")
 
 

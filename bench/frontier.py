@@ -15,7 +15,7 @@ against budget, frontier-<profile>.png (-cuda before the suffix with --device cu
 import argparse
 import sys
 
-from common import RESULTS, fit, plan, smallest_budget, table, write_results
+from common import RESULTS, fit, plan, plot_lines, smallest_budget, table, write_results
 
 MIB = 2**20
 METHODS = {
@@ -50,32 +50,6 @@ def row(method: str, budget: int, result, minimum: int) -> dict:
         "micro_batch": "/".join(str(m) for m in memory["micro_batch"]),
         "checkpointing": any(memory["checkpointing"]),
     }
-
-
-def draw(rows: list[dict], path) -> bool:
-    """Accuracy against budget, one line per method; False without matplotlib."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for method in METHODS:
-        points = [(r["budget_mib"], r["test_accuracy"]) for r in rows
-                  if r["method"] == method and r["status"] == "trained"]  # fmt: skip
-        if points:
-            ax.plot(*zip(*sorted(points), strict=True), marker="o", label=method)
-    ax.set_xscale("log")
-    ax.set_xlabel("memory budget (MiB)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return True
 
 
 def main():
@@ -128,7 +102,10 @@ def main():
                "rows": rows}  # fmt: skip
     name = f"frontier-{args.profile}" + ("-cuda" if args.device == "cuda" else "")
     print("wrote", write_results(name, payload))
-    if draw(rows, RESULTS / f"{name}.png"):
+    lines = {m: [(r["budget_mib"], r["test_accuracy"]) for r in rows
+                 if r["method"] == m and r["status"] == "trained"] for m in METHODS}  # fmt: skip
+    if plot_lines(RESULTS / f"{name}.png", lines, "memory budget (MiB)", "test accuracy (%)",
+                  log_x=True):  # fmt: skip
         print("wrote", RESULTS / f"{name}.png")
 
 

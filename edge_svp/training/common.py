@@ -89,7 +89,7 @@ def block_optim(cfg: OptimConfig, index: int) -> OptimConfig:
 
 class BatchStats:
     """Running mean loss and accuracy over one epoch. A micro-batch whose loss is NaN or inf
-    is left out and flagged (`nonfinite`) for TrainState.step to act on."""
+    is left out and flagged (`nonfinite`) for step_blocks (training/step.py) to act on."""
 
     def __init__(self):
         self.loss = 0.0

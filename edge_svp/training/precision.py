@@ -1,10 +1,10 @@
 """Mixed precision, per block: autocast around each block's forward pass and local loss and,
 for fp16, a gradient scaler per block (so an overflow skips that block's step only).
 
-    with autocast(train.precision, device):
+    with autocast(train.precision, device):     # BlockTrainer.micro_step (training/step.py)
         out = objective(block(x), v_ref, y)
     scaler.scale(out.loss * share).backward()   # scaler = grad_scaler(train.precision, device)
-    state.step()                                # steps each optimizer through its scaler
+    scaler.step(optimizer); scaler.update()     # BlockTrainer.step
 
 Weights, gradients and optimizer state stay float32; autocast runs matrix products and
 convolutions in the lower precision and keeps reductions and losses in float32.
