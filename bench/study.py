@@ -47,6 +47,11 @@ CNN = {  # cifar10-cnn: 32-64-128 channels, d0 64, pool 2, bhattacharyya 0.1, li
     "batch 64": ["--batch-size", "64"],
     "weight decay 5e-4": s("optim.weight_decay=0.0005"),
     "2 blocks [[32,64],[128]] (other network)": s("model.channels=[[32,64],[128]]"),
+    # second wave: combinations of what helped in the first
+    "pool 4 + d0 1024": s("svp.pool_size=4", "svp.proj_dim=1024"),
+    "pool 4 + d0 512 + head mlp": s("svp.pool_size=4", "svp.proj_dim=512", "svp.head=mlp"),
+    "pool 4 + d0 512 + lr 2e-3": s("svp.pool_size=4", "svp.proj_dim=512", "optim.lr=0.002"),
+    "pool 4 + d0 512 + batch 64": s("svp.pool_size=4", "svp.proj_dim=512") + ["--batch-size", "64"],
 }  # fmt: skip
 
 VIT = {  # cifar10-vit: dim 128, 3 blocks of 2 layers, d0 10, token mean, AdamW 1e-3 wd 0.05
