@@ -54,6 +54,19 @@ CNN = {  # cifar10-cnn: 32-64-128 channels, d0 64, pool 2, bhattacharyya 0.1, li
     "pool 4 + d0 512 + batch 64": s("svp.pool_size=4", "svp.proj_dim=512") + ["--batch-size", "64"],
 }  # fmt: skip
 
+BEST_CNN = s("svp.pool_size=4", "svp.proj_dim=512", "svp.head=mlp") + ["--batch-size", "64"]
+CNN_SEEDS = {  # what helped in the screening, 10 epochs, 3 seeds
+    "baseline": [],
+    "batch 64": ["--batch-size", "64"],
+    "pool 4 + d0 512": s("svp.pool_size=4", "svp.proj_dim=512"),
+    "pool 4 + d0 512 + head mlp": s("svp.pool_size=4", "svp.proj_dim=512", "svp.head=mlp"),
+    "pool 4 + d0 512 + head mlp + batch 64": BEST_CNN,
+    "layerwise": ["--schedule", "layerwise"],
+    "layerwise, pool 4 + d0 512 + head mlp + batch 64": BEST_CNN + ["--schedule", "layerwise"],
+    "layerwise --recompute, pool 4 + d0 512 + head mlp + batch 64": BEST_CNN
+    + ["--schedule", "layerwise", "--recompute"],
+}
+
 VIT = {  # cifar10-vit: dim 128, 3 blocks of 2 layers, d0 10, token mean, AdamW 1e-3 wd 0.05
     "baseline": [],
     "d0 64": s("svp.proj_dim=64"),
@@ -68,7 +81,7 @@ VIT = {  # cifar10-vit: dim 128, 3 blocks of 2 layers, d0 10, token mean, AdamW 
 
 GRIDS = {
     "cnn": {"profile": "cifar10-cnn", "epochs": 5, "rows": CNN},
-    "cnn-seeds": {"profile": "cifar10-cnn", "epochs": 10, "rows": {}},  # filled after screening
+    "cnn-seeds": {"profile": "cifar10-cnn", "epochs": 10, "rows": CNN_SEEDS},
     "vit": {"profile": "cifar10-vit", "epochs": 3, "rows": VIT},
     "vit-seeds": {"profile": "cifar10-vit", "epochs": 5, "rows": {}},  # filled after screening
 }
