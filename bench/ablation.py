@@ -1,8 +1,8 @@
 """Ablation of the SVP objective: divergence, alignment, beta, lambda and d0.
 
     python bench/ablation.py --profile mnist-mlp --data-dir ../shared/data --epochs 5
-    python bench/ablation.py --profile cifar10-cnn --data-dir ../shared/data --epochs 5 \
-        --train-limit 10000
+    python bench/ablation.py --profile cifar10-cnn --data-dir ../shared/data --epochs 3 \
+        --train-limit 5000 --d0 64 --set svp.pool_size=2 --set svp.head=linear
 
 One configuration is changed at a time against plain local cross-entropy (beta = lam = 0).
 Prints a markdown table and writes bench/results/ablation-<profile>.json.
@@ -36,7 +36,9 @@ def main():
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--train-limit", type=int)
-    parser.add_argument("--d0", type=int, required=True, help="the profile's proj_dim")
+    parser.add_argument("--d0", type=int, required=True, help="the baseline's proj_dim")
+    parser.add_argument("--set", dest="settings", action="append", default=[],
+                        metavar="SECTION.KEY=VALUE", help="applied to every row")  # fmt: skip
     parser.add_argument("--only", nargs="*", help="run only these grid entries")
     parser.add_argument("--reuse", action="store_true", help="reuse finished identical runs")
     args = parser.parse_args()
@@ -44,7 +46,8 @@ def main():
     base = ["--profile", args.profile, "--data-dir", args.data_dir, "--epochs", str(args.epochs)]
     # the baseline is plain CE whatever the profile says
     base += ["--set", "svp.divergence=none", "--set", "svp.alignment=none"]
-    base += ["--set", "svp.beta=0.0", "--set", "svp.lam=0.0"]
+    base += ["--set", "svp.beta=0.0", "--set", "svp.lam=0.0", "--set", f"svp.proj_dim={args.d0}"]
+    base += [a for s in args.settings for a in ("--set", s)]
     if args.train_limit:
         base += ["--train-limit", str(args.train_limit)]
     sizes = {"d0_small": max(args.d0 // 4, 1), "d0_large": args.d0 * 2}
