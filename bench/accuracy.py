@@ -10,8 +10,9 @@ and a linear layer: train.bp_head = "standard"). Each run in its own process (`e
 fit`); `--only NAME ...` runs some of them, and results of separate invocations (other runs,
 other seeds) merge into one file; `--reuse` reads finished identical runs instead of training
 them again. Prints a markdown table (test accuracy mean +- sample std over seeds, per-block
-means, seconds per epoch) and writes bench/results/accuracy-<suite>.json with every run's
-numbers.
+means, seconds per epoch, and the accuracy each configuration had reached when the fastest
+one finished: equal wall time) and writes bench/results/accuracy-<suite>.json with every
+run's numbers and its accuracy curve over training time.
 """
 
 import argparse
@@ -43,9 +44,29 @@ def mean_std(values: list[float]) -> tuple[float, float | None]:
     return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else None
 
 
-def aggregate(name: str, runs: list[dict]) -> dict:
+def curve(records: list[dict], schedule: str) -> list[list[float]]:
+    """[training seconds so far, test accuracy %] after each epoch: the accuracy of the model
+    as it stood then (joint: its last head; layerwise: the head of the block in training)."""
+    if schedule == "joint":  # every block's record of an epoch has the epoch's time
+        last = max(r["block"] for r in records)
+        times = [r["seconds"] for r in records if r["block"] == 1]
+        records = [r for r in records if r["block"] == last]
+    else:
+        times = [r["seconds"] for r in records]
+    elapsed = [sum(times[: i + 1]) for i in range(len(times))]
+    return [[round(t, 1), round(100 * r["test_accuracy"], 2)] for t, r in zip(elapsed, records)]
+
+
+def accuracy_at(points: list[list[float]], seconds: float) -> float | None:
+    """The accuracy a run had reached after `seconds` of training (None: no epoch done yet)."""
+    reached = [acc for t, acc in points if t <= seconds * 1.001]  # timing noise at the end
+    return reached[-1] if reached else None
+
+
+def aggregate(name: str, runs: list[dict], equal_seconds: float) -> dict:
     """One row of the table: a configuration over its seeds."""
     accuracy, spread = mean_std([r["test_accuracy"] for r in runs])
+    at_time = [accuracy_at(r["curve"], equal_seconds) for r in runs]
     columns = zip(*(r["per_block"] for r in runs), strict=True)
     per_block = [None if col[0] is None else statistics.mean(col) for col in columns]
     return {
@@ -55,6 +76,8 @@ def aggregate(name: str, runs: list[dict]) -> dict:
         "mean": round(accuracy, 2),
         "std": round(spread, 2) if spread is not None else None,
         "per_block": " / ".join("-" if a is None else f"{a:.1f}" for a in per_block),
+        "at_equal_time": "-" if None in at_time else "{:.2f} ± {:.2f}".format(*mean_std(at_time))
+        if len(runs) > 1 else f"{at_time[0]:.2f}",
         "seconds_per_epoch": round(statistics.mean(r["seconds_per_epoch"] for r in runs), 1),
         "epochs": runs[0]["epochs"],
         "batch_size": runs[0]["batch_size"],
@@ -86,32 +109,33 @@ def main():
             tag = f"{args.suite}-{name.replace(' ', '-')}-s{seed}"
             s = fit(tag, [*base, *extra, "--seed", str(seed)], "accuracy", args.reuse)
             records = [json.loads(line) for line in open(f"{s['run_dir']}/metrics.jsonl")]
-            if s["schedule"] == "joint":  # every block's record of an epoch has its time
-                records = [r for r in records if r["block"] == 1]
-            seconds = sum(r["seconds"] for r in records)
+            points = curve(records, s["schedule"])
             runs.append({
                 "run": name, "seed": seed, "command": command,
                 "test_accuracy": round(100 * s["test_accuracy"], 2),
                 "per_block": [None if a is None else round(100 * a, 2) for a in s["per_block_accuracy"]],
                 "epochs": s["epochs"], "batch_size": s["batch_size"],
                 "train_examples": s["train_examples"], "wall_seconds": round(s["wall_seconds"], 1),
-                "seconds_per_epoch": round(seconds / s["epochs"], 1),
+                "seconds_per_epoch": round(points[-1][0] / s["epochs"], 1), "curve": points,
             })  # fmt: skip
-            print(runs[-1], flush=True)
+            print({k: v for k, v in runs[-1].items() if k != "curve"}, flush=True)
     # runs of one suite made by separate invocations share one results file
     path = RESULTS / f"accuracy-{args.suite}.json"
     earlier = json.loads(path.read_text()).get("runs", []) if path.exists() else []
-    merged = {(r["run"], r["seed"]): r for r in earlier + runs}
-    rows = [aggregate(name, [r for (n, _), r in sorted(merged.items()) if n == name])
-            for name in suite["runs"] if any(n == name for n, _ in merged)]  # fmt: skip
+    merged = {(r["run"], r["seed"]): r for r in earlier + runs if "curve" in r}
+    by_name = {name: [r for (n, _), r in sorted(merged.items()) if n == name]
+               for name in suite["runs"] if any(n == name for n, _ in merged)}  # fmt: skip
+    # equal wall time: where the fastest configuration (mean over its seeds) finished
+    equal_seconds = min(statistics.mean(r["curve"][-1][0] for r in rs) for rs in by_name.values())
+    rows = [aggregate(name, rs, equal_seconds) for name, rs in by_name.items()]
     print(table(rows, [("run", "run"), ("test acc %", "accuracy"), ("seeds", "seeds"),
-                       ("per-block acc %", "per_block"), ("s / epoch", "seconds_per_epoch"),
-                       ("epochs", "epochs"), ("batch", "batch_size"),
-                       ("train examples", "train_examples")]))  # fmt: skip
-    print(
-        "wrote",
-        write_results(f"accuracy-{args.suite}", {"rows": rows, "runs": list(merged.values())}),
-    )
+                       ("per-block acc %", "per_block"),
+                       (f"acc % after {equal_seconds:.0f} s", "at_equal_time"),
+                       ("s / epoch", "seconds_per_epoch"), ("epochs", "epochs"),
+                       ("batch", "batch_size"), ("train examples", "train_examples")]))  # fmt: skip
+    payload = {"rows": rows, "equal_time_seconds": round(equal_seconds, 1),
+               "runs": list(merged.values())}  # fmt: skip
+    print("wrote", write_results(f"accuracy-{args.suite}", payload))
 
 
 if __name__ == "__main__":
