@@ -16,6 +16,7 @@ run's numbers and its accuracy curve over training time.
 """
 
 import argparse
+import itertools
 import json
 import statistics
 import sys
@@ -53,8 +54,9 @@ def curve(records: list[dict], schedule: str) -> list[list[float]]:
         records = [r for r in records if r["block"] == last]
     else:
         times = [r["seconds"] for r in records]
-    elapsed = [sum(times[: i + 1]) for i in range(len(times))]
-    return [[round(t, 1), round(100 * r["test_accuracy"], 2)] for t, r in zip(elapsed, records)]
+    elapsed = itertools.accumulate(times)
+    return [[round(t, 1), round(100 * r["test_accuracy"], 2)]
+            for t, r in zip(elapsed, records, strict=True)]  # fmt: skip
 
 
 def accuracy_at(points: list[list[float]], seconds: float) -> float | None:
