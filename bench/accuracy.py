@@ -45,6 +45,10 @@ def mean_std(values: list[float]) -> tuple[float, float | None]:
     return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else None
 
 
+def as_text(mean: float, std: float | None) -> str:
+    return f"{mean:.2f}" + (f" ± {std:.2f}" if std is not None else "")
+
+
 def curve(records: list[dict], schedule: str) -> list[list[float]]:
     """[training seconds so far, test accuracy %] after each epoch: the accuracy of the model
     as it stood then (joint: its last head; layerwise: the head of the block in training)."""
@@ -74,12 +78,11 @@ def aggregate(name: str, runs: list[dict], equal_seconds: float) -> dict:
     return {
         "run": name,
         "seeds": " ".join(str(r["seed"]) for r in runs),
-        "accuracy": f"{accuracy:.2f}" + (f" ± {spread:.2f}" if spread is not None else ""),
+        "accuracy": as_text(accuracy, spread),
         "mean": round(accuracy, 2),
         "std": round(spread, 2) if spread is not None else None,
         "per_block": " / ".join("-" if a is None else f"{a:.1f}" for a in per_block),
-        "at_equal_time": "-" if None in at_time else "{:.2f} ± {:.2f}".format(*mean_std(at_time))
-        if len(runs) > 1 else f"{at_time[0]:.2f}",
+        "at_equal_time": "-" if None in at_time else as_text(*mean_std(at_time)),
         "seconds_per_epoch": round(statistics.mean(r["seconds_per_epoch"] for r in runs), 1),
         "epochs": runs[0]["epochs"],
         "batch_size": runs[0]["batch_size"],
