@@ -32,6 +32,9 @@ SUITES = {
             "svp joint": [],
             "svp layerwise": ["--schedule", "layerwise"],
             "bp": ["--method", "bp"],
+            # the classifier SVP's last block has (pool 4 x 4, fixed projection, MLP head),
+            # trained end to end: how much of a difference is the head's
+            "bp, svp head": ["--method", "bp", "--set", "train.bp_head=svp"],
         },
     },
     "cifar10-vit": {
