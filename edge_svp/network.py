@@ -9,6 +9,7 @@ nn.Sequential and block boundaries:
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -52,6 +53,7 @@ class SVPNetwork(nn.Module):
             raise EdgeSVPError(f"got {len(svps)} SVP configurations for {len(blocks)} blocks")
         self.input_shape = tuple(input_shape)
         self.num_classes = num_classes
+        self.svp, self.seed = svps, seed
         self.blocks = nn.ModuleList(blocks)
         shapes = self._output_shapes()
         # An MLP sees its input flattened, so its reference v_0 does too; conv and
@@ -76,6 +78,12 @@ class SVPNetwork(nn.Module):
             self.objectives.append(objective)
             ref_dim = num_classes if posterior else cfg.proj_dim
         self.classifier = StandardHead(shapes[-1], num_classes) if classifier else None
+        if classifier:
+            # Trained end to end, the network predicts through its classifier alone: the SVP
+            # objectives would be dead weight in backprop's memory. They are drawn all the
+            # same, then let go, because the classifier's initial weights follow theirs in
+            # the seed's random stream.
+            self.objectives, self.input_projection = nn.ModuleList(), None
 
     @classmethod
     def from_sequential(
@@ -141,13 +149,19 @@ class SVPNetwork(nn.Module):
         prediction. A network with a classifier (trained end to end) has no trained heads
         before it: None for those."""
         out = []
-        for i, (block, objective) in enumerate(zip(self.blocks, self.objectives, strict=True)):
+        for i, block in enumerate(self.blocks):
             x = block(x)
             if self.classifier is None:
-                out.append(objective.classify(x))
+                out.append(self.objectives[i].classify(x))
             else:
                 out.append(self.classifier(x) if i == len(self) - 1 else None)
         return out
+
+    def svp_counterpart(self) -> SVPNetwork:
+        """The same blocks (copied) with SVP objectives: what SVP would train in place of a
+        network trained end to end."""
+        blocks = copy.deepcopy(list(self.blocks))
+        return SVPNetwork(blocks, self.input_shape, self.num_classes, self.svp, seed=self.seed)
 
     def save(self, path: str | Path, **extra) -> None:
         """Write the state dict (weights and projection buffers) atomically."""

@@ -111,9 +111,11 @@ def plan_training(
         try:
             plan = _checked(make_plan, lambda b: costs[b.checkpointing], measure)
         except BudgetTooSmall as e:  # the user's choice: say what SVP would need
-            svp = plan_blocks(probe.costs(train.batch_size), "layerwise", device_type,
+            svp_net = net.svp_counterpart() if net.classifier is not None else net
+            svp_probe = network_probe(svp_net, dataset, preprocess, train, optim)
+            svp = plan_blocks(svp_probe.costs(train.batch_size), "layerwise", device_type,
                               train.batch_size, len(dataset.y_train) + len(dataset.y_test),
-                              input_projection_bytes=tensor_bytes([net.input_projection.weight]),
+                              input_projection_bytes=tensor_bytes([svp_net.input_projection.weight]),
                               unified=unified)  # fmt: skip
             raise BudgetTooSmall(
                 f"{e}; SVP layerwise trains this profile from {format_bytes(svp.min_budget)} "

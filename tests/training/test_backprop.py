@@ -84,3 +84,26 @@ def test_backprop_trains_the_standard_head_or_for_ablations_the_svp_head():
         assert params == [*net.blocks.parameters(), *head.parameters()]
         trained = {id(p) for p in params}
         assert all((p.grad is not None) == (id(p) in trained) for p in net.parameters())
+
+
+def test_backprop_with_the_standard_head_holds_nothing_of_svp():
+    from edge_svp.config import RunConfig
+    from edge_svp.network import build_network
+
+    config = RunConfig()
+    config.model.kind, config.model.options = "cnn", CNNOptions(channels=[[4], [8]])
+    svp = build_network(config, SHAPE, 10)
+    config.train.method = "bp"
+    bp = build_network(config, SHAPE, 10)
+    blocks = sum(p.numel() for p in bp.blocks.parameters())
+    classifier = sum(p.numel() for p in bp.classifier.parameters())
+    assert sum(p.numel() for p in bp.parameters()) == blocks + classifier
+    assert not any(name.startswith(("objectives", "input_projection")) for name in bp.state_dict())
+    # the same seed draws the same blocks for either method, and SVP's objectives can be
+    # rebuilt from a backprop network (its planner names SVP's smallest budget)
+    assert all(torch.equal(a, b) for a, b in zip(bp.blocks.parameters(), svp.blocks.parameters(),
+                                                 strict=True))  # fmt: skip
+    counterpart = bp.svp_counterpart()
+    assert torch.equal(
+        counterpart.objectives[1].projection.weight, svp.objectives[1].projection.weight
+    )
