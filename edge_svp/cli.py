@@ -312,7 +312,7 @@ def predict(source, inputs, out, fmt, backend, threads):
     """Predict the class of every INPUT with a trained network: image files, folders of
     images, .npy arrays or IDX files of raw uint8 pixels. Prints (or writes) one line per
     input: its name, the predicted class and every class's probability."""
-    from edge_svp.checkpoint import atomic_write_text, check_new_dir
+    from edge_svp.files import atomic_write_text, check_new_dir
     from edge_svp.predict import output_format, predict_files, predictions_text
 
     if out:

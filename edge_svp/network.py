@@ -18,9 +18,10 @@ import psutil
 import torch
 from torch import nn
 
-from edge_svp.checkpoint import atomic_write, read_checkpoint
+from edge_svp.checkpoint import read_checkpoint
 from edge_svp.config import RunConfig, SVPConfig
 from edge_svp.errors import EdgeSVPError
+from edge_svp.files import atomic_write
 from edge_svp.memory.offload import read_offloaded
 from edge_svp.memory.size import format_bytes
 from edge_svp.models import build_blocks

@@ -27,7 +27,7 @@ def predict_files(
 ) -> tuple[list[str], np.ndarray, list[str]]:
     """(input names, class probabilities (N, classes), class names) of every input file:
     `source` is a run directory (backend torch) or an inference export (backend ort)."""
-    from edge_svp.training.common import choose_threads
+    from edge_svp.threads import choose_threads
 
     if backend == "ort":
         from edge_svp.ort.predictor import InferenceModel

@@ -20,8 +20,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge_svp.checkpoint import make_dir
 from edge_svp.errors import EdgeSVPError
+from edge_svp.files import make_dir
 
 MIB = 2**20
 REPORT = "report.md"

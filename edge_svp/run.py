@@ -45,9 +45,10 @@ from edge_svp.rundir import (
     summary,
 )
 from edge_svp.target import Target, load_target
+from edge_svp.threads import choose_threads
 from edge_svp.training import TrainState, block_accuracies, plan_training, train
 from edge_svp.training.backprop import has_batchnorm
-from edge_svp.training.common import choose_threads, resolve_device
+from edge_svp.training.common import resolve_device
 from edge_svp.training.precision import check_precision
 
 

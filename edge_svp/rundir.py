@@ -35,10 +35,11 @@ from pathlib import Path
 
 import torch
 
-from edge_svp.checkpoint import LATEST, CheckpointStore, atomic_write_text, check_new_dir, writable
+from edge_svp.checkpoint import LATEST, CheckpointStore
 from edge_svp.config import RunConfig, config_to_dict, dump_toml, load_config
 from edge_svp.data import Dataset, Preprocess, load_data
 from edge_svp.errors import EdgeSVPError
+from edge_svp.files import atomic_write_text, check_new_dir, writable
 from edge_svp.memory.offload import weights_dir
 from edge_svp.network import SVPNetwork, build_network
 

@@ -5,8 +5,9 @@ import json
 import pytest
 import torch
 
-from edge_svp.checkpoint import DIGESTS, LATEST, PREVIOUS, CheckpointStore, atomic_write_text
+from edge_svp.checkpoint import DIGESTS, LATEST, PREVIOUS, CheckpointStore
 from edge_svp.errors import EdgeSVPError
+from edge_svp.files import atomic_write_text
 
 
 def checkpoint(n: int) -> dict:

@@ -1,82 +1,25 @@
-"""Datasets by name. A new dataset is one loader function plus one entry in DATASETS."""
+"""The data: datasets by name (registry.py), the Dataset and its preprocessing (dataset.py),
+one loader per dataset, and readers of a user's own input files (inputs.py).
 
-import os
-from pathlib import Path
+The names below load on first use: reading inputs for an ONNX Runtime prediction
+(inputs.py, idx.py) needs numpy alone, and importing this package must not pull in torch
+for it (`edge-svp predict --backend ort` on a device without torch)."""
 
-import torch
+import importlib
 
-from edge_svp.config import DataConfig
-from edge_svp.data import cifar10, digits, idx
-from edge_svp.data.dataset import Dataset, Preprocess, batches
-from edge_svp.data.imagefolder import load_image_folder
-from edge_svp.errors import DataNotFound, unknown
-
-DATASETS = {
-    "digits": digits.load,
-    "mnist": idx.load_mnist,
-    "fashion-mnist": idx.load_fashion_mnist,
-    "cifar10": cifar10.load,
-    "imagefolder": load_image_folder,  # --data-dir is the folder or zip itself
-}
-NEEDS_NO_FILES = {"digits"}
+_HOMES = {
+    "edge_svp.data.registry": ["DATASETS", "SHAPES", "load_data", "load_dataset",
+                               "synthetic_data"],
+    "edge_svp.data.dataset": ["Dataset", "Preprocess", "batches"],
+}  # fmt: skip
 
 
-def load_data(data: DataConfig) -> tuple[Dataset, Preprocess]:
-    """The dataset a run's [data] section names, limited as it says, and its preprocessing
-    fitted on the training split."""
-    dataset = load_dataset(data.dataset, data.data_dir).limit(data.train_limit, data.test_limit)
-    return dataset, Preprocess.fit(dataset.x_train, data.normalize, data.augment)
+def __getattr__(name: str):
+    for module, names in _HOMES.items():
+        if name in names:
+            value = globals()[name] = getattr(importlib.import_module(module), name)
+            return value
+    raise AttributeError(f"module 'edge_svp.data' has no attribute {name!r}")
 
 
-# What the datasets with files look like, for a plan without them (`edge-svp plan` on a
-# laptop that lacks the data): input shape, classes, training and test examples.
-SHAPES = {
-    "mnist": ((1, 28, 28), 10, 60_000, 10_000),
-    "fashion-mnist": ((1, 28, 28), 10, 60_000, 10_000),
-    "cifar10": ((3, 32, 32), 10, 50_000, 10_000),
-}
-
-
-def synthetic_data(data: DataConfig) -> tuple[Dataset, Preprocess]:
-    """Random uint8 images of the shape and number the [data] section's dataset has (one
-    image in memory, repeated as views), and their preprocessing: what a plan needs."""
-    shape, classes, train, test = SHAPES[data.dataset]
-    image = torch.randint(0, 256, (1, *shape), dtype=torch.uint8)
-
-    def split(n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return image.expand(n, *shape), torch.arange(n) % classes
-
-    dataset = Dataset(f"{data.dataset} (synthetic)", *split(train), *split(test),
-                      [str(c) for c in range(classes)])  # fmt: skip
-    dataset = dataset.limit(data.train_limit, data.test_limit)
-    return dataset, Preprocess.fit(dataset.x_train, data.normalize, data.augment)
-
-
-def default_data_dir() -> Path:
-    return Path(os.environ.get("EDGE_SVP_DATA", "data"))
-
-
-def load_dataset(name: str, data_dir: str | Path | None = None) -> Dataset:
-    """Load a dataset by name; `data_dir` defaults to $EDGE_SVP_DATA or ./data."""
-    if name not in DATASETS:
-        raise unknown("dataset", name, DATASETS)
-    if name in NEEDS_NO_FILES:
-        return DATASETS[name]()
-    folder = Path(data_dir) if data_dir else default_data_dir()
-    if not folder.exists():
-        raise DataNotFound(
-            f"dataset '{name}': data directory {folder} does not exist (set --data-dir)"
-        )
-    return DATASETS[name](folder)
-
-
-__all__ = [
-    "DATASETS",
-    "SHAPES",
-    "Dataset",
-    "Preprocess",
-    "batches",
-    "load_data",
-    "load_dataset",
-    "synthetic_data",
-]
+__all__ = [name for names in _HOMES.values() for name in names]

@@ -19,12 +19,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from edge_svp.checkpoint import atomic_write_text
 from edge_svp.config import RunConfig, config_to_dict, dump_toml
 from edge_svp.distributed import DEFAULT_TIMEOUT
 from edge_svp.distributed.failure import EXIT_CODES, REPORT_ENV, stop_on_sigterm
 from edge_svp.distributed.stages import Layout
 from edge_svp.distributed.worker import check_config
+from edge_svp.files import atomic_write_text
 
 POLL_SECONDS = 0.05
 GRACE_SECONDS = 5.0  # after SIGTERM, before SIGKILL

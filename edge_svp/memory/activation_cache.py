@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edge_svp.checkpoint import file_sha256
 from edge_svp.errors import EdgeSVPError
 from edge_svp.faults import kill_point
+from edge_svp.files import file_sha256
 
 LOCATIONS = ("device", "host", "disk")
 DTYPES = {"float32": torch.float32, "float16": torch.float16}

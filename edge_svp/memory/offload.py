@@ -24,8 +24,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from edge_svp.checkpoint import atomic_write, file_sha256
 from edge_svp.errors import EdgeSVPError
+from edge_svp.files import atomic_write, file_sha256
 
 
 def weights_dir(cache_dir: Path) -> Path:

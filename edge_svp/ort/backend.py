@@ -15,7 +15,7 @@ from edge_svp.ort import runtime
 from edge_svp.ort.export import export_training
 from edge_svp.ort.weights import load_trained_weights
 from edge_svp.progress import Reporter
-from edge_svp.training.common import choose_threads
+from edge_svp.threads import choose_threads
 
 
 def check_supported(config: RunConfig) -> None:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edge_svp.checkpoint import check_new_dir
 from edge_svp.config import RunConfig
 from edge_svp.data import load_data
 from edge_svp.errors import EdgeSVPError
+from edge_svp.files import check_new_dir
 from edge_svp.network import build_network
 from edge_svp.ort.manifest import MANIFEST, Manifest
 from edge_svp.rundir import load_run

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import torch
 
-from edge_svp.checkpoint import make_dir
 from edge_svp.config import RunConfig, config_to_dict
 from edge_svp.data import Preprocess
 from edge_svp.errors import EdgeSVPError
+from edge_svp.files import make_dir
 from edge_svp.network import SVPNetwork
 from edge_svp.ort.requirements import missing
 from edge_svp.svp import RandomProjection

@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from edge_svp.checkpoint import make_dir
 from edge_svp.data import Preprocess
+from edge_svp.files import make_dir
 from edge_svp.network import SVPNetwork
 from edge_svp.ort.predictor import INFO, MODEL
 from edge_svp.ort.requirements import missing

@@ -1,34 +1,15 @@
-"""What the schedules share (edge_svp/training/common.py): the CPU threads they run on."""
+"""What the schedules share (edge_svp/training/common.py): the learning-rate schedule."""
 
-import os
+import math
 
 import pytest
+import torch
 
-from edge_svp.training.common import choose_threads
-
-
-def test_threads_are_asked_for_or_the_cpus_other_work_leaves_free(monkeypatch):
-    cpus = len(os.sched_getaffinity(0))
-    monkeypatch.setenv("OMP_NUM_THREADS", "3")
-    assert choose_threads(5) == 5  # --threads, train.threads
-    assert choose_threads() == 3  # the operator's OMP_NUM_THREADS
-    monkeypatch.delenv("OMP_NUM_THREADS")
-    monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
-    assert choose_threads() == cpus  # an idle machine: every CPU this process may use
-    monkeypatch.setattr(os, "getloadavg", lambda: (cpus - 0.7, 0.0, 0.0))
-    assert choose_threads() == 1  # all but a fraction busy: one thread, never none
-    monkeypatch.setattr(os, "getloadavg", lambda: (cpus + 5.0, 0.0, 0.0))
-    assert choose_threads() == 1
+from edge_svp.config import OptimConfig
+from edge_svp.training.common import block_optim, make_lr_schedule
 
 
 def test_warm_up_rises_linearly_then_the_cosine_decays():
-    import math
-
-    import torch
-
-    from edge_svp.config import OptimConfig
-    from edge_svp.training.common import block_optim, make_lr_schedule
-
     param = torch.nn.Parameter(torch.zeros(1))
     optimizer = torch.optim.SGD([param], lr=1.0)
     schedule = make_lr_schedule(optimizer, OptimConfig(), total_steps=100, warmup_steps=4)
