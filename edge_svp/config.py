@@ -124,6 +124,10 @@ class CNNOptions:
     # "batch": BatchNorm, which normalises each micro-batch by its own statistics; "group":
     # GroupNorm (8 groups), the same whatever the micro-batch
     norm: str = "batch"
+    # how many 2x2 max-pools, after evenly spaced blocks (the last one's included), so that a
+    # deep network keeps its resolution for several blocks; none: after every block while
+    # the map is 2 pixels or more
+    downsamples: int | None = None
 
 
 @dataclass
@@ -196,7 +200,7 @@ class RunConfig:
 # item by item. Every float must be finite.
 POSITIVE = {"epochs", "batch_size", "eval_batch_size", "proj_dim", "pool_size", "temperature",
             "lr", "block_lr", "train_limit", "test_limit", "widths", "channels", "patch_size", "dim",
-            "heads", "mlp_ratio", "layers_per_block"}  # fmt: skip
+            "heads", "mlp_ratio", "layers_per_block", "downsamples"}  # fmt: skip
 NON_NEGATIVE = {"beta", "lam", "weight_decay", "threads", "checkpoint_every", "seed",
                 "warmup_epochs"}  # fmt: skip
 FRACTIONS = {"proj_dropout", "dropout", "momentum"}  # in [0, 1)

@@ -120,3 +120,23 @@ def test_the_cnn_normalises_by_batch_or_by_group():
     assert not torch.allclose(batch[0](x)[:2], batch[0](x[:2]), atol=1e-3)
     with pytest.raises(EdgeSVPError, match="unknown cnn norm 'layer'"):
         build_blocks("cnn", CNNOptions(norm="layer"), (3, 8, 8))
+
+
+def test_the_cnn_pools_after_evenly_spaced_blocks():
+    from edge_svp.config import CNNOptions
+    from edge_svp.models import build_blocks
+
+    def pooled(options, size=32):
+        blocks = build_blocks("cnn", options, (3, size, size))
+        return [i for i, b in enumerate(blocks, 1) if isinstance(b[-1], nn.MaxPool2d)]
+
+    # the default: after every block while the map is 2 pixels or more
+    assert pooled(CNNOptions(channels=[[4]] * 7)) == [1, 2, 3, 4, 5]
+    assert pooled(CNNOptions(channels=[[4]] * 3), size=5) == [1, 2]
+    deep = CNNOptions(channels=[[4]] * 12, downsamples=4)
+    assert pooled(deep) == [3, 6, 9, 12]
+    assert pooled(CNNOptions(channels=[[4]] * 10, downsamples=4)) == [3, 5, 8, 10]
+    assert build_blocks("cnn", deep, (3, 32, 32))[-1](torch.randn(1, 4, 4, 4)).shape[-1] == 2
+    for too_many in (CNNOptions(channels=[[4]] * 3, downsamples=4), deep):
+        with pytest.raises(EdgeSVPError, match="cnn downsamples"):
+            build_blocks("cnn", too_many, (3, 8, 8))
