@@ -21,9 +21,15 @@ from pathlib import Path
 
 import torch
 
-from edge_svp.errors import EdgeSVPError
+from edge_svp.errors import EdgeSVPError, WriteFailed
 from edge_svp.faults import kill_point
-from edge_svp.files import atomic_write_text, file_sha256, fsync_dir, write_synced
+from edge_svp.files import (
+    atomic_write_text,
+    file_sha256,
+    fsync_dir,
+    write_failed,
+    write_synced,
+)
 
 LATEST = "checkpoint.pt"
 PREVIOUS = "checkpoint.prev.pt"
@@ -65,14 +71,18 @@ class CheckpointStore:
         # the file that will be checkpoint.prev.pt: the latest, or (if a crash took it) the
         # previous one, which then stays where it is
         digests = {LATEST: digest, PREVIOUS: old.get(LATEST if latest.exists() else PREVIOUS)}
-        atomic_write_text(self.directory / DIGESTS, json.dumps(digests, indent=2) + "\n")
+        try:
+            atomic_write_text(self.directory / DIGESTS, json.dumps(digests, indent=2) + "\n")
+        except WriteFailed:  # the checkpoints and their digests stay as they were
+            tmp.unlink(missing_ok=True)
+            raise
         try:
             if latest.exists():
                 latest.replace(previous)
             kill_point("checkpoint-rename")
             tmp.replace(latest)
         except OSError as e:
-            raise EdgeSVPError(f"cannot write {latest}: {e.strerror or e}") from None
+            raise write_failed(latest, e) from None
         fsync_dir(self.directory)
 
     def read(self, warn: Callable[[str], None] | None = None) -> dict | None:

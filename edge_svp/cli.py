@@ -35,6 +35,8 @@ def user_errors(fn):
         except KeyboardInterrupt:
             click.echo("edge-svp: interrupted", err=True)
             sys.exit(130)
+        except EOFError as e:  # click would report it as Ctrl-C: it is a reader's bug
+            raise RuntimeError(f"unexpected end of input: {e}") from e
 
     return wrapper
 

@@ -215,10 +215,16 @@ def _numbers(value):
         yield value
 
 
+# The model's lists of blocks: one entry per block, and a network has at least one.
+BLOCK_LISTS = {"widths", "channels", "layers_per_block"}
+
+
 def check_numbers(section) -> None:
     """One line for the first number of a configuration section that cannot be."""
     for f in dataclasses.fields(section):
         name = f.name
+        if name in BLOCK_LISTS and not getattr(section, name):
+            raise EdgeSVPError(f"{name} must list at least one block, got []")
         for x in _numbers(getattr(section, name)):
             if isinstance(x, float) and not math.isfinite(x):
                 raise EdgeSVPError(f"{name} must be a finite number, got {x}")
@@ -389,6 +395,10 @@ def _profile_table(name_or_path: str, chain: tuple[Path, ...] = ()) -> dict:
     path = find_toml(name_or_path, "profile", profile_dir())
     raw = read_toml(path)
     raw.setdefault("profile", path.stem)
+    data = raw.get("data")
+    if isinstance(data, dict) and isinstance(data.get("data_dir"), str):
+        # a relative data_dir is the profile's, wherever the command runs
+        data["data_dir"] = str(path.parent / Path(data["data_dir"]).expanduser())
     base = raw.pop("extends", None)
     if base is None:
         return raw

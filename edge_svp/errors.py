@@ -15,6 +15,11 @@ class EdgeSVPError(Exception):
     exit_code = 2
 
 
+class WriteFailed(EdgeSVPError):
+    """An output could not be written (a full disk, a vanished folder); nothing partial was
+    left under its name. Exit code 3 where it stopped training (edge_svp/run.py)."""
+
+
 class DataNotFound(EdgeSVPError):
     """A dataset's files are not where the configuration says."""
 

@@ -10,6 +10,9 @@ time it passes POINT, exactly as the OOM killer or a power cut would stop it the
     checkpoint-rename  between moving the latest checkpoint aside and renaming the new one in
     cache-write        after each chunk written to an activation cache on disk
 
+With EDGE_SVP_FULL_DISK=write:N, the N-th file written through edge_svp/files.py (or the
+N-th append to metrics.jsonl) fails with ENOSPC after its first bytes, as on a full disk.
+
 With EDGE_SVP_FAULT=RANK:STEP[:MODE], pipeline rank RANK, at its training micro-step STEP
 (counted from 0 over the whole run), raises an exception (MODE raise, the default), kills
 itself with SIGKILL (kill) or stops answering (hang).
@@ -17,11 +20,13 @@ itself with SIGKILL (kill) or stops answering (hang).
 Unset (always, outside tests), every call is an environment lookup that does nothing.
 """
 
+import errno
 import os
 import signal
 import time
 
 RANK_FAULT_ENV = "EDGE_SVP_FAULT"
+FULL_DISK_ENV = "EDGE_SVP_FULL_DISK"
 
 _passed: dict[str, int] = {}
 
@@ -33,6 +38,20 @@ def kill_point(name: str) -> None:
     _passed[name] = _passed.get(name, 0) + 1
     if _passed[name] == int(at or 1):
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def full_disk(name: str) -> bool:
+    """Whether this pass of `name` is the one EDGE_SVP_FULL_DISK makes fail."""
+    point, _, at = os.environ.get(FULL_DISK_ENV, "").partition(":")
+    if name != point:
+        return False
+    key = FULL_DISK_ENV + name
+    _passed[key] = _passed.get(key, 0) + 1
+    return _passed[key] == int(at or 1)
+
+
+def no_space() -> OSError:
+    return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 
 def rank_fault(rank: int):

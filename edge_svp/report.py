@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge_svp.errors import EdgeSVPError
-from edge_svp.files import make_dir
+from edge_svp.files import staged_outputs
 
 MIB = 2**20
 REPORT = "report.md"
@@ -244,7 +244,12 @@ def write_report(run_dirs: list[str | Path], out: str | Path) -> Path:
     names = _unique_names([Path(p) for p in run_dirs])
     runs = [read_run(p, n) for p, n in zip(run_dirs, names, strict=True)]
     _pyplot()  # fail before writing anything when matplotlib is missing
-    out = make_dir(out)
+    with staged_outputs(out) as staging:  # whole or not at all
+        _write_report(runs, staging)
+    return Path(out) / REPORT
+
+
+def _write_report(runs: list, out: Path) -> None:
     bp_runs = [
         r for r in runs if r.is_bp and (r.summary.get("memory") or {}).get("measured_peak_bytes")
     ]
@@ -285,6 +290,4 @@ def write_report(run_dirs: list[str | Path], out: str | Path) -> Path:
                f"micro-batches {_per_block(memory.get('micro_batch'))}, caches "
                f"{_per_block(memory.get('cache'))}."
                f"{within}", "", f"![memory of {run.name}](memory-{run.name}.png)", ""]  # fmt: skip
-    path = out / REPORT
-    path.write_text("\n".join(md))
-    return path
+    (out / REPORT).write_text("\n".join(md))

@@ -97,7 +97,8 @@ def fit(
     open_run_dir(job, plan)
     reporter.run_started(job.config, job.backend, pipelined=False, resume=resume)
     state = train_job(job, net, dataset, preprocess, plan, meter, reporter)
-    return summarise(job, net, dataset, preprocess, plan, meter, state, start, reporter)
+    with resume_hints(job.run_dir, state):
+        return summarise(job, net, dataset, preprocess, plan, meter, state, start, reporter)
 
 
 def prepare_device(config: RunConfig) -> tuple[torch.device, Target | None]:
@@ -184,7 +185,8 @@ def open_run_dir(job: Job, plan: MemoryPlan | None) -> None:
     if not job.resumed:
         job.run_dir.create(job.config, job.overwrite)
     if plan and not job.checkpoint:
-        job.run_dir.write_plan(plan.to_dict())
+        with resume_hints(job.run_dir, None):
+            job.run_dir.write_plan(plan.to_dict())
 
 
 def train_job(job, net, dataset, preprocess, plan, meter, reporter) -> TrainState:
@@ -255,13 +257,14 @@ def summarise(job, net, dataset, preprocess, plan, meter, state, start, reporter
 
 
 @contextmanager
-def resume_hints(run_dir: RunDir, state: TrainState):
+def resume_hints(run_dir: RunDir, state: TrainState | None):
     """A run that stops on Ctrl-C, SIGTERM or an error of its environment (a full disk) ends
-    with the command that continues it; a numerical fault would only recur, so it does not."""
+    with the command that continues it, the latter with exit code 3 (training stopped, the
+    last checkpoint is kept); a numerical fault would only recur, so it gets no command."""
     try:
         yield
     except KeyboardInterrupt:  # a second Ctrl-C
-        last = state.describe(state.saved) if state.saved else "none yet"
+        last = state.describe(state.saved) if state and state.saved else "none yet"
         raise Interrupted(
             f"stopped at once (last checkpoint: {last}); resume with: {run_dir.resume_command()}"
         ) from None
@@ -269,7 +272,9 @@ def resume_hints(run_dir: RunDir, state: TrainState):
         raise
     except EdgeSVPError as e:
         hint = "resume with" if isinstance(e, Interrupted) else "then continue with"
-        e.args = (f"{e}; {hint}: {run_dir.resume_command()}",)  # its type and exit code stay
+        e.args = (f"{e}; {hint}: {run_dir.resume_command()}",)
+        if not isinstance(e, Interrupted):
+            e.exit_code = 3
         raise
 
 

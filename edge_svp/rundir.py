@@ -39,7 +39,8 @@ from edge_svp.checkpoint import LATEST, CheckpointStore
 from edge_svp.config import RunConfig, config_to_dict, dump_toml, load_config
 from edge_svp.data import Dataset, Preprocess, load_data
 from edge_svp.errors import EdgeSVPError
-from edge_svp.files import atomic_write_text, check_new_dir, writable
+from edge_svp.faults import full_disk, no_space
+from edge_svp.files import atomic_write_text, check_new_dir, writable, write_failed
 from edge_svp.memory.offload import weights_dir
 from edge_svp.network import SVPNetwork, build_network
 
@@ -166,12 +167,21 @@ class MetricsLog:
         self.file = open(path, "a")
 
     def write(self, records: list[dict]) -> None:
+        """Append whole lines: a failed write (a full disk) is cut back off."""
+        end = self.file.tell()
         try:
-            for record in records:
-                self.file.write(json.dumps(record) + "\n")
+            self.file.write("".join(json.dumps(record) + "\n" for record in records))
             self.file.flush()
+            if full_disk("write"):
+                raise no_space()
         except OSError as e:
-            raise EdgeSVPError(f"cannot write {self.path}: {e.strerror}") from None
+            try:  # the handle still holds the failed part: let it go, then cut it off
+                self.file.close()
+            except OSError:
+                pass
+            self.file = open(self.path, "a")
+            self.file.truncate(end)
+            raise write_failed(self.path, e) from None
 
     def close(self) -> None:
         self.file.close()

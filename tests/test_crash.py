@@ -9,6 +9,7 @@ Ctrl-C and SIGTERM are real signals to a real `python -m edge_svp fit`."""
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -20,6 +21,7 @@ import torch
 from click.testing import CliRunner
 from resume_helpers import TINY_ARGS, assert_same_run, full_disk_pwrite, metrics
 
+from edge_svp import faults
 from edge_svp.checkpoint import LATEST, CheckpointStore
 from edge_svp.cli import main
 from edge_svp.progress import Reporter
@@ -163,7 +165,7 @@ def test_a_full_disk_while_caching_leaves_a_resumable_run(killed, tmp_path, monk
     run = tmp_path / "run"
     monkeypatch.setattr("edge_svp.memory.activation_cache.os.pwrite", full_disk_pwrite)
     result = CliRunner().invoke(main, fit_args(run))
-    assert result.exit_code == 2 and "No space left on device" in result.stderr
+    assert result.exit_code == 3 and "No space left on device" in result.stderr
     monkeypatch.undo()  # space again
     summary, _ = resume_and_check(run, killed / "straight")
     assert summary["resumed_from"] == "block 1, end of epoch 2"  # the cache is written again
@@ -197,3 +199,48 @@ def test_ctrl_c_or_sigterm_finishes_the_step_checkpoints_and_says_how_to_resume(
     stopped = checkpoint["training"]["position"]
     assert 1 <= stopped["epoch"] < 200 and not (out / "summary.json").exists()
     assert evaluate_run(out)["test_accuracy"] is not None
+
+
+# layerwise, two blocks of two epochs of two steps, a checkpoint after each epoch
+SHORT = [*fit_args("RUN")[:-2], "--train-limit", "64", "--set", "train.checkpoint_every=0"]
+WRITES = 26  # config, plan, metrics, lines, checkpoints and digests, weights that wait on disk
+
+
+def short_fit(out: Path) -> list[str]:
+    return [*SHORT, "--out", str(out)]
+
+
+@pytest.fixture(scope="module")
+def short_straight(tmp_path_factory):
+    out = tmp_path_factory.mktemp("short") / "straight"
+    assert CliRunner().invoke(main, short_fit(out)).exit_code == 0
+    return out
+
+
+@pytest.mark.parametrize("write", range(1, WRITES + 2))
+def test_a_full_disk_at_any_write_is_one_line_and_the_run_goes_on(
+    short_straight, write, tmp_path, monkeypatch
+):
+    """ENOSPC at each file the run writes in turn: one line, exit 3 (training stopped, with
+    the command that continues it) or 2 (nothing to continue yet), no temporary file, the
+    last good checkpoint kept; then, with space again, the run ends like a straight one."""
+    run = tmp_path / "run"
+    monkeypatch.setattr(faults, "_passed", {})
+    monkeypatch.setenv(faults.FULL_DISK_ENV, f"write:{write}")
+    result = CliRunner().invoke(main, short_fit(run))
+    monkeypatch.delenv(faults.FULL_DISK_ENV)
+    if write > WRITES:  # every write is counted: one more fails none
+        assert result.exit_code == 0, result.output
+        return
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("edge-svp: error: cannot write ") and "no space left on device" in line
+    assert not [p for p in run.rglob("*") if p.name.endswith(".tmp")]
+    if CheckpointStore(run).read() is not None:  # the last good one is whole
+        assert CheckpointStore(run).read()["training"] is not None
+    resume = re.search(r"then continue with: edge-svp (fit --resume .*)$", line)
+    assert result.exit_code == (3 if resume else 2), line
+    again = resume.group(1).split() if resume else short_fit(run)
+    result = CliRunner().invoke(main, again)
+    assert result.exit_code == 0, result.output
+    assert_same_run(run, short_straight)
+    assert {p.name for p in run.iterdir()} == FINAL_FILES

@@ -2,6 +2,7 @@
 traceback, and nothing overwritten (every file under the workspace is byte for byte what it
 was, and nothing new appears, except where a case is meant to leave a resumable run)."""
 
+import errno
 import hashlib
 import io
 import os
@@ -246,10 +247,39 @@ CASES = [
     ("eval of a run without a checkpoint", lambda w: ["eval", str(w.file("r/config.toml", "").parent)], "has no checkpoint yet"),
     ("eval of a folder that is not a run", lambda w: ["eval", str(w.root)], "is not a run directory"),
     ("export directory that does not match the profile", ort_export, "holds an export of profile mnist-mlp"),
+    # inputs to predict
+    ("predict on an empty .npy", lambda w: ["predict", str(w.run("finished")), str(w.file("e.npy", b""))],
+     "e.npy is empty (0 bytes)"),
+    ("predict on an empty .npy with ONNX Runtime", lambda w: ["predict", str(_inference_export(w)), str(w.file("e.npy", b"")), "--backend", "ort"],
+     "e.npy is empty (0 bytes)"),
+    ("predict on an array of no images", lambda w: ["predict", str(w.run("finished")), str(_npy(w, "none.npy", np.zeros((0, 8, 8), np.uint8)))],
+     "none.npy holds no images"),
+    ("predict on a truncated .npy", lambda w: ["predict", str(w.run("finished")), str(w.file("t.npy", _npy_bytes(np.zeros((3, 8, 8), np.uint8))[:60]))],
+     "cannot read"),
+    ("predict on an empty IDX file", lambda w: ["predict", str(w.run("finished")), str(w.file("x-ubyte", b""))],
+     "x-ubyte is empty (0 bytes)"),
 ]  # fmt: skip
 
 
 LEAVE_A_RUN = {"full disk while caching"}
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    out = io.BytesIO()
+    np.save(out, array)
+    return out.getvalue()
+
+
+def _npy(w: Workspace, name: str, array: np.ndarray) -> Path:
+    return w.file(name, _npy_bytes(array))
+
+
+def _inference_export(w: Workspace) -> Path:
+    pytest.importorskip("onnxruntime", reason="the ort extra is not installed")
+    out = w / "inference"
+    args = ["export", str(w.runs / "finished"), "--inference", "--out", str(out)]
+    assert CliRunner().invoke(main, args).exit_code == 0
+    return out
 
 
 def _zip_with_bad_image(w: Workspace) -> Path:
@@ -292,13 +322,14 @@ def test_hostile_input_is_refused_in_one_line(
     args = make_args(workspace)
     before = snapshot(workspace.root)
     result = CliRunner().invoke(main, args)
-    assert result.exit_code == 2, result.output
+    stopped_training = request.node.callspec.id in LEAVE_A_RUN
+    assert result.exit_code == (3 if stopped_training else 2), result.output
     lines = result.stderr.splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("edge-svp: error: ") and message in lines[0], lines[0]
     assert "Traceback" not in result.output
     after = snapshot(workspace.root)
-    if request.node.callspec.id in LEAVE_A_RUN:  # stopped on the error; it can go on
+    if stopped_training:  # stopped on the error; it can go on
         assert before.items() <= after.items()
     else:
         assert after == before
@@ -380,3 +411,79 @@ def test_every_command_refuses_an_output_it_cannot_write(command, where, runs, t
     assert result.exit_code == 2, result.output
     (line,) = result.stderr.splitlines()
     assert line.startswith("edge-svp: error: ") and ("cannot" in line), line
+
+
+def _fill_disk_after_part(write):
+    """`write(obj, path)` that leaves half a file at `path`, then finds the disk full."""
+
+    def full(obj, path, *args, **kwargs):
+        write(obj, path, *args, **kwargs)
+        Path(path).write_bytes(Path(path).read_bytes()[:100])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    return full
+
+
+@pytest.mark.parametrize("command, module, writer", [
+    (["export", "RUN", "--out"], "onnxruntime.training", "onnx.save"),
+    (["export", "RUN", "--inference", "--out"], "onnxruntime.training", "onnx.save"),
+    (["report", "RUN", "--out"], "matplotlib.figure", "Figure.savefig"),
+])  # fmt: skip
+@pytest.mark.parametrize("existing", [False, True])
+def test_a_full_disk_leaves_no_partial_export_or_report(
+    command, module, writer, existing, runs, tmp_path, monkeypatch
+):
+    """A full disk at any file of an export or a report: one line, exit 2, and the output
+    folder as it was (absent, or holding the last complete output and the user's files)."""
+    owner = pytest.importorskip(module, reason="its extra is not installed")
+    *path, name = writer.split(".")
+    for part in path:
+        owner = getattr(owner, part) if part != "onnx" else pytest.importorskip("onnx")
+    out = tmp_path / "out"
+    args = [str(runs / "finished") if a == "RUN" else a for a in command] + [str(out)]
+    if existing:
+        assert CliRunner().invoke(main, args).exit_code == 0
+        (out / "notes.txt").write_text("mine")
+    before = snapshot(tmp_path)
+    monkeypatch.setattr(owner, name, _fill_disk_after_part(getattr(owner, name)))
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"edge-svp: error: cannot write {out}") and "no space left" in line
+    assert snapshot(tmp_path) == before
+
+
+def test_an_end_of_file_is_not_reported_as_ctrl_c(runs, tmp_path, monkeypatch):
+    """Click reports EOFError as Ctrl-C (exit 130); from a reader it is a bug to show."""
+
+    def reader_bug(*args):
+        raise EOFError("No data left in file")
+
+    monkeypatch.setattr("edge_svp.predict.predict_files", reader_bug)
+    result = CliRunner().invoke(main, ["predict", str(runs / "finished"), str(tmp_path)])
+    assert result.exit_code == 1 and "interrupted" not in result.output
+    assert isinstance(result.exception, RuntimeError)
+
+
+def test_shipped_profiles_read_their_data_from_edge_svp_data(tmp_path, monkeypatch):
+    from edge_svp.config import load_profile
+    from edge_svp.data import load_data
+
+    w = Workspace(tmp_path, None, monkeypatch, None)
+    monkeypatch.setenv("EDGE_SVP_DATA", str(w.mnist()))
+    monkeypatch.chdir(w.folder("elsewhere"))
+    dataset, _ = load_data(load_profile("mnist-mlp").data)
+    assert len(dataset.y_train) == 4
+
+
+def test_a_relative_data_dir_is_the_profiles_not_the_current_folders(tmp_path, monkeypatch):
+    from edge_svp.config import load_profile
+    from edge_svp.data import load_data
+
+    w = Workspace(tmp_path, None, monkeypatch, None)
+    w.mnist()
+    base = w.file("profiles/base.toml", '[data]\ndataset = "mnist"\ndata_dir = "../mnist-data"\n')
+    mine = w.file("mine/p.toml", f'extends = "{base}"\n[train]\nepochs = 1\n')
+    monkeypatch.chdir(w.folder("elsewhere"))
+    dataset, _ = load_data(load_profile(str(mine)).data)
+    assert len(dataset.y_test) == 4

@@ -36,12 +36,12 @@ def cached_arrays(
         except (OSError, ValueError, zipfile.BadZipFile):
             pass  # damaged entry: rebuild it below
     arrays = build()
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
         with open(tmp, "wb") as f:
             np.savez(f, **arrays)
         tmp.replace(path)
-    except OSError:
-        pass  # a read-only or full cache only costs the next run its decode time
+    except OSError:  # a read-only or full cache only costs the next run its decode time
+        tmp.unlink(missing_ok=True)
     return arrays

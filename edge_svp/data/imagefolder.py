@@ -91,5 +91,6 @@ def load_image_folder(source: Path, name: str = "imagefolder") -> Dataset:
         )
     classes = sorted({cls for split, cls, _ in entries if split == "train"})
     sources = [source] if source.is_file() else [source / e[2] for e in entries]
-    arrays = cached_arrays(name, sources, lambda: _decode(source, entries, classes))
+    # one cache entry per source, whichever dataset name reads it (cifar10's zip too)
+    arrays = cached_arrays("imagefolder", sources, lambda: _decode(source, entries, classes))
     return Dataset.from_arrays(name, arrays, classes)

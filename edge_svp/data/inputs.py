@@ -26,6 +26,8 @@ def read_inputs(paths: list[str | Path], shape: tuple[int, ...]) -> tuple[list[s
     for path in map(Path, paths):
         if not path.exists():
             raise EdgeSVPError(f"{path} does not exist")
+        if path.is_file() and path.stat().st_size == 0:
+            raise EdgeSVPError(f"{path} is empty (0 bytes)")
         if path.is_dir():
             files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGES)
             if not files:
@@ -38,6 +40,8 @@ def read_inputs(paths: list[str | Path], shape: tuple[int, ...]) -> tuple[list[s
             arrays.append(_image(path, shape)[None])
         elif path.suffix == ".npy" or path.name.endswith(("-ubyte", "-ubyte.gz", ".idx")):
             batch = _array(path, shape)
+            if not len(batch):
+                raise EdgeSVPError(f"{path} holds no images (an array of shape {batch.shape})")
             names += [f"{path}[{i}]" for i in range(len(batch))]
             arrays.append(batch)
         else:
@@ -71,7 +75,7 @@ def _array(path: Path, shape) -> np.ndarray:
     if path.suffix == ".npy":
         try:
             array = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, EOFError) as e:  # EOFError: a truncated header
             raise EdgeSVPError(f"cannot read {path}: {e}") from None
     else:
         array = read_idx(path)

@@ -7,7 +7,7 @@ from pathlib import Path
 from edge_svp.config import RunConfig
 from edge_svp.data import load_data
 from edge_svp.errors import EdgeSVPError
-from edge_svp.files import check_new_dir
+from edge_svp.files import check_new_dir, staged_outputs
 from edge_svp.network import build_network
 from edge_svp.ort.manifest import MANIFEST, Manifest
 from edge_svp.rundir import load_run
@@ -35,14 +35,17 @@ def export(
         net = build_network(config, dataset.input_shape, dataset.num_classes)
         classes, input_dtype = dataset.classes, dataset.x_train.dtype
     check_export_dir(Path(out), config, net)
-    if inference:
-        from edge_svp.ort.inference import export_inference
+    with staged_outputs(out) as staging:  # whole or not at all
+        if inference:
+            from edge_svp.ort.inference import export_inference
 
-        return export_inference(net, preprocess, classes, input_dtype, out)
-    from edge_svp.ort.export import export_training
+            written = export_inference(net, preprocess, classes, input_dtype, staging)
+        else:
+            from edge_svp.ort.export import export_training
 
-    export_training(net, config, classes, preprocess, input_dtype, out)
-    return Path(out) / MANIFEST
+            export_training(net, config, classes, preprocess, input_dtype, staging)
+            written = staging / MANIFEST
+    return Path(out) / written.name
 
 
 def check_export_dir(out: Path, config: RunConfig, net) -> None:
