@@ -1,0 +1,159 @@
+"""Accuracy against depth: SVP joint, SVP layerwise and backprop on one network family at
+4, 8, 12 and 16 blocks, over seeds.
+
+    python bench/depth_accuracy.py vit --data-dir ../shared/data --seeds 0 1 2
+    python bench/depth_accuracy.py cnn --data-dir ../shared/data --seeds 0 1 2 --depths 12
+
+The families (docs/svp.md, "Deep networks"): `vit` is cifar10-vit-deep-cpu, one transformer
+layer per block; `cnn` is cifar10-cnn-deep, one conv-norm-ReLU per block in four stages of
+equal depth, each stage twice the channels of the one before and pooled at its end. Backprop
+trains the same blocks end to end with the standard head (--method bp). Each run is its own
+`edge-svp fit` process, on the first --train-limit training images (default 10,000) and the
+full test set; `--reuse` reads finished identical runs, and separate invocations (other
+depths, seeds, methods) merge into bench/results/depth-accuracy-<family>.json, which keeps
+every run's head accuracies and command. Prints a markdown table at this invocation's epochs
+and train limit ("last - best earlier": the last head against the best head before it, the
+decay with depth; "vs bp": the mean paired difference to backprop at that depth) and draws
+depth-accuracy-<family>.png (final accuracy against depth) and
+depth-accuracy-<family>-heads.png (each SVP configuration's head accuracy against the block,
+mean over seeds), where matplotlib is installed.
+"""
+
+import argparse
+import json
+import shlex
+import statistics
+import sys
+
+from accuracy import as_text, curve, mean_std
+from common import RESULTS, fit, plot_lines, table, write_results
+
+from edge_svp.config import load_profile
+
+METHODS = {
+    "svp joint": [],
+    "svp layerwise": ["--schedule", "layerwise"],
+    "bp": ["--method", "bp"],
+}
+PROFILES = {"vit": "cifar10-vit-deep-cpu", "cnn": "cifar10-cnn-deep"}
+
+
+def depth_settings(family: str, depth: int) -> list[str]:
+    """The `--set` that makes the family's profile `depth` blocks deep."""
+    options = load_profile(PROFILES[family]).model.options
+    if family == "vit":
+        return ["--set", f"model.layers_per_block={[1] * depth}"]
+    # the profile's stages: its distinct widths in order, each made depth / stages blocks deep
+    stages = list(dict.fromkeys(convs[0] for convs in options.channels))
+    if depth % len(stages):
+        raise SystemExit(f"a {family} depth must be a multiple of its {len(stages)} stages")
+    channels = [[width] for width in stages for _ in range(depth // len(stages))]
+    return ["--set", f"model.channels={channels}"]
+
+
+def record(family: str, depth: int, method: str, seed: int, summary: dict, command: str) -> dict:
+    points = curve([json.loads(line) for line in open(f"{summary['run_dir']}/metrics.jsonl")],
+                   summary["schedule"])  # fmt: skip
+    return {
+        "family": family, "depth": depth, "method": method, "seed": seed, "command": command,
+        "test_accuracy": round(100 * summary["test_accuracy"], 2),
+        "per_block": [None if a is None else round(100 * a, 2)
+                      for a in summary["per_block_accuracy"]],
+        "epochs": summary["epochs"], "train_examples": summary["train_examples"],
+        "seconds_per_epoch": round(points[-1][0] / summary["epochs"], 1),
+        "wall_seconds": round(summary["wall_seconds"], 1),
+    }  # fmt: skip
+
+
+def decay(per_block: list[float]) -> float | None:
+    """The last head's accuracy less the best earlier head's (None without earlier heads)."""
+    earlier = [a for a in per_block[:-1] if a is not None]
+    return per_block[-1] - max(earlier) if earlier else None
+
+
+def aggregate(runs: list[dict]) -> list[dict]:
+    """One row per (depth, method): mean +- sample std over seeds."""
+    groups = {}
+    for r in sorted(runs, key=lambda r: (r["depth"], list(METHODS).index(r["method"]))):
+        groups.setdefault((r["depth"], r["method"]), {})[r["seed"]] = r
+    rows = []
+    for (depth, method), seeds in groups.items():
+        bp = groups.get((depth, "bp"), {})
+        paired = [seeds[s]["test_accuracy"] - bp[s]["test_accuracy"] for s in seeds if s in bp]
+        heads = [statistics.mean(col) if col[0] is not None else None
+                 for col in zip(*(r["per_block"] for r in seeds.values()), strict=True)]  # fmt: skip
+        decays = [decay(r["per_block"]) for r in seeds.values()]
+        rows.append({
+            "depth": depth, "method": method, "seeds": " ".join(map(str, sorted(seeds))),
+            "accuracy": as_text(*mean_std([r["test_accuracy"] for r in seeds.values()])),
+            "mean": round(statistics.mean(r["test_accuracy"] for r in seeds.values()), 2),
+            "vs_bp": f"{statistics.mean(paired):+.2f}" if paired and method != "bp" else "",
+            "decay": "" if None in decays else as_text(*mean_std(decays)),
+            "per_block_mean": heads,
+            "per_block": " / ".join("-" if a is None else f"{a:.1f}" for a in heads),
+            "seconds_per_epoch": round(statistics.mean(r["seconds_per_epoch"]
+                                                       for r in seeds.values()), 1),
+        })  # fmt: skip
+    return rows
+
+
+def plots(family: str, rows: list[dict]) -> None:
+    by_method = {m: [(r["depth"], r["mean"]) for r in rows if r["method"] == m] for m in METHODS}
+    depths = sorted({r["depth"] for r in rows})
+    path = RESULTS / f"depth-accuracy-{family}.png"
+    if plot_lines(path, by_method, "blocks", "test accuracy %", xticks=depths):
+        print("wrote", path)
+    heads = {f"{r['method']}, {r['depth']} blocks": list(enumerate(r["per_block_mean"], 1))
+             for r in rows if r["method"] != "bp"}  # fmt: skip
+    path = RESULTS / f"depth-accuracy-{family}-heads.png"
+    if plot_lines(
+        path, heads, "block", "head test accuracy %", xticks=list(range(1, max(depths) + 1))
+    ):
+        print("wrote", path)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("family", choices=PROFILES)
+    parser.add_argument("--data-dir", required=True)
+    parser.add_argument("--depths", type=int, nargs="+", default=[4, 8, 12, 16])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--only", nargs="*", choices=METHODS, help="run only these methods")
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--train-limit", type=int, default=10000)
+    parser.add_argument("--reuse", action="store_true", help="reuse finished identical runs")
+    args = parser.parse_args()
+    command = shlex.join(["python", "bench/depth_accuracy.py", *sys.argv[1:]])
+    base = ["--profile", PROFILES[args.family], "--data-dir", args.data_dir,
+            "--epochs", str(args.epochs), "--train-limit", str(args.train_limit)]  # fmt: skip
+    runs = []
+    for depth in args.depths:
+        for method, extra in METHODS.items():
+            if args.only and method not in args.only:
+                continue
+            for seed in args.seeds:
+                name = f"{args.family}-{depth}-{method.replace(' ', '-')}-s{seed}"
+                run_args = [*base, *depth_settings(args.family, depth), *extra, "--seed", str(seed)]
+                summary = fit(name, run_args, "depth-accuracy", args.reuse)
+                runs.append(record(args.family, depth, method, seed, summary, command))
+                print(runs[-1], flush=True)
+    path = RESULTS / f"depth-accuracy-{args.family}.json"
+    earlier = json.loads(path.read_text())["runs"] if path.exists() else []
+    key = ("depth", "method", "seed", "epochs", "train_examples")
+    merged = {tuple(r[k] for k in key): r for r in earlier + runs}
+    shown = [r for r in merged.values()
+             if r["epochs"] == args.epochs and r["train_examples"] == args.train_limit]  # fmt: skip
+    rows = aggregate(shown)
+    print(f"{args.epochs} epochs on {args.train_limit} images")
+    print(table(rows, [("blocks", "depth"), ("method", "method"), ("test acc %", "accuracy"),
+                       ("seeds", "seeds"), ("vs bp", "vs_bp"),
+                       ("last - best earlier head", "decay"), ("per-block head acc %", "per_block"),
+                       ("s / epoch", "seconds_per_epoch")]))  # fmt: skip
+    payload = {"command": command, "epochs": args.epochs, "train_limit": args.train_limit,
+               "rows": rows, "runs": list(merged.values())}  # fmt: skip
+    print("wrote", write_results(f"depth-accuracy-{args.family}", payload))
+    plots(args.family, rows)
+
+
+if __name__ == "__main__":
+    main()
