@@ -3,6 +3,8 @@
     python bench/study.py cnn --data-dir ../shared/data --seeds 0 1
     python bench/study.py cnn-seeds --data-dir ../shared/data --seeds 0 1 2 --reuse
     python bench/study.py vit --data-dir ../shared/data --epochs 3 --reuse
+    python bench/study.py cnn-deep --data-dir ../shared/data --train-limit 5000 --reuse
+    python bench/study.py vit-deep --data-dir ../shared/data --train-limit 5000 --reuse
 
 Every grid trains on the first --train-limit training images (default 10,000) and tests on
 the full test set. Prints a markdown table (mean +- sample std over seeds; "vs baseline" is
@@ -84,11 +86,39 @@ VIT = {  # cifar10-vit: dim 128, 3 blocks of 2 layers, d0 10, token mean, AdamW 
     "lr 2e-3": s("optim.lr=0.002"),
 }  # fmt: skip
 
+# The 12-block networks of the depth study (docs/svp.md): the levers that exist as options,
+# against backprop (standard head) and layerwise on the same data and epochs
+DEPTH = {
+    "baseline": [],
+    "bp": ["--method", "bp"],
+    "layerwise": ["--schedule", "layerwise"],
+    "divergence on posteriors (SLL)": s("svp.divergence_on=posterior"),
+    "alignment cosine 0.1": s("svp.alignment=cosine", "svp.lam=0.1"),
+    "plain CE (beta 0)": s("svp.beta=0.0"),
+}
+CNN_DEEP = {  # cifar10-cnn-deep: pool 4, d0 512, MLP head
+    **DEPTH,
+    "head linear": s("svp.head=linear"),
+    "pool 2": s("svp.pool_size=2"),
+}
+VIT_DEEP = {  # cifar10-vit-deep-cpu: d0 10, token mean, linear head
+    **DEPTH,
+    "d0 64": s("svp.proj_dim=64"),
+    "d0 64 + head mlp": s("svp.proj_dim=64", "svp.head=mlp"),
+}
+# a screening tests on the first 2,000 test images, which a 12-block network evaluates after
+# every epoch with every head
+SCREENING_TEST = ["--test-limit", "2000"]
+
 GRIDS = {
     "cnn": {"profile": "cifar10-cnn", "epochs": 5, "base": EARLIER_CNN_HEAD, "rows": CNN},
     "cnn-seeds": {"profile": "cifar10-cnn", "epochs": 10, "base": EARLIER_CNN_HEAD,
                   "rows": CNN_SEEDS},
     "vit": {"profile": "cifar10-vit", "epochs": 3, "base": [], "rows": VIT},
+    "cnn-deep": {"profile": "cifar10-cnn-deep", "epochs": 3, "base": SCREENING_TEST,
+                 "rows": CNN_DEEP},
+    "vit-deep": {"profile": "cifar10-vit-deep-cpu", "epochs": 3, "base": SCREENING_TEST,
+                 "rows": VIT_DEEP},
 }  # fmt: skip
 
 
