@@ -140,3 +140,21 @@ def test_the_cnn_pools_after_evenly_spaced_blocks():
     for too_many in (CNNOptions(channels=[[4]] * 3, downsamples=4), deep):
         with pytest.raises(EdgeSVPError, match="cnn downsamples"):
             build_blocks("cnn", too_many, (3, 8, 8))
+
+
+@pytest.mark.parametrize("profile", ["cifar10-cnn-deep", "cifar10-vit-deep-cpu"])
+def test_the_deep_families_are_one_block_a_layer(profile):
+    from edge_svp.config import load_profile
+    from edge_svp.models import build_blocks
+    from edge_svp.models.vit import TransformerLayer
+
+    model = load_profile(profile).model
+    blocks = build_blocks(model.kind, model.options, (3, 32, 32))
+    assert len(blocks) == 12
+    layer = nn.Conv2d if model.kind == "cnn" else TransformerLayer
+    assert [sum(isinstance(m, layer) for m in b.modules()) for b in blocks] == [1] * 12
+    x = torch.randn(2, 3, 32, 32)
+    for block in blocks:
+        x = block(x)
+    # the CNN halves its map at the end of each of its 4 stages of 3 blocks
+    assert x.shape == ((2, 128, 2, 2) if model.kind == "cnn" else (2, 64, 64))
