@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import click
@@ -12,7 +13,7 @@ from click.core import ParameterSource
 
 from edge_svp.config import load_profile, override, parse_settings, profile_names
 from edge_svp.distributed import DEFAULT_TIMEOUT
-from edge_svp.errors import EdgeSVPError, Interrupted
+from edge_svp.errors import DataWarning, EdgeSVPError, Interrupted
 from edge_svp.memory.size import format_bytes
 
 
@@ -41,6 +42,17 @@ def user_errors(fn):
     return wrapper
 
 
+_python_show_warning = warnings.showwarning
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """Suspect input (DataWarning) is one line, as refusals are."""
+    if issubclass(category, DataWarning):
+        click.echo(f"edge-svp: warning: {_one_line(message)}", err=True)
+    else:
+        _python_show_warning(message, category, filename, lineno, file, line)
+
+
 class OneLineGroup(click.Group):
     """Click's own usage errors (an unknown option, a value out of range) also end in one
     line on stderr and exit code 2, like every other refusal."""
@@ -48,6 +60,7 @@ class OneLineGroup(click.Group):
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        warnings.showwarning = _show_warning
         try:
             code = super().main(args, prog_name, complete_var, False, **extra)
         except click.exceptions.NoArgsIsHelpError as e:  # a bare `edge-svp`: show the help

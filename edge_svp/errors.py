@@ -39,6 +39,11 @@ class Interrupted(EdgeSVPError):
         self.exit_code = exit_code
 
 
+class DataWarning(UserWarning):
+    """Input that is usable but suspect (a single class, files left out); the CLI prints it
+    as one line."""
+
+
 def did_you_mean(name: str, choices) -> str:
     """A ' (did you mean X?)' suffix naming the closest valid choice, or ''."""
     close = difflib.get_close_matches(name, list(choices), n=1)

@@ -5,6 +5,7 @@ was, and nothing new appears, except where a case is meant to leave a resumable 
 import errno
 import hashlib
 import io
+import json
 import os
 import shutil
 import subprocess
@@ -207,7 +208,16 @@ CASES = [
      "is not a readable zip file"),
     ("corrupt image in a zip", lambda w: [*FIT, "--dataset", "imagefolder", "--data-dir", str(_zip_with_bad_image(w))],
      "cannot decode image"),
-    ("images of mixed sizes", lambda w: [*FIT, *imagefolder(w, MIXED_SIZES)], "all images must share one size"),
+    ("images of mixed sizes", lambda w: [*FIT, *imagefolder(w, MIXED_SIZES)], "must share one size"),
+    ("train and test images of different sizes", lambda w: [*FIT, *imagefolder(w, {**TWO_CLASSES, "test/a/3.png": (7, 7), "test/b/4.png": (7, 7)})],
+     "all images (train and test) must share one size"),
+    ("CNN images too small for BatchNorm", lambda w: ["plan", "--profile", "cifar10-cnn-full", "--dataset", "digits"],
+     "a BatchNorm layer gets a single value per channel"),
+    ("an MLP without blocks", lambda w: [*FIT, "--set", "model.widths=[]"], "widths must list at least one block"),
+    ("a CNN without blocks", lambda w: ["fit", "--set", "model.kind=cnn", "--set", "model.channels=[]"],
+     "channels must list at least one block"),
+    ("a ViT without blocks", lambda w: ["fit", "--set", "model.kind=vit", "--set", "model.layers_per_block=[]"],
+     "layers_per_block must list at least one block"),
     ("image folder without a test split", lambda w: [*FIT, *imagefolder(w, {"train/a/1.png": (6, 6)})],
      "found splits: ['train']"),
     ("image size that does not fit the model", lambda w: ["fit", *imagefolder(w, TWO_CLASSES, zipped=True), "--set", "model.kind=vit"],
@@ -487,3 +497,57 @@ def test_a_relative_data_dir_is_the_profiles_not_the_current_folders(tmp_path, m
     monkeypatch.chdir(w.folder("elsewhere"))
     dataset, _ = load_data(load_profile(str(mine)).data)
     assert len(dataset.y_test) == 4
+
+
+def _folder_warnings(args, tmp_path) -> tuple[list[str], dict]:
+    """fit's warnings, and its summary, on an image folder."""
+    result = CliRunner().invoke(main, [*FIT, *args, "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    warned = [line for line in result.stderr.splitlines() if line.startswith("edge-svp: warning")]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    return warned, summary
+
+
+def test_a_single_class_is_warned_about(tmp_path, monkeypatch, request):
+    w = Workspace(tmp_path, None, monkeypatch, request)
+    one = {"train/a/1.png": (6, 6), "train/a/2.png": (6, 6), "test/a/3.png": (6, 6)}
+    warned, _ = _folder_warnings(imagefolder(w, one), tmp_path)
+    assert warned == [f"edge-svp: warning: dataset 'imagefolder': {w / 'images'} has a single "
+                      "class ('a'): every prediction is that class, and accuracy says nothing"]  # fmt: skip
+
+
+@pytest.mark.parametrize("zipped", [False, True])
+def test_images_in_sub_folders_of_a_class_are_used(tmp_path, monkeypatch, request, zipped):
+    w = Workspace(tmp_path, None, monkeypatch, request)
+    nested = {**TWO_CLASSES, "train/a/2024/5.png": (6, 6), "train/b/x/y/6.png": (6, 6)}
+    warned, summary = _folder_warnings(imagefolder(w, nested, zipped=zipped), tmp_path)
+    assert warned == [] and summary["train_examples"] == 4
+
+
+def test_files_left_out_and_empty_class_folders_are_counted(tmp_path, monkeypatch, request):
+    w = Workspace(tmp_path, None, monkeypatch, request)
+    folder = w.images(TWO_CLASSES)
+    w.file("images/train/a/notes.txt", "mine")
+    w.file("images/README.md", "mine")
+    w.folder("images/train/c")
+    warned, summary = _folder_warnings(["--dataset", "imagefolder", "--data-dir", str(folder)],
+                                       tmp_path)  # fmt: skip
+    assert warned == [
+        f"edge-svp: warning: {folder}: left out 2 files that are not images in a split/class/ "
+        "folder (e.g. README.md)",
+        f"edge-svp: warning: {folder}: left out 1 class folders that hold no images: train/c",
+    ]
+    assert summary["train_examples"] == 2
+
+
+def test_a_zip_with_archivers_metadata_trains(tmp_path, monkeypatch, request):
+    """macOS's Archive Utility adds __MACOSX/ with ._ files; Finder adds .DS_Store."""
+    w = Workspace(tmp_path, None, monkeypatch, request)
+    path = w.images(TWO_CLASSES, zipped=True)
+    with zipfile.ZipFile(path, "a") as zf:
+        zf.writestr("__MACOSX/train/a/._1.png", b"\0\5\26\7 AppleDouble")
+        zf.writestr("train/.DS_Store", b"\0\0\0\1Bud1")
+        zf.writestr("test/b/", b"")  # a folder entry, as zip -r writes them
+    warned, summary = _folder_warnings(["--dataset", "imagefolder", "--data-dir", str(path)],
+                                       tmp_path)  # fmt: skip
+    assert warned == [] and summary["train_examples"] == 2

@@ -1,11 +1,14 @@
 """Images laid out as `split/class/image`, in a folder or a zip (CIFAR-10's JPEGs included).
 
-Class ids are the sorted class-folder names of the train split. All images must share one
-size; grayscale stays one channel, everything else becomes RGB. Examples are stored in a
+Class ids are the sorted class-folder names of the train split; images may lie in
+sub-folders of their class. What is left out (files that are not images, empty class
+folders) and a single class are warned about; archivers' metadata (__MACOSX, ._*) is
+skipped. All images must share one size; grayscale stays one channel, everything else becomes RGB. Examples are stored in a
 fixed shuffled order, so that the first N of them are a fair sample.
 """
 
 import io
+import warnings
 import zipfile
 from pathlib import Path, PurePosixPath
 
@@ -13,29 +16,74 @@ import numpy as np
 
 from edge_svp.data.cache import cached_arrays
 from edge_svp.data.dataset import Dataset
-from edge_svp.errors import EdgeSVPError
+from edge_svp.errors import DataWarning, EdgeSVPError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}
 SPLITS = {"train": ("train", "training"), "test": ("test", "val", "validation")}
 
 
-def _entries(source: Path) -> list[tuple[str, str, str]]:
-    """(split, class, member) for every image, member being a zip name or a file path."""
+# what archivers and file browsers leave beside the images (macOS, Windows)
+METADATA = ("__MACOSX", ".DS_Store", "Thumbs.db", "desktop.ini")
+
+
+def _names(source: Path) -> tuple[list[str], list[str]]:
+    """(files, folders) under `source`, a folder or a zip, as relative POSIX paths."""
     if source.is_dir():
-        names = [str(p.relative_to(source)) for p in source.rglob("*") if p.is_file()]
-    else:
-        try:
-            with zipfile.ZipFile(source) as zf:
-                names = zf.namelist()
-        except (zipfile.BadZipFile, OSError) as e:
-            raise EdgeSVPError(f"{source} is not a readable zip file: {e}") from None
-    entries = []
-    for name in names:
-        parts = PurePosixPath(name.replace("\\", "/")).parts
-        if len(parts) >= 3 and PurePosixPath(name).suffix.lower() in IMAGE_SUFFIXES:
-            split = next((s for s, alias in SPLITS.items() if parts[-3].lower() in alias), None)
-            if split:
-                entries.append((split, parts[-2], name))
+        paths = list(source.rglob("*"))
+        relative = [p.relative_to(source).as_posix() for p in paths]
+        files = [r for r, p in zip(relative, paths, strict=True) if p.is_file()]
+        return files, [r for r, p in zip(relative, paths, strict=True) if p.is_dir()]
+    try:
+        with zipfile.ZipFile(source) as zf:
+            names = [n.replace("\\", "/") for n in zf.namelist()]
+    except (zipfile.BadZipFile, OSError) as e:
+        raise EdgeSVPError(f"{source} is not a readable zip file: {e}") from None
+    folders = {str(PurePosixPath(n).parent) for n in names} | {n.rstrip("/") for n in names
+                                                               if n.endswith("/")}  # fmt: skip
+    return [n for n in names if not n.endswith("/")], sorted(folders)
+
+
+def _place(name: str) -> tuple[str, str] | None:
+    """(split, class) of a path below split/class/, at any depth beneath the class."""
+    parts = PurePosixPath(name).parts
+    for i, part in enumerate(parts[:-1]):
+        split = next((s for s, alias in SPLITS.items() if part.lower() in alias), None)
+        if split:
+            return (split, parts[i + 1]) if i + 1 < len(parts) - 1 else None
+    return None
+
+
+def _entries(source: Path) -> list[tuple[str, str, str]]:
+    """(split, class, member) for every image, member being a zip name or a file path; a
+    warning for what is left out (other files, empty class folders)."""
+    files, folders = _names(source)
+    entries, ignored = [], []
+    for name in files:
+        if any(p in METADATA or p.startswith("._") for p in PurePosixPath(name).parts):
+            continue
+        place = _place(name)
+        if place and PurePosixPath(name).suffix.lower() in IMAGE_SUFFIXES:
+            entries.append((*place, name))
+        else:
+            ignored.append(name)
+    if ignored:
+        warnings.warn(
+            f"{source}: left out {len(ignored)} files that are not images in a "
+            f"split/class/ folder (e.g. {ignored[0]})",
+            DataWarning,
+            stacklevel=2,
+        )
+    used = {(split, cls) for split, cls, _ in entries}
+    places = {folder: _place(folder + "/image") for folder in folders}
+    empty = sorted(folder for folder, place in places.items()
+                   if place and PurePosixPath(folder).name == place[1] and place not in used)  # fmt: skip
+    if empty:
+        warnings.warn(
+            f"{source}: left out {len(empty)} class folders that hold no images: "
+            f"{', '.join(empty)}",
+            DataWarning,
+            stacklevel=2,
+        )
     return sorted(entries)
 
 
@@ -45,7 +93,7 @@ def _decode(source: Path, entries, classes: list[str]) -> dict[str, np.ndarray]:
     zf = None if source.is_dir() else zipfile.ZipFile(source)
     index = {c: i for i, c in enumerate(classes)}
     images, labels = {"train": [], "test": []}, {"train": [], "test": []}
-    mode = None
+    mode, first = None, None
     try:
         for split, cls, name in entries:
             if cls not in index:
@@ -57,10 +105,11 @@ def _decode(source: Path, entries, classes: list[str]) -> dict[str, np.ndarray]:
                 arr = np.asarray(img.convert(mode))
             except (UnidentifiedImageError, OSError) as e:
                 raise EdgeSVPError(f"{source}: cannot decode image {name}: {e}") from None
-            if images[split] and arr.shape != images[split][0].shape:
+            first = first if first is not None else (name, arr.shape)
+            if arr.shape != first[1]:  # in either split: the network takes one size
                 raise EdgeSVPError(
-                    f"{source}: image {name} is {arr.shape}, others are {images[split][0].shape}; "
-                    "all images must share one size"
+                    f"{source}: image {name} is {arr.shape}, {first[0]} is {first[1]}; "
+                    "all images (train and test) must share one size"
                 )
             images[split].append(arr)
             labels[split].append(index[cls])
@@ -90,6 +139,13 @@ def load_image_folder(source: Path, name: str = "imagefolder") -> Dataset:
             f"test/<class>/<image>; found splits: {sorted(splits) or 'none'}"
         )
     classes = sorted({cls for split, cls, _ in entries if split == "train"})
+    if len(classes) == 1:
+        warnings.warn(
+            f"dataset '{name}': {source} has a single class ('{classes[0]}'): every "
+            "prediction is that class, and accuracy says nothing",
+            DataWarning,
+            stacklevel=2,
+        )
     sources = [source] if source.is_file() else [source / e[2] for e in entries]
     # one cache entry per source, whichever dataset name reads it (cifar10's zip too)
     arrays = cached_arrays("imagefolder", sources, lambda: _decode(source, entries, classes))

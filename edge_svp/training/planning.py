@@ -4,10 +4,13 @@ feeds it (real examples through real preprocessing, in the training precision), 
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from edge_svp.config import MemoryConfig, OptimConfig, TrainConfig
 from edge_svp.data import Dataset, Preprocess
+from edge_svp.errors import EdgeSVPError
 from edge_svp.memory.meter import unified_memory
 from edge_svp.memory.planner import (
     BlockCost,
@@ -69,6 +72,27 @@ def end_to_end_cost(net, probe: Probe, checkpointing: bool, sizes: list[int]) ->
 PLAN_CHECKS = 3
 
 
+def batchnorm_fits(plan):
+    """BatchNorm cannot normalise one value per channel (a 1x1 map at micro-batch 1, as a
+    CNN with many poolings gives small images): one line, with what to change."""
+
+    @functools.wraps(plan)
+    def checked(*args, **kwargs):
+        try:
+            return plan(*args, **kwargs)
+        except ValueError as e:
+            if "more than 1 value per channel" not in str(e):
+                raise
+            raise EdgeSVPError(
+                "a BatchNorm layer gets a single value per channel (a 1x1 feature map at "
+                "micro-batch 1): these images are too small for the model's poolings; use "
+                "--set model.norm=group, fewer model.downsamples, or larger images"
+            ) from None
+
+    return checked
+
+
+@batchnorm_fits
 def plan_training(
     net,
     dataset: Dataset,
