@@ -157,8 +157,11 @@ def aggregate(grid: dict, runs: list[dict], epochs: int, limit: int) -> list[dic
             "test_accuracy_std": round(statistics.stdev(acc), 2) if len(acc) > 1 else None,
             "acc": mean_std(acc),
             "vs_baseline": f"{statistics.mean(diff):+.2f}" if diff else "",
-            "per_block_mean": [round(100 * statistics.mean(b), 2) for b in blocks],
-            "per_block": " / ".join(f"{100 * statistics.mean(b):.1f}" for b in blocks),
+            # backprop has a head on its last block only
+            "per_block_mean": [None if None in b else round(100 * statistics.mean(b), 2)
+                               for b in blocks],
+            "per_block": " / ".join("-" if None in b else f"{100 * statistics.mean(b):.1f}"
+                                    for b in blocks),
             "wall_seconds_mean": round(statistics.mean(r["wall_seconds"] for r in seeds.values()), 1),
         })  # fmt: skip
     return rows
