@@ -245,7 +245,9 @@ def fit(profile, settings, out, overwrite, backend, nproc, stages, timeout, resu
         config = resolve_config(profile, settings, keep=keep, **options)
     mode = distributed.mode(nproc, stages)  # None: this process trains alone
     if resume and mode:
-        raise EdgeSVPError("--resume continues a single-process run; a pipelined run cannot resume")
+        raise EdgeSVPError(
+            "--resume continues a single-process run; pipelined runs cannot resume yet"
+        )
     if mode == "launch":
         from edge_svp.distributed.launch import launch
 
@@ -332,7 +334,10 @@ def predict(source, inputs, out, fmt, backend, threads):
 
     if out:
         check_new_dir(Path(out).resolve().parent)  # before any work
-    names, probabilities, classes = predict_files(source, list(inputs), backend, threads or 0)
+    from edge_svp.progress import ConsoleReporter
+
+    names, probabilities, classes = predict_files(source, list(inputs), backend, threads or 0,
+                                                  ConsoleReporter(0))  # fmt: skip
     text = predictions_text(names, probabilities, classes, output_format(out, fmt))
     if out:
         atomic_write_text(out, text)
@@ -367,7 +372,9 @@ def export(run_dir, profile, data_dir, settings, out, inference):
     if profile:
         overrides = {"data.data_dir": data_dir, **parse_settings(settings)}
         config = override(load_profile(profile), **overrides)
-    written = run_export(out, run_dir, config, inference)
+    from edge_svp.progress import ConsoleReporter
+
+    written = run_export(out, run_dir, config, inference, ConsoleReporter(0))
     click.echo(f"wrote {written}")
 
 

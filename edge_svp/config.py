@@ -107,6 +107,10 @@ class MemoryConfig:
     recompute: bool = False  # recompute the frozen prefix instead of caching its outputs
     cache_dir: str | None = None  # where disk caches go (default: RUN_DIR/cache; the API: temp)
 
+    # CPU: "exact" returns freed tensors to the OS, so resident memory tracks live memory (what
+    # a budget needs, at a cost in time); "reuse" keeps them for the next step; "auto": exact
+    # under a budget (memory/meter.py, set_host_allocator)
+    host_allocator: str = "auto"
 
 # --- model options: one dataclass per model kind (the builders are in edge_svp/models) --
 
@@ -179,6 +183,7 @@ class RunConfig:
             ("precision", self.train.precision, ("fp32", "fp16", "bf16")),
             ("cache_dtype", self.memory.cache_dtype, ("float32", "float16")),
         ]
+            ("host_allocator", self.memory.host_allocator, ("auto", "exact", "reuse")),
         for kind, value, choices in checks:
             if value not in choices:
                 raise unknown(kind, value, choices)

@@ -23,10 +23,11 @@ FORMATS = ("csv", "jsonl")
 
 
 def predict_files(
-    source: str | Path, inputs: list[str], backend: str = "torch", threads: int = 0
+    source: str | Path, inputs: list[str], backend: str = "torch", threads: int = 0, reporter=None
 ) -> tuple[list[str], np.ndarray, list[str]]:
     """(input names, class probabilities (N, classes), class names) of every input file:
-    `source` is a run directory (backend torch) or an inference export (backend ort)."""
+    `source` is a run directory (backend torch; `reporter` is warned if it is unfinished)
+    or an inference export (backend ort)."""
     from edge_svp.threads import choose_threads
 
     if backend == "ort":
@@ -40,7 +41,7 @@ def predict_files(
     from edge_svp.rundir import load_run
 
     torch.set_num_threads(choose_threads(threads))
-    run = load_run(source)
+    run = load_run(source, reporter)
     names, pixels = read_inputs(inputs, run.input_shape)
     return names, run.predict(pixels).numpy(), run.classes
 

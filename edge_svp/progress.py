@@ -80,11 +80,15 @@ class ConsoleReporter(Reporter):
         measured = max(memory["measured_peak_bytes"], default=None)
         if measured is not None:
             budget, predicted = memory["budget_bytes"], memory["predicted_peak_bytes"]
+            # the prediction counts live memory; resident memory also holds what was freed
+            reused = memory.get("host_allocator") == "reuse" and memory["kind"] != "cuda_allocator"
             click.echo(
                 f"training memory          {format_bytes(measured)} measured"
                 + (f", predicted {format_bytes(max(predicted))}" if predicted else "")
                 + (f", budget {format_bytes(budget)}" if budget else "")
-                + f" ({memory['kind'].replace('_', ' ')})"
+                + f" ({memory['kind'].replace('_', ' ')}"
+                + (", freed memory kept for reuse" if reused else "")
+                + ")"
             )
         click.echo(
             f"peak memory              {format_bytes(summary['peak_memory_bytes'])} "

@@ -27,7 +27,7 @@ from edge_svp.errors import DataNotFound, EdgeSVPError, Interrupted, NumericalFa
 from edge_svp.memory.meter import (
     MemoryMeter,
     cap_device_memory,
-    predictable_host_allocator,
+    set_host_allocator,
 )
 from edge_svp.memory.offload import resident_state
 from edge_svp.memory.planner import END_TO_END, MemoryPlan
@@ -84,9 +84,18 @@ def fit(
     directory in run_dir/ort. `resume`, a run directory, continues that run from its
     latest good checkpoint with its own configuration; give nothing else with it.
     `reporter` shows progress (edge_svp.progress.ConsoleReporter prints a line per epoch)."""
-    predictable_host_allocator()  # before any thread or matrix product: see its docstring
+    # one arena, set before any thread or matrix product allocates; training then follows
+    # its plan's host allocator (training.train)
+    set_host_allocator(exact=True)
     reporter = reporter or Reporter()
     job = resolve_job(config, out, overwrite, backend, resume, reporter)
+    try:
+        return fit_job(job, reporter)
+    finally:
+        job.run_dir.unlock()
+
+
+def fit_job(job: Job, reporter: Reporter) -> dict:
     start = time.perf_counter()
     dataset, preprocess = load_data(job.config.data)
     if job.checkpoint:
@@ -95,7 +104,8 @@ def fit(
     meter = MemoryMeter(job.device)  # baseline: after imports, data loading and the probe
     net = build_job_network(job, dataset)
     open_run_dir(job, plan)
-    reporter.run_started(job.config, job.backend, pipelined=False, resume=resume)
+    resumed = str(job.run_dir) if job.resumed else None
+    reporter.run_started(job.config, job.backend, pipelined=False, resume=resumed)
     state = train_job(job, net, dataset, preprocess, plan, meter, reporter)
     with resume_hints(job.run_dir, state):
         return summarise(job, net, dataset, preprocess, plan, meter, state, start, reporter)
@@ -112,7 +122,8 @@ def prepare_device(config: RunConfig) -> tuple[torch.device, Target | None]:
 
 def resolve_job(config, out, overwrite, backend, resume, reporter) -> Job:
     """Check everything a fit is given before any work: the configuration, the run
-    directory (a new one, or one to resume and its checkpoint), the device, the backend."""
+    directory (a new one, or one to resume and its checkpoint), the device, the backend.
+    The run directory is locked from here on (edge_svp/rundir.py), if it exists."""
     checkpoint = None
     if resume is not None:
         if config is not None or out is not None or overwrite or backend != "torch":
@@ -122,17 +133,25 @@ def resolve_job(config, out, overwrite, backend, resume, reporter) -> Job:
             )
         run_dir = RunDir(resume)
         config = run_dir.resumable_config()
-        checkpoint = run_dir.checkpoints.read(reporter.warning)  # None: none written yet
-        check_resumable(run_dir, config, checkpoint)
+        run_dir.lock()  # one resume at a time: they would share the activation caches
     else:
         config.validate()
         run_dir = RunDir(out if out else default_run_dir(config))
-        run_dir.check_new(overwrite)
-    device, target = prepare_device(config)
-    if backend == "ort":
-        from edge_svp.ort.backend import check_supported
+    try:
+        if resume is not None:
+            run_dir.remove_partial()
+            checkpoint = run_dir.checkpoints.read(reporter.warning)  # None: none written yet
+            check_resumable(run_dir, config, checkpoint)
+        else:
+            run_dir.check_new(overwrite)
+        device, target = prepare_device(config)
+        if backend == "ort":
+            from edge_svp.ort.backend import check_supported
 
-        check_supported(config)
+            check_supported(config)
+    except BaseException:
+        run_dir.unlock()
+        raise
     if config.data.data_dir:
         config.data.data_dir = str(Path(config.data.data_dir).resolve())
     return Job(config, run_dir, overwrite, backend, device, target, resume is not None, checkpoint)
@@ -141,8 +160,11 @@ def resolve_job(config, out, overwrite, backend, resume, reporter) -> Job:
 def check_resumable(run_dir: RunDir, config: RunConfig, checkpoint: dict | None) -> None:
     if checkpoint is None:
         return  # stopped before its first checkpoint: it starts over
-    if checkpoint.get("training") is None:
-        raise EdgeSVPError(f"cannot resume {run_dir}: its checkpoint holds no training state")
+    if checkpoint.get("training") is None:  # only a pipeline writes none
+        raise EdgeSVPError(
+            f"cannot resume {run_dir}: it was trained as a pipeline (--nproc), and pipelined "
+            "runs cannot resume yet; start it again with --overwrite"
+        )
     ours, theirs = config_to_dict(config), dict(checkpoint["config"])
     for raw in (ours, theirs):  # the data may have moved; where to is no part of training
         raw["data"] = {**raw["data"], "data_dir": None}
@@ -280,7 +302,7 @@ def resume_hints(run_dir: RunDir, state: TrainState | None):
 
 def plan_run(config: RunConfig) -> MemoryPlan:
     """The MemoryPlan `fit` would follow for `config`, without training."""
-    predictable_host_allocator()  # the probe must see the allocator that training will
+    set_host_allocator(exact=True)  # before any thread or matrix product, as fit does
     _, target = prepare_device(config)
     try:
         dataset, preprocess = load_data(config.data)
@@ -332,6 +354,7 @@ def out_of_memory(config: RunConfig, plan, meter: MemoryMeter) -> EdgeSVPError:
     capped at baseline + budget, so the plan's prediction fell short of the real need."""
     where, predicted = "training", plan.predicted_peak if plan else None
     if plan and config.train.schedule == "layerwise":
+        host_allocator=plan.host_allocator if plan else "exact",
         block = min(len(meter.peaks) + 1, len(plan.blocks))  # the block being trained
         where, predicted = f"block {block}", plan.blocks[block - 1].predicted_peak
     if config.memory.budget:
@@ -360,4 +383,5 @@ def evaluate_run(
     net.to(resolve_device(config.train.device))
     per_block = block_accuracies(net, run.dataset(data_dir), run.preprocess,
                                  config.train.eval_batch_size)  # fmt: skip
-    return {"test_accuracy": per_block[-1], "per_block_accuracy": per_block}
+    return {"test_accuracy": per_block[-1], "per_block_accuracy": per_block,
+            "unfinished": run.unfinished}  # fmt: skip

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
 import shlex
 import shutil
@@ -35,7 +36,7 @@ from pathlib import Path
 
 import torch
 
-from edge_svp.checkpoint import LATEST, CheckpointStore
+from edge_svp.checkpoint import DIGESTS, LATEST, PREVIOUS, CheckpointStore
 from edge_svp.config import RunConfig, config_to_dict, dump_toml, load_config
 from edge_svp.data import Dataset, Preprocess, load_data
 from edge_svp.errors import EdgeSVPError
@@ -58,10 +59,52 @@ def default_run_dir(config: RunConfig, schedule: str | None = None) -> Path:
     return Path("runs") / f"{config.profile}-{method}-{stamp}"
 
 
+# What a run writes into its directory (temporary files: NAME.tmp); --overwrite removes only
+# these, and the user's own files stay.
+WRITTEN = {CONFIG, METRICS, PLAN, SUMMARY, LATEST, PREVIOUS, DIGESTS, "cache", "ort"}
+
+
 class RunDir:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.checkpoints = CheckpointStore(self.path)
+        self._lock: int | None = None  # the open directory that holds our lock
+
+    # --- one owner at a time ----------------------------------------------------------------
+
+    def lock(self, shared: bool = False) -> bool:
+        """Own the directory until unlock() or the process ends: alone (a fit or a resume), or
+        `shared` with other readers (eval, export, predict). A second writer, or a writer
+        while another process reads, is refused in one line; a reader that finds a writer
+        at work goes on without the lock (checkpoints are replaced atomically) and gets
+        False."""
+        if self._lock is not None:
+            return True
+        try:
+            import fcntl
+        except ImportError:  # no flock (Windows): unguarded
+            return True
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except OSError as e:
+            raise EdgeSVPError(f"cannot open run directory {self.path}: {e.strerror}") from None
+        try:
+            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            if shared:
+                return False
+            raise EdgeSVPError(
+                f"run directory {self.path} is in use by another edge-svp process (a fit, a "
+                "resume, or an eval, export or predict reading it); wait for it to finish"
+            ) from None
+        self._lock = fd
+        return True
+
+    def unlock(self) -> None:
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
 
     def __str__(self) -> str:
         return str(self.path)
@@ -89,16 +132,27 @@ class RunDir:
         if used and not (out / CONFIG).exists():
             raise EdgeSVPError(f"refusing to overwrite {out}: it is not an edge-svp run directory")
         check_new_dir(out)
+        if used:
+            self.lock()  # not while another process trains in it or reads it
 
     def create(self, config: RunConfig, overwrite: bool) -> RunDir:
-        """Make the directory (emptied, with `overwrite`) and write config.toml."""
-        self.check_new(overwrite)
+        """Make and lock the directory, remove what an earlier run wrote there (with
+        `overwrite`; files of the user's stay) and write config.toml."""
         try:
-            if self.path.exists() and any(self.path.iterdir()):
-                shutil.rmtree(self.path)
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise EdgeSVPError(f"cannot create run directory {self.path}: {e.strerror}") from None
+        self.lock()
+        self.check_new(overwrite)  # again, under the lock: another run may have begun here
+        try:
+            for item in self.path.iterdir():
+                if item.name in WRITTEN or item.name.removesuffix(".tmp") in WRITTEN:
+                    if item.is_dir() and not item.is_symlink():
+                        shutil.rmtree(item)
+                    else:
+                        item.unlink()
+        except OSError as e:
+            raise EdgeSVPError(f"cannot clear run directory {self.path}: {e.strerror}") from None
         atomic_write_text(self.path / CONFIG, dump_toml(config_to_dict(config)))
         return self
 
@@ -122,6 +176,13 @@ class RunDir:
             )
         writable(self.path)
         return load_config(self.path / CONFIG)
+
+    def remove_partial(self) -> None:
+        """Temporary files of a process that was killed while writing: on a full disk they
+        would keep it full."""
+        for item in self.path.glob("*.tmp"):
+            if item.name.removesuffix(".tmp") in WRITTEN:
+                item.unlink(missing_ok=True)
 
     def config(self) -> RunConfig:
         if not (self.path / CONFIG).exists():
@@ -249,17 +310,21 @@ def memory_summary(
     checkpointing: list[bool] | None,
     normalization_batch: list[int | None] | None,
     per_rank: bool = False,
+    host_allocator: str = "exact",
 ) -> dict:
     """summary.json's "memory": the budget, predicted and measured peaks per block (per stage
     of a pipeline, each on its own rank: `per_rank`; backprop's plan has one entry, the
     whole network), whether it kept within the budget, and how each trained: its
     micro-batch, where its output cache went, whether it recomputed activations
-    (backprop), and the batch its BatchNorm layers normalised over (None: it has none)."""
+    (backprop), and the batch its BatchNorm layers normalised over (None: it has none).
+    `host_allocator` "reuse": on CPU, freed memory stayed resident for reuse, so the measured
+    peaks run above the predicted ones, which count live memory."""
     return {
         "budget_bytes": budget,
         "per_rank": per_rank,
         "baseline_bytes": baseline,
         "kind": "cuda_allocator" if device_type == "cuda" else "process_rss_above_baseline",
+        "host_allocator": host_allocator,
         "predicted_peak_bytes": predicted,
         "measured_peak_bytes": measured,
         "micro_batch": micro_batch,
@@ -313,6 +378,7 @@ class TrainedRun:
     preprocess: Preprocess
     classes: list[str]
     input_dtype: torch.dtype  # of the raw inputs: uint8 pixels for every image dataset
+    unfinished: str | None = None  # where an unfinished run's checkpoint stands; None: done
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -348,14 +414,39 @@ class TrainedRun:
 
 def load_run(run_dir: str | Path, reporter=None) -> TrainedRun:
     """A run's network, rebuilt from its directory and its latest good checkpoint; no
-    dataset is needed."""
+    dataset is needed. An unfinished run (killed, stopped, or training now) loads too: its
+    `unfinished` says where its checkpoint stands, and `reporter` is warned."""
     run = RunDir(run_dir)
     config = run.config()
-    checkpoint = run.checkpoints.read(reporter.warning if reporter else None)
-    if checkpoint is None:
-        raise EdgeSVPError(f"{run} has no checkpoint yet")
-    classes = checkpoint["classes"]
-    net = build_network(config, tuple(checkpoint["input_shape"]), len(classes))
-    net.restore(checkpoint, run / LATEST, run.weights_dir(config))
+    alone = run.lock(shared=True)  # no fit may start over it while it is read
+    try:
+        checkpoint = run.checkpoints.read(reporter.warning if reporter else None)
+        if checkpoint is None:
+            raise EdgeSVPError(f"{run} has no checkpoint yet")
+        classes = checkpoint["classes"]
+        net = build_network(config, tuple(checkpoint["input_shape"]), len(classes))
+        net.restore(checkpoint, run / LATEST, run.weights_dir(config))
+    finally:
+        run.unlock()
+    unfinished = None
+    if not (run / SUMMARY).exists():
+        unfinished = unfinished_at(config, checkpoint, training_now=not alone)
+        if reporter:
+            reporter.warning(f"{run} is unfinished: {unfinished}")
     dtype = getattr(torch, checkpoint.get("input_dtype", "uint8"))
-    return TrainedRun(config, net, Preprocess(**checkpoint["preprocess"]), classes, dtype)
+    return TrainedRun(config, net, Preprocess(**checkpoint["preprocess"]), classes, dtype,
+                      unfinished)  # fmt: skip
+
+
+def unfinished_at(config: RunConfig, checkpoint: dict, training_now: bool) -> str:
+    """Where an unfinished run's checkpoint stands, in words."""
+    from edge_svp.training.state import Position, describe_position
+
+    training = checkpoint.get("training")
+    if training is None:  # a pipelined run keeps no position
+        at = "its last checkpoint"
+    else:
+        per_block = config.train.method == "svp" and config.train.schedule == "layerwise"
+        at = f"the checkpoint at {describe_position(Position(**training['position']), per_block)}"
+    state = "it is training now" if training_now else "it stopped before its end"
+    return f"{state}; these are the weights of {at}, of {config.train.epochs} epochs"

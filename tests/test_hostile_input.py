@@ -551,3 +551,76 @@ def test_a_zip_with_archivers_metadata_trains(tmp_path, monkeypatch, request):
     warned, summary = _folder_warnings(["--dataset", "imagefolder", "--data-dir", str(path)],
                                        tmp_path)  # fmt: skip
     assert warned == [] and summary["train_examples"] == 2
+
+
+def test_overwrite_removes_only_what_a_run_wrote(runs, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(runs / "finished", run)
+    (run / "notes.txt").write_text("mine")
+    (run / "my_plots").mkdir()
+    (run / "my_plots" / "loss.png").write_bytes(b"mine")
+    (run / "cache").mkdir()  # what a layerwise run leaves while it trains
+    result = CliRunner().invoke(main, [*FIT, "--epochs", "1", "--out", str(run), "--overwrite"])
+    assert result.exit_code == 0, result.output
+    assert (run / "notes.txt").read_text() == "mine"
+    assert (run / "my_plots" / "loss.png").read_bytes() == b"mine"
+    assert not (run / "cache").exists()
+    assert json.loads((run / "summary.json").read_text())["epochs"] == 1
+
+
+@pytest.mark.parametrize("command", [
+    [*FIT, "--overwrite", "--out", "RUN"],  # two fits into one folder
+    ["fit", "--resume", "RUN"],  # two resumes of one run
+])  # fmt: skip
+def test_a_second_writer_of_a_run_directory_is_refused(command, runs, tmp_path):
+    from edge_svp.rundir import RunDir
+
+    run = tmp_path / "run"
+    shutil.copytree(runs / "stopped", run)
+    before = snapshot(run)
+    args = [str(run) if a == "RUN" else a for a in command]
+    owner = RunDir(run)
+    owner.lock()  # as another process that trains in it
+    try:
+        result = CliRunner().invoke(main, args)
+    finally:
+        owner.unlock()
+    assert result.exit_code == 2, result.output
+    (line,) = result.stderr.splitlines()
+    assert line == (f"edge-svp: error: run directory {run} is in use by another edge-svp "
+                    "process (a fit, a resume, or an eval, export or predict reading it); "
+                    "wait for it to finish")  # fmt: skip
+    assert snapshot(run) == before
+    assert CliRunner().invoke(main, args).exit_code == 0  # once the owner is done
+
+
+def test_eval_of_a_run_that_is_training_now_says_so(runs, tmp_path):
+    from edge_svp.rundir import RunDir
+
+    owner = RunDir(runs / "stopped")
+    owner.lock()
+    try:
+        result = CliRunner().invoke(main, ["eval", str(runs / "stopped"), "--json"])
+    finally:
+        owner.unlock()
+    assert result.exit_code == 0, result.output
+    assert "it is training now" in json.loads(result.stdout)["unfinished"]
+
+
+def test_eval_and_export_of_an_unfinished_run_say_so_and_record_it(runs, tmp_path):
+    stopped, finished = runs / "stopped", runs / "finished"
+    result = CliRunner().invoke(main, ["eval", str(stopped), "--json"])
+    assert result.exit_code == 0, result.output
+    unfinished = json.loads(result.stdout)["unfinished"]
+    assert unfinished == ("it stopped before its end; these are the weights of the checkpoint "
+                          "at epoch 1, step 3, of 2 epochs")  # fmt: skip
+    assert result.stderr == f"edge-svp: warning: {stopped} is unfinished: {unfinished}\n"
+    done = CliRunner().invoke(main, ["eval", str(finished), "--json"])
+    assert json.loads(done.stdout)["unfinished"] is None and done.stderr == ""
+    pytest.importorskip("onnxruntime.training", reason="the ort extra is not installed")
+    for args, record in [(["--inference"], "inference.json"), ([], "manifest.json")]:
+        out = tmp_path / record
+        result = CliRunner().invoke(main, ["export", str(stopped), *args, "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        assert result.stderr == f"edge-svp: warning: {stopped} is unfinished: {unfinished}\n"
+        assert json.loads((out / record).read_text())["unfinished"] == unfinished

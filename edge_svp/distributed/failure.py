@@ -62,16 +62,18 @@ def report(rank: int, kind: str, message: str, peer: int | None = None, store=No
     return EXIT_CODES[kind]
 
 
+NO_RESUME = (
+    "pipelined runs cannot resume yet (start it again with --overwrite); the checkpoint of "
+    "its last epoch is kept, for eval and export"
+)
+
+
 def stop_on_sigterm(who: str) -> None:
     """SIGTERM (systemd, Docker, a job scheduler; torchrun passes it on) stops `who` at once
     with Interrupted (exit code 143): a pipelined run does not resume, and the checkpoint of
     its last epoch stays."""
 
     def terminated(signum, frame):
-        raise Interrupted(
-            f"stopped by SIGTERM, {who}; a pipelined run does not resume, the checkpoint of "
-            "its last epoch is kept",
-            143,
-        )
+        raise Interrupted(f"stopped by SIGTERM, {who}; {NO_RESUME}", 143)
 
     signal.signal(signal.SIGTERM, terminated)

@@ -21,9 +21,10 @@ from pathlib import Path
 
 from edge_svp.config import RunConfig, config_to_dict, dump_toml
 from edge_svp.distributed import DEFAULT_TIMEOUT
-from edge_svp.distributed.failure import EXIT_CODES, REPORT_ENV, stop_on_sigterm
+from edge_svp.distributed.failure import EXIT_CODES, NO_RESUME, REPORT_ENV, stop_on_sigterm
 from edge_svp.distributed.stages import Layout
 from edge_svp.distributed.worker import check_config
+from edge_svp.errors import Interrupted
 from edge_svp.files import atomic_write_text
 
 POLL_SECONDS = 0.05
@@ -62,6 +63,8 @@ def launch(
     stop_on_sigterm("and every rank with it")
     try:
         return _launch(config, nproc, stages, out, overwrite, timeout)
+    except KeyboardInterrupt:  # Ctrl-C reaches every rank too: they stop with it
+        raise Interrupted(f"stopped by Ctrl-C, and every rank with it; {NO_RESUME}") from None
     finally:
         signal.signal(signal.SIGTERM, previous)
 

@@ -48,7 +48,7 @@ from edge_svp.faults import rank_fault
 from edge_svp.memory.meter import (
     MemoryMeter,
     cap_device_memory,
-    predictable_host_allocator,
+    set_host_allocator,
 )
 from edge_svp.memory.size import parse_size
 from edge_svp.network import build_network
@@ -64,6 +64,7 @@ from edge_svp.rundir import (
 from edge_svp.training import measure_network
 from edge_svp.training.backprop import has_batchnorm
 from edge_svp.training.common import BatchStats, MicroSteps, TrainData, resolve_device
+from edge_svp.training.planning import host_allocator
 
 SETUP_SECONDS = 600
 SETUP_KEY = "setup"
@@ -116,7 +117,7 @@ def fit_rank(
 ) -> dict | None:
     """Run this process's rank; rank 0 returns the summary, the others None. A rank that
     fails, or whose peer fails, says so and exits (failure.py)."""
-    predictable_host_allocator()  # before any thread or matrix product, as fit does
+    set_host_allocator(exact=True)  # before any thread or matrix product, as fit does
     rank = int(os.environ["RANK"])
     store = None
     stop_on_sigterm(f"rank {rank}")
@@ -283,6 +284,8 @@ def _fit(config, rank, layout, device, comm, store, out, overwrite, timeout, rep
         warm_up(probe, ctx, shared["block_inputs"][first], shared["num_classes"], config.optim,
                 device)  # fmt: skip
         del probe
+    allocator = host_allocator(config.memory, budgeted=shared["budget"] is not None)
+    set_host_allocator(exact=allocator == "exact")  # after the probe, as training.train does
     meter = MemoryMeter(device)  # baseline: after imports, data and set-up
     if device.type == "cuda" and shared["budget"]:
         cap_device_memory(device, shared["budget"])  # an overrun fails fast, as in one process
@@ -417,6 +420,7 @@ class RunWriter:
                 [False] * layout.stages,
                 [shared["micro_batch"] if bn else None for bn in self.own["batchnorm"]],
                 per_rank=True,
+                host_allocator=host_allocator(self.config.memory, shared["budget"] is not None),
             ),
             pipeline={
                 "processes": layout.world,

@@ -63,28 +63,44 @@ def reset_peak_rss() -> bool:
         return False
 
 
-def predictable_host_allocator() -> None:
-    """Make the process's resident memory track the memory that is alive.
+# The two settings of glibc's allocator (mallopt parameter: value). Both keep one arena for
+# all threads: glibc otherwise gives every thread that allocates (the meter's sampler, the
+# cache's prefetcher, OpenMP workers) an arena of its own, each holding freed memory.
+EXACT_HOST_ALLOCATOR = {
+    M_ARENA_MAX: 1,
+    # every tensor of 64 KiB or more in a mapping of its own, returned to the OS when freed
+    M_MMAP_THRESHOLD: 64 * 1024,
+    M_TRIM_THRESHOLD: 128 * 1024,  # glibc's default, fixed
+}
+REUSING_HOST_ALLOCATOR = {
+    M_ARENA_MAX: 1,
+    # where glibc's own sliding thresholds end up once large blocks have been freed
+    # (malloc.h: DEFAULT_MMAP_THRESHOLD_MAX on 64-bit, and twice that), fixed from the start
+    M_MMAP_THRESHOLD: 32 * 2**20,
+    M_TRIM_THRESHOLD: 64 * 2**20,
+}
 
-    Two allocator habits keep freed memory resident, by amounts that differ from run to
-    run (seen: up to 7 MiB between runs of one configuration), so that a probe cannot
-    predict them:
-      - glibc raises its mmap threshold as large blocks are freed, after which big tensors
-        come from heap arenas whose freed memory stays resident. A fixed threshold keeps
-        every large tensor in its own mapping, returned on free.
-      - glibc gives each thread that allocates (the meter's sampler, the cache's prefetcher,
-        OpenMP workers) an arena of its own, each holding freed memory. One arena for all.
+
+def set_host_allocator(exact: bool) -> None:
+    """Make the process's resident memory track the memory that is alive (`exact`), or let
+    the allocator keep freed memory for reuse.
+
+    Exact is what a probe and a budget need: with glibc's defaults, large tensors come from
+    a heap whose freed memory stays resident, by amounts that differ from run to run (a
+    12-block ViT: 160 MiB alive at the peak, 620 MiB resident), which no probe can predict.
+    With exact, repeated runs measure within 1 MiB of each other (docs/memory.md). Its price
+    is that every large tensor is faulted into fresh pages, page by page, on every step: one
+    epoch of that ViT spends 40 % of its time in the kernel. A run without a budget reuses.
     (MKL's own buffer cache is switched off in edge_svp/__init__.py, before torch loads.)
-    With these, repeated runs measure within 1 MiB of each other (docs/memory.md).
     """
-    if sys.platform.startswith("linux"):
-        try:
-            libc = ctypes.CDLL("libc.so.6")
-            libc.mallopt(M_ARENA_MAX, 1)
-            libc.mallopt(M_TRIM_THRESHOLD, 128 * 1024)  # glibc's default, now fixed too
-            libc.mallopt(M_MMAP_THRESHOLD, 64 * 1024)
-        except (OSError, AttributeError):
-            pass
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        for parameter, value in (EXACT_HOST_ALLOCATOR if exact else REUSING_HOST_ALLOCATOR).items():
+            libc.mallopt(parameter, value)
+    except (OSError, AttributeError):
+        pass
 
 
 def release_memory(device: torch.device) -> None:
@@ -139,7 +155,6 @@ class MemoryMeter:
     """
 
     def __init__(self, device: torch.device, interval: float = 0.005):
-        predictable_host_allocator()
         self.device = device
         self.interval = interval
         release_memory(device)

@@ -133,6 +133,9 @@ class MemoryPlan:
     probe_device: str = ""  # where the costs were measured, when not on `device`
     probed_on: str | None = None  # what the probe fed the first block, if not the real data
     margin: int = 0  # kept free between each predicted peak and the budget (PLAN_MARGIN)
+    # CPU: whether training returns freed tensors to the OS ("exact", as the probe measured) or
+    # keeps them for reuse ("reuse": faster, resident memory above the prediction)
+    host_allocator: str = "exact"
 
     @property
     def predicted_peak(self) -> int:

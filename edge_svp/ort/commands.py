@@ -18,32 +18,34 @@ def export(
     run_dir: str | Path | None = None,
     config: RunConfig | None = None,
     inference: bool = False,
+    reporter=None,
 ) -> Path:
     """Training artifacts (run_dir's weights, or a fresh network from `config`), or with
-    `inference` the chained inference model of a trained run. Returns what was written."""
+    `inference` the chained inference model of a trained run. Returns what was written. An
+    unfinished run is exported with a warning to `reporter`, and the export records it."""
     if (run_dir is None) == (config is None):
         raise EdgeSVPError("export needs either a RUN_DIR or --profile, not both")
     check_new_dir(out)
     if run_dir is not None:
-        run = load_run(run_dir)
+        run = load_run(run_dir, reporter)
         config, net, preprocess = run.config, run.net, run.preprocess
-        classes, input_dtype = run.classes, run.input_dtype
+        classes, input_dtype, unfinished = run.classes, run.input_dtype, run.unfinished
     elif inference:
         raise EdgeSVPError("--inference needs a trained RUN_DIR, not a profile")
     else:
         dataset, preprocess = load_data(config.data)
         net = build_network(config, dataset.input_shape, dataset.num_classes)
-        classes, input_dtype = dataset.classes, dataset.x_train.dtype
+        classes, input_dtype, unfinished = dataset.classes, dataset.x_train.dtype, None
     check_export_dir(Path(out), config, net)
     with staged_outputs(out) as staging:  # whole or not at all
         if inference:
             from edge_svp.ort.inference import export_inference
 
-            written = export_inference(net, preprocess, classes, input_dtype, staging)
+            written = export_inference(net, preprocess, classes, input_dtype, staging, unfinished)
         else:
             from edge_svp.ort.export import export_training
 
-            export_training(net, config, classes, preprocess, input_dtype, staging)
+            export_training(net, config, classes, preprocess, input_dtype, staging, unfinished)
             written = staging / MANIFEST
     return Path(out) / written.name
 

@@ -266,8 +266,10 @@ def export_training(
     preprocess: Preprocess,
     input_dtype: torch.dtype,
     out: str | Path,
+    unfinished: str | None = None,
 ) -> Manifest:
-    """Write ORT training artifacts for every block of `net` (its current weights) to `out`."""
+    """Write ORT training artifacts for every block of `net` (its current weights) to `out`;
+    `unfinished`: where the checkpoint of an unfinished run stands."""
     _, optimizer = optimizer_block(config)  # refuse an optimizer ORT lacks before any work
     out = make_dir(out)
     net = net.cpu()
@@ -300,6 +302,7 @@ def export_training(
         classes=list(classes),
         versions=versions(),
         opset=graph.OPSET,
+        unfinished=unfinished,
     )
     manifest.write(out)
     return manifest

@@ -104,8 +104,15 @@ def _append_svp_head(model: onnx.ModelProto, net: SVPNetwork) -> None:
 
 
 def export_inference(
-    net: SVPNetwork, preprocess: Preprocess, classes, input_dtype, out: str | Path
+    net: SVPNetwork,
+    preprocess: Preprocess,
+    classes,
+    input_dtype,
+    out: str | Path,
+    unfinished: str | None = None,
 ) -> Path:
+    """model.onnx and inference.json; `unfinished` (where an unfinished run's checkpoint
+    stands) is recorded in the latter."""
     out = make_dir(out)
     onnx.save(inference_model(net, preprocess, input_dtype), str(out / MODEL))
     info = {
@@ -120,6 +127,7 @@ def export_inference(
         # already in the graph: for reference only
         "preprocessing": {**preprocessing(preprocess, input_dtype), "in_graph": True},
         "classes": list(classes),
+        "unfinished": unfinished,
         "versions": versions(),
     }
     (out / INFO).write_text(json.dumps(info, indent=2) + "\n")

@@ -59,6 +59,7 @@ class Manifest:
     versions: dict
     format: str = FORMAT
     opset: int = 20
+    unfinished: str | None = None  # exported from an unfinished run: where its checkpoint stood
 
     def write(self, directory: Path) -> Path:
         path = Path(directory) / MANIFEST

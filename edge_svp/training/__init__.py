@@ -19,7 +19,7 @@ import torch
 
 from edge_svp.config import DataConfig, MemoryConfig, OptimConfig, TrainConfig
 from edge_svp.data import Dataset, Preprocess
-from edge_svp.memory.meter import MemoryMeter
+from edge_svp.memory.meter import MemoryMeter, set_host_allocator
 from edge_svp.memory.planner import MemoryPlan
 from edge_svp.progress import Reporter
 from edge_svp.training.backprop import train_backprop
@@ -57,6 +57,7 @@ def train(
     device = resolve_device(train.device)
     if plan is None:
         plan = plan_training(net, dataset, preprocess, train, optim, memory)
+    set_host_allocator(exact=plan.host_allocator == "exact")
     torch.manual_seed(train.seed)  # augmentation and dropout draws
     if train.schedule != "layerwise" or train.method == "bp":
         net.to(device)

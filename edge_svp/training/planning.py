@@ -11,7 +11,7 @@ import torch
 from edge_svp.config import MemoryConfig, OptimConfig, TrainConfig
 from edge_svp.data import Dataset, Preprocess
 from edge_svp.errors import EdgeSVPError
-from edge_svp.memory.meter import unified_memory
+from edge_svp.memory.meter import set_host_allocator, unified_memory
 from edge_svp.memory.planner import (
     BlockCost,
     BlockPlan,
@@ -112,6 +112,7 @@ def plan_training(
     peak rests on a step measured at the micro-batch it will train with. With a `target`,
     the plan is for the target's device and memory (unified or not), from costs probed on
     this machine's training device."""
+    set_host_allocator(exact=True)  # a probe measures the memory that is alive
     probe = network_probe(net, dataset, preprocess, train, optim)
     device = resolve_device(train.device)
     device_type = target.device if target else device.type
@@ -169,7 +170,16 @@ def plan_training(
 
         plan = _checked(make_plan, lambda b: costs[b.block - 1], measure)
     plan.precision, plan.probe_device = train.precision, device.type
+    plan.host_allocator = host_allocator(memory, budgeted=budget is not None)
     return plan
+
+
+def host_allocator(memory: MemoryConfig, budgeted: bool) -> str:
+    """How training treats freed host memory: returned at once where a budget has to hold,
+    otherwise kept for reuse (memory.host_allocator: auto | exact | reuse)."""
+    if memory.host_allocator == "auto":
+        return "exact" if budgeted else "reuse"
+    return memory.host_allocator
 
 
 def _checked(make_plan, cost_of, measure) -> MemoryPlan:

@@ -46,6 +46,22 @@ class Position:
     step: int = 0  # batches finished in the epoch after those
 
 
+def describe_position(position: Position, per_block: bool, block: int | None = None) -> str:
+    """'block 2, epoch 3, step 5', 'end of epoch 3', 'end of block 1', ... (`per_block`: a
+    layerwise run, whose position names its block)."""
+    if position.step:
+        at = f"epoch {position.epoch + 1}, step {position.step}"
+    elif position.epoch:
+        at = f"end of epoch {position.epoch}"
+    elif position.stage:
+        return f"end of block {position.stage}"
+    else:
+        at = "the start"
+    if block is None and per_block:
+        block = position.stage + 1
+    return at if block is None else f"block {block}, {at}"
+
+
 def rng_states() -> dict:
     np_state = np.random.get_state()
     return {
@@ -233,18 +249,7 @@ class TrainState:
     # --- helpers ---------------------------------------------------------------------------
 
     def describe(self, position: Position, block: int | None = None) -> str:
-        """'block 2, epoch 3, step 5', 'end of epoch 3', 'end of block 1', ..."""
-        if position.step:
-            at = f"epoch {position.epoch + 1}, step {position.step}"
-        elif position.epoch:
-            at = f"end of epoch {position.epoch}"
-        elif position.stage:
-            return f"end of block {position.stage}"
-        else:
-            at = "the start"
-        if block is None and self.per_block:
-            block = position.stage + 1
-        return at if block is None else f"block {block}, {at}"
+        return describe_position(position, self.per_block, block)
 
     def cache_path(self, block: int, split: str) -> Path | None:
         """Where block `block`'s (1-based) output cache for `split` goes on disk, if the

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -75,6 +76,21 @@ def test_pipeline_run_directory_and_traffic(runs):
     assert (pipeline / "config.toml").exists()
 
 
+def test_a_stopped_pipeline_is_refused_by_resume_in_one_line(runs, tmp_path):
+    """Pipelined runs keep no training state: --resume says so, and how to start again."""
+    run = tmp_path / "stopped"
+    shutil.copytree(runs[1], run)
+    (run / "summary.json").unlink()  # as a run stopped by SIGTERM or Ctrl-C leaves it
+    result = CliRunner().invoke(main, ["fit", "--resume", str(run)])
+    assert result.exit_code == 2, result.output
+    assert result.stderr == (
+        f"edge-svp: error: cannot resume {run}: it was trained as a pipeline (--nproc), and "
+        "pipelined runs cannot resume yet; start it again with --overwrite\n"
+    )
+    evaluated = CliRunner().invoke(main, ["eval", str(run), "--json"])  # its last epoch
+    assert evaluated.exit_code == 0 and "its last checkpoint" in evaluated.stderr
+
+
 def test_eval_reloads_the_merged_checkpoint_in_one_process(runs, evaluate_run):
     _, pipeline = runs
     evaluated, summary = evaluate_run(pipeline)
@@ -121,7 +137,13 @@ def test_input_a_rank_rejects_is_one_line_and_exit_2(tmp_path, capfd):
     assert not (tmp_path / "run").exists()
 
 
-def test_sigterm_stops_every_rank_in_one_line_and_keeps_the_last_epoch(tmp_path):
+@pytest.mark.parametrize("sent, code, said", [
+    (signal.SIGTERM, 143, "stopped by SIGTERM"),
+    (signal.SIGINT, 130, "stopped by Ctrl-C"),
+])  # fmt: skip
+def test_sigterm_or_ctrl_c_stops_every_rank_in_one_line_and_keeps_the_last_epoch(
+    tmp_path, sent, code, said
+):
     out = tmp_path / "run"
     command = [sys.executable, "-m", "edge_svp", "fit", *SMALL[:2], "--epochs", "500",
                *SMALL[4:], "--nproc", "2", "--out", str(out)]  # fmt: skip
@@ -130,11 +152,10 @@ def test_sigterm_stops_every_rank_in_one_line_and_keeps_the_last_epoch(tmp_path)
                                text=True)  # fmt: skip
     for line in process.stdout:
         if line.startswith("block"):  # an epoch is done: its checkpoint is written
-            process.send_signal(signal.SIGTERM)
+            process.send_signal(sent)
             break
     _, err = process.communicate(timeout=120)
-    assert process.returncode == 143, err
-    assert (
-        err.startswith("edge-svp: interrupted: stopped by SIGTERM") and len(err.splitlines()) == 1
-    )
+    assert process.returncode == code, err
+    assert err.startswith(f"edge-svp: interrupted: {said}") and len(err.splitlines()) == 1
+    assert "pipelined runs cannot resume yet (start it again with --overwrite)" in err
     assert (out / "checkpoint.pt").exists() and not (out / "summary.json").exists()

@@ -1,3 +1,7 @@
+import subprocess
+import sys
+
+import pytest
 import torch
 
 from edge_svp.memory.meter import MemoryMeter
@@ -14,3 +18,29 @@ def test_cpu_meter_sees_an_allocation_and_not_the_baseline():
     assert 45e6 < big.peak < 80e6
     assert small.peak < 10e6
     assert meter.peaks == [big.peak, small.peak]
+
+
+# In a process of its own: the allocator's settings last for the whole process.
+FREE_AND_READ_RSS = """
+import sys, torch
+from edge_svp.memory.meter import current_rss_bytes, set_host_allocator
+set_host_allocator(exact=sys.argv[1] == "exact")
+x = torch.ones(4 * 2**20)  # 16 MiB, touched: below the reusing allocator's mmap threshold
+before = current_rss_bytes()
+del x
+print(before - current_rss_bytes())
+"""
+
+
+@pytest.mark.parametrize("exact", [True, False])
+def test_the_exact_host_allocator_returns_freed_tensors_and_the_reusing_one_keeps_them(exact):
+    if not sys.platform.startswith("linux"):
+        pytest.skip("the host allocator is glibc's")
+    mode = "exact" if exact else "reuse"
+    result = subprocess.run([sys.executable, "-c", FREE_AND_READ_RSS, mode], capture_output=True,
+                            text=True, check=True)  # fmt: skip
+    returned = int(result.stdout)
+    if exact:
+        assert returned > 15 * 2**20
+    else:
+        assert returned < 2**20

@@ -33,6 +33,7 @@ def test_tight_budget_micro_batches_and_measured_peak_stays_under(tmp_path):
     assert memory["micro_batch"][0] < 256  # the planner had to split the batch
     assert memory["cache"] == ["disk", None]  # the host budget sent the cache to disk
     assert memory["within_budget"]
+    assert memory["host_allocator"] == "exact"  # freed memory returned: what the probe saw
     assert 0 < max(memory["measured_peak_bytes"]) <= 16_000_000
     assert all(p <= 16_000_000 for p in memory["predicted_peak_bytes"])
 
@@ -153,3 +154,19 @@ def test_fit_accepts_the_smallest_budget_plan_prints(tmp_path, method):
                           str(smallest), "--out", str(out)], capture_output=True, text=True)  # fmt: skip
     assert fit.returncode == 0, fit.stderr
     assert json.loads((out / "summary.json").read_text())["memory"]["within_budget"]
+
+
+@pytest.mark.parametrize(("args", "allocator"), [
+    ([], "reuse"),  # no budget: freed memory kept for the next step, which is faster
+    (["--set", 'memory.host_allocator="exact"'], "exact"),
+])  # fmt: skip
+def test_training_without_a_budget_reuses_freed_host_memory_unless_asked_not_to(
+    tmp_path, args, allocator
+):
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, ["fit", "--epochs", "1", "--train-limit", "200", *args,
+                                       "--out", str(out)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    memory = json.loads((out / "summary.json").read_text())["memory"]
+    assert memory["host_allocator"] == allocator
+    assert json.loads((out / "plan.json").read_text())["host_allocator"] == allocator
