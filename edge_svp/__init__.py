@@ -21,7 +21,7 @@ import os
 
 # MKL caches the buffers of its kernels and keeps them resident, by amounts that differ from
 # run to run; this makes it free them. MKL reads it when torch loads it, so it is set here,
-# before torch is imported (edge_svp/memory/meter.py, predictable_host_allocator).
+# before torch is imported (edge_svp/memory/meter.py, set_host_allocator).
 os.environ.setdefault("MKL_DISABLE_FAST_MM", "1")
 
 # The API below is imported on first use rather than here, so that the torch-free ORT
