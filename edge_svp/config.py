@@ -8,6 +8,7 @@ written back as TOML into every run directory, so a run can always be rebuilt.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import sys
 import types
@@ -106,11 +107,11 @@ class MemoryConfig:
     cache_dtype: str = "float32"  # float32 | float16
     recompute: bool = False  # recompute the frozen prefix instead of caching its outputs
     cache_dir: str | None = None  # where disk caches go (default: RUN_DIR/cache; the API: temp)
-
     # CPU: "exact" returns freed tensors to the OS, so resident memory tracks live memory (what
     # a budget needs, at a cost in time); "reuse" keeps them for the next step; "auto": exact
     # under a budget (memory/meter.py, set_host_allocator)
     host_allocator: str = "auto"
+
 
 # --- model options: one dataclass per model kind (the builders are in edge_svp/models) --
 
@@ -182,8 +183,8 @@ class RunConfig:
             ("device", self.train.device, ("auto", "cpu", "cuda")),
             ("precision", self.train.precision, ("fp32", "fp16", "bf16")),
             ("cache_dtype", self.memory.cache_dtype, ("float32", "float16")),
-        ]
             ("host_allocator", self.memory.host_allocator, ("auto", "exact", "reuse")),
+        ]
         for kind, value, choices in checks:
             if value not in choices:
                 raise unknown(kind, value, choices)
@@ -264,6 +265,23 @@ def _type_ok(value, annotation) -> bool:
     return isinstance(value, annotation)
 
 
+TOML_TYPES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+
+
+def type_name(annotation) -> str:
+    """A setting's type as a TOML user says it: 'an integer', 'a list of integers', ..."""
+    if annotation in TOML_TYPES:
+        return TOML_TYPES[annotation]
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]  # None: unset
+    if typing.get_origin(annotation) is list:
+        noun = type_name(args[0]).removeprefix("an ").removeprefix("a ")
+        head, of, tail = noun.partition(" of ")  # lists of integers
+        return f"a list of {head}s{of}{tail}"
+    if args:
+        return " or ".join(type_name(a) for a in args)
+    return str(annotation)
+
+
 def from_table(cls, table: dict, where: str):
     """Build dataclass `cls` from a TOML table; unknown keys and wrong types are errors."""
     if not isinstance(table, dict):
@@ -275,7 +293,8 @@ def from_table(cls, table: dict, where: str):
             raise EdgeSVPError(f"unknown key '{key}' in {where}{did_you_mean(key, names)}")
         if not _type_ok(value, hints[key]):
             raise EdgeSVPError(
-                f"{where}.{key} = {value!r} has the wrong type (expected {hints[key]})"
+                f"{where}.{key} = {json.dumps(value, default=str)} has the wrong type "
+                f"(expected {type_name(hints[key])})"
             )
     kwargs = {k: (float(v) if hints[k] is float else v) for k, v in table.items()}
     return cls(**kwargs)
@@ -293,7 +312,11 @@ def config_from_dict(raw: dict, where: str = "config") -> RunConfig:
     allowed = ["profile", "description", "target", "model", *sections]
     for key in raw:
         if key not in allowed:
-            raise EdgeSVPError(f"unknown key '{key}' in {where}{did_you_mean(key, allowed)}")
+            homes = [name for name, cls in {**sections, **MODEL_OPTIONS}.items()
+                     if key in {f.name for f in dataclasses.fields(cls)}]  # fmt: skip
+            home = "model" if homes and homes[0] in MODEL_OPTIONS else homes[0] if homes else ""
+            hint = f" (put it under [{home}])" if home else did_you_mean(key, allowed)
+            raise EdgeSVPError(f"unknown key '{key}' in {where}{hint}")
     kwargs = {
         name: from_table(cls, raw.get(name, {}), f"{where} [{name}]")
         for name, cls in sections.items()

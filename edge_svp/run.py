@@ -12,6 +12,7 @@ This module is the Python API under `edge-svp fit`, `edge-svp eval` and `edge-sv
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from contextlib import contextmanager, nullcontext
@@ -64,6 +65,7 @@ class Job:
     target: Target | None
     resumed: bool = False
     checkpoint: dict | None = None  # a resumed run's latest good checkpoint, if it has one
+    started: float = 0.0  # time.perf_counter() when the run began (before its checkpoint's)
 
     @property
     def torch_backend(self) -> bool:
@@ -96,7 +98,8 @@ def fit(
 
 
 def fit_job(job: Job, reporter: Reporter) -> dict:
-    start = time.perf_counter()
+    # a resumed run's wall time goes on from its checkpoint's
+    job.started = time.perf_counter() - (job.checkpoint or {}).get("wall_seconds", 0.0)
     dataset, preprocess = load_data(job.config.data)
     if job.checkpoint:
         preprocess = Preprocess(**job.checkpoint["preprocess"])
@@ -108,7 +111,7 @@ def fit_job(job: Job, reporter: Reporter) -> dict:
     reporter.run_started(job.config, job.backend, pipelined=False, resume=resumed)
     state = train_job(job, net, dataset, preprocess, plan, meter, reporter)
     with resume_hints(job.run_dir, state):
-        return summarise(job, net, dataset, preprocess, plan, meter, state, start, reporter)
+        return summarise(job, net, dataset, preprocess, plan, meter, state, reporter)
 
 
 def prepare_device(config: RunConfig) -> tuple[torch.device, Target | None]:
@@ -169,10 +172,20 @@ def check_resumable(run_dir: RunDir, config: RunConfig, checkpoint: dict | None)
     for raw in (ours, theirs):  # the data may have moved; where to is no part of training
         raw["data"] = {**raw["data"], "data_dir": None}
     if ours != theirs:
+        now, then = flatten(ours), flatten(theirs)
+        changed = [f"{key} = {json.dumps(now.get(key))}, was {json.dumps(then.get(key))}"
+                   for key in sorted(now.keys() | then.keys()) if now.get(key) != then.get(key)]  # fmt: skip
         raise EdgeSVPError(
             f"cannot resume {run_dir}: {CONFIG} differs from the configuration its checkpoint "
-            "was trained with"
+            f"was trained with: {'; '.join(changed)}"
         )
+
+
+def flatten(raw: dict) -> dict:
+    """{'section.key': value} of a configuration dict (a top-level key stays as it is)."""
+    return {f"{name}.{key}" if isinstance(table, dict) else name: value
+            for name, table in raw.items()
+            for key, value in (table.items() if isinstance(table, dict) else [(None, table)])}  # fmt: skip
 
 
 def plan_job(job: Job, dataset: Dataset, preprocess: Preprocess) -> MemoryPlan | None:
@@ -222,6 +235,7 @@ def train_job(job, net, dataset, preprocess, plan, meter, reporter) -> TrainStat
             **checkpoint_contents(config, preprocess, dataset),
             "plan": plan.to_dict() if plan else None,
             "training": training,
+            "wall_seconds": time.perf_counter() - job.started,
         })  # fmt: skip
 
     resumed = job.checkpoint["training"] if job.checkpoint else None
@@ -252,7 +266,7 @@ def train_job(job, net, dataset, preprocess, plan, meter, reporter) -> TrainStat
     return state
 
 
-def summarise(job, net, dataset, preprocess, plan, meter, state, start, reporter) -> dict:
+def summarise(job, net, dataset, preprocess, plan, meter, state, reporter) -> dict:
     """Evaluate every head, write summary.json and return it."""
     config = job.config
     eval_batch = config.train.eval_batch_size
@@ -269,7 +283,7 @@ def summarise(job, net, dataset, preprocess, plan, meter, state, start, reporter
         resumed_from=state.describe(state.resumed_from) if job.checkpoint else None,
         peak_memory_bytes=meter.process_peak(),
         device=job.device,
-        wall_seconds=time.perf_counter() - start,
+        wall_seconds=time.perf_counter() - job.started,
         run_dir=job.run_dir,
         final_epoch=state.records[-1] if state.records else None,
         memory=memory_report(config, plan, meter, reporter, net),
@@ -340,6 +354,7 @@ def memory_report(config: RunConfig, plan, meter: MemoryMeter, reporter, net) ->
             b.micro_batch if has_batchnorm(m) else None
             for b, m in zip(plan.blocks, modules, strict=True)
         ] if plan else None,
+        host_allocator=plan.host_allocator if plan else "exact",
     )  # fmt: skip
     if not report["within_budget"]:
         reporter.message(
@@ -354,7 +369,6 @@ def out_of_memory(config: RunConfig, plan, meter: MemoryMeter) -> EdgeSVPError:
     capped at baseline + budget, so the plan's prediction fell short of the real need."""
     where, predicted = "training", plan.predicted_peak if plan else None
     if plan and config.train.schedule == "layerwise":
-        host_allocator=plan.host_allocator if plan else "exact",
         block = min(len(meter.peaks) + 1, len(plan.blocks))  # the block being trained
         where, predicted = f"block {block}", plan.blocks[block - 1].predicted_peak
     if config.memory.budget:

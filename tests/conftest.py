@@ -1,5 +1,7 @@
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -9,10 +11,16 @@ from click.testing import CliRunner
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
-@pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory, monkeypatch):
-    """Decoded-array caches go to a per-session temp dir, never the user's ~/.cache."""
-    monkeypatch.setenv("EDGE_SVP_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+def pytest_configure(config):
+    """Decoded-array caches go to one temporary folder for the whole session (a dataset is
+    decoded once, then shared by the tests), never to the user's ~/.cache: set before any
+    fixture, module-scoped ones and the environments of subprocesses included."""
+    config.edge_svp_cache = tempfile.mkdtemp(prefix="edge-svp-test-cache-")
+    os.environ["EDGE_SVP_CACHE"] = config.edge_svp_cache
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(getattr(config, "edge_svp_cache", ""), ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

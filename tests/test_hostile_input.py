@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -173,7 +174,13 @@ CASES = [
     ("typo in a TOML table", lambda w: ["fit", "--profile", str(w.file("p.toml", "[trian]\nepochs = 3\n"))],
      "unknown key 'trian' in p.toml (did you mean 'train'?)"),
     ("wrong type in TOML", lambda w: ["fit", "--profile", str(w.file("p.toml", "[train]\nepochs = 'x'\n"))],
-     "has the wrong type"),
+     'p.toml [train].epochs = "x" has the wrong type (expected an integer)'),
+    ("a list of the wrong type in TOML", lambda w: ["fit", "--profile", str(w.file("p.toml", "[model]\nkind = 'cnn'\nchannels = [3]\n"))],
+     "[model].channels = [3] has the wrong type (expected a list of lists of integers)"),
+    ("a setting outside its table", lambda w: ["fit", "--profile", str(w.file("p.toml", "epochs = 3\n"))],
+     "unknown key 'epochs' in p.toml (put it under [train])"),
+    ("a model setting outside its table", lambda w: ["fit", "--profile", str(w.file("p.toml", "widths = [3]\n"))],
+     "unknown key 'widths' in p.toml (put it under [model])"),
     ("typo in a --set key", lambda w: [*FIT, "--set", "svp.betta=1"], "did you mean 'beta'"),
     ("unknown --set table", lambda w: [*FIT, "--set", "trian.epochs=1"], "did you mean 'train'"),
     ("bad --set syntax", lambda w: [*FIT, "--set", "svp.beta"], "must look like SECTION.KEY=VALUE"),
@@ -245,9 +252,9 @@ CASES = [
     ("resume with a corrupt config.toml", lambda w: ["fit", "--resume", str(w.run("stopped", "epochs = [\n"))],
      "cannot read configuration"),
     ("resume with an edited config.toml", lambda w: ["fit", "--resume", str(w.edited_config("stopped", "optim", "lr", 0.02))],
-     "differs from the configuration its checkpoint was trained with"),
+     "was trained with: optim.lr = 0.02, was 0.01"),
     ("resume with an edited train_limit", lambda w: ["fit", "--resume", str(w.edited_config("stopped", "data", "train_limit", 100))],
-     "differs from the configuration its checkpoint was trained with"),
+     "was trained with: data.train_limit = 100, was 200"),
     ("resume of an ORT run", lambda w: ["fit", "--resume", str(_ort_run(w))], "does not resume"),
     ("checkpoint from a different model", lambda w: ["eval", str(w.edited_config("finished", "model", "widths", [16, 16]))],
      "does not match this network"),
@@ -624,3 +631,48 @@ def test_eval_and_export_of_an_unfinished_run_say_so_and_record_it(runs, tmp_pat
         assert result.exit_code == 0, result.output
         assert result.stderr == f"edge-svp: warning: {stopped} is unfinished: {unfinished}\n"
         assert json.loads((out / record).read_text())["unfinished"] == unfinished
+
+
+def test_the_suite_never_writes_the_users_cache():
+    from edge_svp.data.cache import cache_dir
+
+    assert cache_dir().is_relative_to(tempfile.gettempdir())
+
+
+def test_a_full_cache_disk_leaves_no_temporary_file(tmp_path, monkeypatch):
+    from edge_svp.data.cache import cached_arrays
+
+    monkeypatch.setenv("EDGE_SVP_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr("edge_svp.data.cache.np.savez", _savez_on_a_full_disk)
+    source = tmp_path / "source.bin"
+    source.write_bytes(b"x")
+    arrays = cached_arrays("d", [source], lambda: {"x": np.arange(3)})
+    assert arrays["x"].tolist() == [0, 1, 2]  # the run goes on without its cache entry
+    assert list((tmp_path / "cache").iterdir()) == []
+
+
+def _savez_on_a_full_disk(file, **arrays) -> None:
+    file.write(b"\0" * 1000)
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_one_zip_is_decoded_and_cached_once_under_any_dataset_name(tmp_path, monkeypatch):
+    from edge_svp.data.imagefolder import load_image_folder
+
+    monkeypatch.setenv("EDGE_SVP_CACHE", str(tmp_path / "cache"))
+    w = Workspace(tmp_path, None, monkeypatch, None)
+    path = w.images(TWO_CLASSES, zipped=True)
+    first, second = load_image_folder(path, "cifar10"), load_image_folder(path)
+    assert torch.equal(first.x_train, second.x_train)
+    assert len(list((tmp_path / "cache").iterdir())) == 1
+
+
+def test_a_resumed_runs_wall_time_counts_the_time_before_its_checkpoint(runs, tmp_path):
+    from edge_svp.checkpoint import CheckpointStore
+
+    run = tmp_path / "run"
+    shutil.copytree(runs / "stopped", run)
+    before = CheckpointStore(run).read()["wall_seconds"]
+    assert before > 0
+    summary = fit(resume=run)
+    assert summary["wall_seconds"] >= before

@@ -26,5 +26,5 @@ def test_ort_commands_explain_the_missing_extra(tmp_path):
     assert len(lines) == 2
     for line in lines:
         assert line.startswith("2 edge-svp: error:"), line
-        assert "pip install 'edge-svp[ort]'" in line
+        assert "pip install -c constraints.txt -e '.[ort]'" in line  # as the README says
     assert not (tmp_path / "out").exists()
