@@ -33,6 +33,7 @@ SVP_CHOICES = {
     "divergence": ("kl", "bhattacharyya", "none"),
     "alignment": ("cosine", "mse", "none"),
     "head": ("linear", "mlp"),
+    "projection": ("gaussian", "hadamard"),
 }
 
 
@@ -61,6 +62,9 @@ class SVPConfig:
     lam: float = 0.0  # weight of the alignment term
     temperature: float = 1.0
     proj_dim: int = 512  # d0, rows of the fixed random projection R_l
+    # R_l: a dense Gaussian matrix, or a subsampled randomized Hadamard transform (n log n
+    # additions instead of a d0 x n product; svp/hadamard.py)
+    projection: str = "gaussian"
     proj_dropout: float = 0.0
     pool_size: int = 2  # conv outputs are average-pooled to pool_size x pool_size
     token_pool: str = "mean"  # transformer outputs: mean over tokens, or "first"

@@ -26,7 +26,7 @@ from edge_svp.memory.offload import read_offloaded
 from edge_svp.memory.size import format_bytes
 from edge_svp.models import build_blocks
 from edge_svp.models.classifier import StandardHead
-from edge_svp.svp import LocalObjective, RandomProjection, pool, pooled_dim
+from edge_svp.svp import LocalObjective, make_projection, pool, pooled_dim
 
 
 def projection_seed(seed: int, index: int) -> int:
@@ -65,8 +65,8 @@ class SVPNetwork(nn.Module):
             if self.flatten_input
             else pooled_dim(self.input_shape, svps[0].pool_size)
         )
-        self.input_projection = RandomProjection(
-            input_dim, svps[0].proj_dim, projection_seed(seed, 0)
+        self.input_projection = make_projection(
+            svps[0].projection, input_dim, svps[0].proj_dim, projection_seed(seed, 0)
         )
         self.objectives = nn.ModuleList()
         ref_dim = svps[0].proj_dim

@@ -150,9 +150,10 @@ def test_a_configuration_and_a_plan_are_read_without_torch():
 def test_the_names_a_configuration_accepts_are_the_registered_pieces():
     pytest.importorskip("torch", reason="the registries are the torch implementations")
     from edge_svp.models import MODELS
-    from edge_svp.svp import ALIGNMENTS, DIVERGENCES, HEADS
+    from edge_svp.svp import ALIGNMENTS, DIVERGENCES, HEADS, PROJECTIONS
 
-    registries = {"divergence": DIVERGENCES, "alignment": ALIGNMENTS, "head": HEADS}
+    registries = {"divergence": DIVERGENCES, "alignment": ALIGNMENTS, "head": HEADS,
+                  "projection": PROJECTIONS}  # fmt: skip
     for name, registry in registries.items():
         assert set(SVP_CHOICES[name]) == set(registry), name
     assert set(MODEL_OPTIONS) == set(MODELS)

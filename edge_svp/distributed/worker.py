@@ -171,7 +171,7 @@ def plan_pipeline(config: RunConfig, layout: Layout, device, out, overwrite) -> 
     probe = build_network(config, dataset.input_shape, dataset.num_classes)
     costs = measure_network(probe, dataset, preprocess, config.train, config.optim)
     # what a stage holds to make its first block's reference: R_0, or the previous objective
-    reference_bytes = [probe.input_projection.weight.numel() * 4]
+    reference_bytes = [sum(b.numel() * b.element_size() for b in probe.input_projection.buffers())]
     reference_bytes += [c.objective_bytes for c in costs[:-1]]
     budget = parse_size(config.memory.budget) if config.memory.budget else None
     plans, micro_batch = assign_stages(costs, layout.stages, device.type,

@@ -27,7 +27,6 @@ from edge_svp.errors import EdgeSVPError
 from edge_svp.files import make_dir
 from edge_svp.network import SVPNetwork
 from edge_svp.ort.requirements import missing
-from edge_svp.svp import RandomProjection
 
 try:
     import onnx
@@ -118,10 +117,12 @@ def export_block_graph(block: torch.nn.Module, input_shape, index: int) -> onnx.
 
 def loss_spec(net: SVPNetwork, index: int, feature_shape) -> LossSpec:
     objective = net.objectives[index]
-    projection = objective.projection.weight.numpy()
+    # a structured R_l goes into the graph as the matrix it applies: the same step, in one
+    # MatMul (ONNX has no Hadamard transform)
+    projection = objective.projection.dense().numpy()
     # the reference is projected only when its width differs from this block's d0
     reference = objective.reference
-    ref_weight = reference.weight.numpy() if isinstance(reference, RandomProjection) else None
+    ref_weight = None if isinstance(reference, torch.nn.Identity) else reference.dense().numpy()
     ref_dim = ref_weight.shape[1] if ref_weight is not None else projection.shape[0]
     head = {f"head.{k}": v.detach().numpy() for k, v in objective.head.state_dict().items()}
     return LossSpec(
@@ -243,9 +244,9 @@ def reference_model(net: SVPNetwork) -> onnx.ModelProto:
         z = graph.flatten(w, INPUT)
     else:
         z = graph.pool(w, INPUT, net.input_shape, first.pool_size, first.token_pool)
-    weight = w.constant(net.input_projection.weight.numpy(), "projection")
-    graph.project(w, z, weight, out=V_REF)
-    g.output.append(graph.float_input(V_REF, ["batch", net.input_projection.weight.shape[0]]))
+    matrix = net.input_projection.dense().numpy()
+    graph.project(w, z, w.constant(matrix, "projection"), out=V_REF)
+    g.output.append(graph.float_input(V_REF, ["batch", matrix.shape[0]]))
     return onnx.helper.make_model(g, opset_imports=[onnx.helper.make_opsetid("", graph.OPSET)])
 
 

@@ -92,7 +92,7 @@ def _append_svp_head(model: onnx.ModelProto, net: SVPNetwork) -> None:
     w = graph.GraphWriter(model.graph, "svp.")
     for key, value in objective.head.state_dict().items():
         w.add_initializer(f"svp.head.{key}", value.numpy())
-    projection = w.add_initializer("svp.projection", objective.projection.weight.numpy())
+    projection = w.add_initializer("svp.projection", objective.projection.dense().numpy())
     shape = block_shapes(net)[-1]
     z = graph.pool(w, FEATURES, shape, objective.pool_size, objective.token_pool)
     kind = "linear" if isinstance(objective.head, nn.Linear) else "mlp"

@@ -21,7 +21,7 @@ from edge_svp.svp.alignments import ALIGNMENTS
 from edge_svp.svp.divergences import DIVERGENCES
 from edge_svp.svp.heads import HEADS
 from edge_svp.svp.pooling import pool, pooled_dim
-from edge_svp.svp.projection import RandomProjection
+from edge_svp.svp.projection import make_projection
 
 
 @dataclass
@@ -55,10 +55,10 @@ class LocalObjective(nn.Module):
         self.compare = compare
         self.reference_dim = ref_dim
         in_dim = pooled_dim(tuple(feature_shape), svp.pool_size)
-        self.projection = RandomProjection(in_dim, svp.proj_dim, seed)
+        self.projection = make_projection(svp.projection, in_dim, svp.proj_dim, seed)
         compared = num_classes if self.posterior else svp.proj_dim
         self.reference = (
-            RandomProjection(ref_dim, compared, seed + 500_000)
+            make_projection(svp.projection, ref_dim, compared, seed + 500_000)
             if ref_dim != compared and compare
             else nn.Identity()
         )

@@ -1,7 +1,11 @@
-"""The fixed random projection R_l of SVP."""
+"""The fixed random projection R_l of SVP: a dense Gaussian matrix, or a structured transform
+with the same distance-preserving guarantee at a fraction of the arithmetic
+(svp.projection; each kind is a module with forward(z) and dense(), the matrix it applies)."""
 
 import torch
 from torch import nn
+
+from edge_svp.svp.hadamard import HadamardProjection
 
 
 class RandomProjection(nn.Module):
@@ -22,6 +26,17 @@ class RandomProjection(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return z @ self.weight.t()
 
+    def dense(self) -> torch.Tensor:
+        return self.weight
+
     def extra_repr(self) -> str:
         out_dim, in_dim = self.weight.shape
         return f"in_dim={in_dim}, out_dim={out_dim}, seed={self.seed}"
+
+
+PROJECTIONS = {"gaussian": RandomProjection, "hadamard": HadamardProjection}
+
+
+def make_projection(kind: str, in_dim: int, out_dim: int, seed: int) -> nn.Module:
+    """R_l of `kind` (svp.projection), mapping in_dim features to out_dim, drawn from `seed`."""
+    return PROJECTIONS[kind](in_dim, out_dim, seed)

@@ -140,7 +140,7 @@ def plan_training(
             svp_probe = network_probe(svp_net, dataset, preprocess, train, optim)
             svp = plan_blocks(svp_probe.costs(train.batch_size), "layerwise", device_type,
                               train.batch_size, len(dataset.y_train) + len(dataset.y_test),
-                              input_projection_bytes=tensor_bytes([svp_net.input_projection.weight]),
+                              input_projection_bytes=tensor_bytes(svp_net.input_projection.buffers()),
                               unified=unified)  # fmt: skip
             raise BudgetTooSmall(
                 f"{e}; SVP layerwise trains this profile from {format_bytes(svp.min_budget)} "
@@ -161,7 +161,7 @@ def plan_training(
                 host_budget=parse_size(memory.host_budget) if memory.host_budget else None,
                 cache_dtype=memory.cache_dtype,
                 recompute=memory.recompute,
-                input_projection_bytes=tensor_bytes([net.input_projection.weight]),
+                input_projection_bytes=tensor_bytes(net.input_projection.buffers()),
                 unified=unified,
             )
 

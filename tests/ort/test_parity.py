@@ -35,6 +35,7 @@ def test_first_step_matches_torch_for_every_block(tmp_path, kind):
         ("mlp", {"alignment": "cosine", "lam": 1.0}),
         ("mlp", {"alignment": "mse", "lam": 1.0}),
         ("mlp", {"head": "mlp"}),
+        ("cnn", {"projection": "hadamard"}),  # exported as the matrix it applies
         ("vit", {"token_pool": "first", "alignment": "mse", "lam": 0.5}),
     ],
 )
