@@ -207,6 +207,10 @@ CASES = [
      "is truncated or corrupt"),
     ("IDX .gz that is not gzip", lambda w: ["fit", "--dataset", "mnist", "--data-dir", str(w.mnist(**{IDX_NAMES[0] + ".gz": b"not gzip"}))],
      "Not a gzipped file"),
+    ("IDX files of no images", lambda w: ["fit", "--dataset", "mnist", "--data-dir", str(w.mnist(**dict(zip(IDX_NAMES, [idx(np.zeros((0, 8, 8), np.uint8)), idx(np.zeros(0, np.uint8))] * 2, strict=True))))],
+     "the training split holds no examples"),
+    ("IDX labels outside the classes", lambda w: ["fit", "--dataset", "mnist", "--data-dir", str(w.mnist(**{IDX_NAMES[3]: idx(np.array([0, 1, 200, 3], np.uint8))}))],
+     "label 200 in the test split is outside its 10 classes (0 to 9)"),
     ("IDX images and labels disagree", lambda w: ["fit", "--dataset", "mnist", "--data-dir", str(w.mnist(**{IDX_NAMES[1]: idx(np.arange(3, dtype=np.uint8))}))],
      "do not match"),
     ("corrupt zip", lambda w: ["fit", "--dataset", "imagefolder", "--data-dir", str(w.file("d.zip", CORRUPT_ZIP))],
@@ -519,8 +523,9 @@ def test_a_single_class_is_warned_about(tmp_path, monkeypatch, request):
     w = Workspace(tmp_path, None, monkeypatch, request)
     one = {"train/a/1.png": (6, 6), "train/a/2.png": (6, 6), "test/a/3.png": (6, 6)}
     warned, _ = _folder_warnings(imagefolder(w, one), tmp_path)
-    assert warned == [f"edge-svp: warning: dataset 'imagefolder': {w / 'images'} has a single "
-                      "class ('a'): every prediction is that class, and accuracy says nothing"]  # fmt: skip
+    assert warned == [f"edge-svp: warning: dataset 'imagefolder' in {w / 'images'}: the training "
+                      "split has a single class ('a'): every prediction is that class, and "
+                      "accuracy says nothing"]  # fmt: skip
 
 
 @pytest.mark.parametrize("zipped", [False, True])

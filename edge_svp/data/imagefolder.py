@@ -2,9 +2,9 @@
 
 Class ids are the sorted class-folder names of the train split; images may lie in
 sub-folders of their class. What is left out (files that are not images, empty class
-folders) and a single class are warned about; archivers' metadata (__MACOSX, ._*) is
-skipped. All images must share one size; grayscale stays one channel, everything else becomes RGB. Examples are stored in a
-fixed shuffled order, so that the first N of them are a fair sample.
+folders) is warned about; archivers' metadata (__MACOSX, ._*) is skipped. All images must
+share one size; grayscale stays one channel, everything else becomes RGB. Examples are
+stored in a fixed shuffled order, so that the first N of them are a fair sample.
 """
 
 import io
@@ -139,13 +139,6 @@ def load_image_folder(source: Path, name: str = "imagefolder") -> Dataset:
             f"test/<class>/<image>; found splits: {sorted(splits) or 'none'}"
         )
     classes = sorted({cls for split, cls, _ in entries if split == "train"})
-    if len(classes) == 1:
-        warnings.warn(
-            f"dataset '{name}': {source} has a single class ('{classes[0]}'): every "
-            "prediction is that class, and accuracy says nothing",
-            DataWarning,
-            stacklevel=2,
-        )
     sources = [source] if source.is_file() else [source / e[2] for e in entries]
     # one cache entry per source, whichever dataset name reads it (cifar10's zip too)
     arrays = cached_arrays("imagefolder", sources, lambda: _decode(source, entries, classes))

@@ -1,6 +1,7 @@
 """Datasets by name. A new dataset is one loader function plus one entry in DATASETS."""
 
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -9,7 +10,7 @@ from edge_svp.config import DataConfig
 from edge_svp.data import cifar10, digits, mnist
 from edge_svp.data.dataset import Dataset, Preprocess
 from edge_svp.data.imagefolder import load_image_folder
-from edge_svp.errors import DataNotFound, unknown
+from edge_svp.errors import DataNotFound, DataWarning, EdgeSVPError, unknown
 
 DATASETS = {
     "digits": digits.load,
@@ -67,4 +68,29 @@ def load_dataset(name: str, data_dir: str | Path | None = None) -> Dataset:
         raise DataNotFound(
             f"dataset '{name}': data directory {folder} does not exist (set --data-dir)"
         )
-    return DATASETS[name](folder)
+    return check_dataset(DATASETS[name](folder), folder)
+
+
+def check_dataset(dataset: Dataset, folder: Path) -> Dataset:
+    """One line for a dataset nothing can train on or measure (an empty split, a label
+    outside its classes); a warning for a single class, on which accuracy means nothing."""
+    where = f"dataset '{dataset.name}' in {folder}"
+    for split, y in (("training", dataset.y_train), ("test", dataset.y_test)):
+        if not len(y):
+            raise EdgeSVPError(f"{where}: the {split} split holds no examples")
+        outside = y[(y < 0) | (y >= dataset.num_classes)]
+        if len(outside):
+            raise EdgeSVPError(
+                f"{where}: label {int(outside[0])} in the {split} split is outside its "
+                f"{dataset.num_classes} classes (0 to {dataset.num_classes - 1})"
+            )
+    present = dataset.y_train.unique()
+    if len(present) == 1:
+        only = dataset.classes[int(present[0])] if dataset.classes else int(present[0])
+        warnings.warn(
+            f"{where}: the training split has a single class ('{only}'): every prediction "
+            "is that class, and accuracy says nothing",
+            DataWarning,
+            stacklevel=2,
+        )
+    return dataset
