@@ -10,9 +10,11 @@ and a linear layer: train.bp_head = "standard"). Each run in its own process (`e
 fit`); `--only NAME ...` runs some of them, and results of separate invocations (other runs,
 other seeds) merge into one file; `--reuse` reads finished identical runs instead of training
 them again. Prints a markdown table (test accuracy mean +- sample std over seeds, per-block
-means, seconds per epoch, and the accuracy each configuration had reached when the fastest
-one finished: equal wall time) and writes bench/results/accuracy-<suite>.json with every
-run's numbers and its accuracy curve over training time.
+means, seconds per epoch, the accuracy each configuration had reached when the fastest
+one finished: equal wall time, the seconds it took to reach backprop's final accuracy and
+the accuracy it had when backprop finished) and writes bench/results/accuracy-<suite>.json with every
+run's numbers and its accuracy curve over training time (accuracy-<suite>-cuda.json with
+--device cuda).
 """
 
 import argparse
@@ -72,7 +74,32 @@ def accuracy_at(points: list[list[float]], seconds: float) -> float | None:
     return reached[-1] if reached else None
 
 
-def aggregate(name: str, runs: list[dict], equal_seconds: float) -> dict:
+def seconds_to(points: list[list[float]], accuracy: float) -> float | None:
+    """When a run first reached `accuracy` % (None: never)."""
+    return next((t for t, acc in points if acc >= accuracy), None)
+
+
+def against_backprop(runs: list[dict], bp: list[dict]) -> dict:
+    """Time to accuracy against backprop's runs: the seconds a configuration took to reach
+    backprop's final accuracy (mean over seeds), and the accuracy it had when backprop's runs
+    finished (their mean training time)."""
+    if not bp:
+        return {"to_bp_accuracy": "-", "at_bp_time": "-"}
+    target = statistics.mean(r["test_accuracy"] for r in bp)
+    finish = statistics.mean(r["curve"][-1][0] for r in bp)
+    reached = [seconds_to(r["curve"], target) for r in runs]
+    at_time = [accuracy_at(r["curve"], finish) for r in runs]
+    hits = [t for t in reached if t is not None]
+    to_accuracy = f"{len(hits)} of {len(runs)} reach it"
+    if len(hits) == len(runs):
+        to_accuracy = as_text(*mean_std(hits))
+    return {
+        "to_bp_accuracy": to_accuracy,
+        "at_bp_time": "-" if None in at_time else as_text(*mean_std(at_time)),
+    }
+
+
+def aggregate(name: str, runs: list[dict], equal_seconds: float, bp: list[dict]) -> dict:
     """One row of the table: a configuration over its seeds."""
     accuracy, spread = mean_std([r["test_accuracy"] for r in runs])
     at_time = [accuracy_at(r["curve"], equal_seconds) for r in runs]
@@ -86,6 +113,7 @@ def aggregate(name: str, runs: list[dict], equal_seconds: float) -> dict:
         "std": round(spread, 2) if spread is not None else None,
         "per_block": " / ".join("-" if a is None else f"{a:.1f}" for a in per_block),
         "at_equal_time": "-" if None in at_time else as_text(*mean_std(at_time)),
+        **against_backprop(runs, bp),
         "seconds_per_epoch": round(statistics.mean(r["seconds_per_epoch"] for r in runs), 1),
         "epochs": runs[0]["epochs"],
         "batch_size": runs[0]["batch_size"],
@@ -101,6 +129,8 @@ def main():
     parser.add_argument("--only", nargs="*", help="run only these configurations")
     parser.add_argument("--epochs", type=int, help="override the profile's epochs")
     parser.add_argument("--train-limit", type=int)
+    parser.add_argument("--test-limit", type=int, help="test on the first N examples")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default: the profile's")
     parser.add_argument("--reuse", action="store_true", help="reuse finished identical runs")
     args = parser.parse_args()
     suite = SUITES[args.suite]
@@ -108,6 +138,8 @@ def main():
     base += ["--data-dir", args.data_dir] if args.data_dir else []
     base += ["--epochs", str(args.epochs)] if args.epochs else []
     base += ["--train-limit", str(args.train_limit)] if args.train_limit else []
+    base += ["--test-limit", str(args.test_limit)] if args.test_limit else []
+    base += ["--device", args.device] if args.device else []
     command = " ".join(["python", "bench/accuracy.py", *sys.argv[1:]])
     runs = []
     for name, extra in suite["runs"].items():
@@ -128,22 +160,26 @@ def main():
             })  # fmt: skip
             print({k: v for k, v in runs[-1].items() if k != "curve"}, flush=True)
     # runs of one suite made by separate invocations share one results file
-    path = RESULTS / f"accuracy-{args.suite}.json"
+    results_name = f"accuracy-{args.suite}" + ("-cuda" if args.device == "cuda" else "")
+    path = RESULTS / f"{results_name}.json"
     earlier = json.loads(path.read_text()).get("runs", []) if path.exists() else []
     merged = {(r["run"], r["seed"]): r for r in earlier + runs if "curve" in r}
     by_name = {name: [r for (n, _), r in sorted(merged.items()) if n == name]
                for name in suite["runs"] if any(n == name for n, _ in merged)}  # fmt: skip
     # equal wall time: where the fastest configuration (mean over its seeds) finished
     equal_seconds = min(statistics.mean(r["curve"][-1][0] for r in rs) for rs in by_name.values())
-    rows = [aggregate(name, rs, equal_seconds) for name, rs in by_name.items()]
+    rows = [aggregate(name, rs, equal_seconds, by_name.get("bp", []))
+            for name, rs in by_name.items()]  # fmt: skip
     print(table(rows, [("run", "run"), ("test acc %", "accuracy"), ("seeds", "seeds"),
                        ("per-block acc %", "per_block"),
                        (f"acc % after {equal_seconds:.0f} s", "at_equal_time"),
+                       ("s to bp's acc", "to_bp_accuracy"),
+                       ("acc % at bp's time", "at_bp_time"),
                        ("s / epoch", "seconds_per_epoch"), ("epochs", "epochs"),
                        ("batch", "batch_size"), ("train examples", "train_examples")]))  # fmt: skip
     payload = {"rows": rows, "equal_time_seconds": round(equal_seconds, 1),
                "runs": list(merged.values())}  # fmt: skip
-    print("wrote", write_results(f"accuracy-{args.suite}", payload))
+    print("wrote", write_results(results_name, payload))
 
 
 if __name__ == "__main__":

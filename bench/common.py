@@ -3,13 +3,17 @@ print a table and write JSON. Each configuration runs in a fresh process, so tha
 is measured per configuration."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "results"
-RUNS = ROOT / "runs" / "bench"
+# EDGE_SVP_BENCH_OUT=DIR writes results to DIR/results and run directories to DIR/runs, so a
+# rehearsal or another machine's run leaves the recorded results and others' runs alone
+OUT = os.environ.get("EDGE_SVP_BENCH_OUT")
+RESULTS = Path(OUT).resolve() / "results" if OUT else ROOT / "bench" / "results"
+RUNS = Path(OUT).resolve() / "runs" if OUT else ROOT / "runs" / "bench"
 DISK_ONLY = ["--host-budget", "1"]  # one byte of host RAM: every cache goes to disk
 
 

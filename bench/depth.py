@@ -7,9 +7,10 @@
 
 Per depth, the planner's smallest budget for backprop (micro-batching and activation
 checkpointing allowed), SVP joint and SVP layerwise; then, unless --no-measure, one short
-run of SVP layerwise and of backprop, each at its own smallest budget, each in its own
-process, to confirm that the minimum trains within budget. Prints a markdown table and
-writes bench/results/depth.json and a plot of the minimums against depth, depth.png.
+run of SVP layerwise and of backprop (--train-limit and --test-limit examples, 256 each), each
+at its own smallest budget, each in its own process, to confirm that the minimum trains
+within budget. Prints a markdown table and writes bench/results/depth.json and a plot of the
+minimums against depth, depth.png (depth-cuda.* with --device cuda).
 """
 
 import argparse
@@ -24,9 +25,6 @@ METHODS = {
     "svp layerwise": ["--schedule", "layerwise"],
 }
 MEASURED = ["svp layerwise", "bp"]
-# a short run: enough steps to reach every block's peak, a test set that evaluates quickly
-# at the micro-batch of a smallest budget
-SHORT = ["--epochs", "1", "--train-limit", "256", "--test-limit", "256"]
 
 
 def measured(method: str, depth: int, args: list[str], budget: int) -> dict:
@@ -47,10 +45,16 @@ def main():
     parser.add_argument("--depths", nargs="+", type=int, default=[4, 8, 16])
     parser.add_argument("--no-measure", dest="measure", action="store_false")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    # a short run: enough steps to reach every block's peak, a test set that evaluates quickly
+    # at the micro-batch of a smallest budget
+    parser.add_argument("--train-limit", type=int, default=256)
+    parser.add_argument("--test-limit", type=int, default=256)
     args = parser.parse_args()
+    short = ["--epochs", "1", "--train-limit", str(args.train_limit),
+             "--test-limit", str(args.test_limit)]  # fmt: skip
     rows = []
     for depth in args.depths:
-        base = ["--profile", "cifar10-vit-deep", "--data-dir", args.data_dir, *SHORT,
+        base = ["--profile", "cifar10-vit-deep", "--data-dir", args.data_dir, *short,
                 "--set", f"model.layers_per_block={[1] * depth}", "--device", args.device]  # fmt: skip
         row = {"depth": depth}
         minimum = {m: smallest_budget(base + extra) for m, extra in METHODS.items()}
@@ -76,11 +80,12 @@ def main():
                     f"{m} measured MiB", f"{m} within", f"{m} micro-batch")]  # fmt: skip
     print(table(rows, columns))
     command = " ".join(["python", "bench/depth.py", *sys.argv[1:]])
-    print("wrote", write_results("depth", {"command": command, "rows": rows}))
+    name = "depth" + ("-cuda" if args.device == "cuda" else "")
+    print("wrote", write_results(name, {"command": command, "rows": rows}))
     lines = {m: [(r["depth"], r[f"{m} MiB"]) for r in rows] for m in METHODS}
-    if plot_lines(RESULTS / "depth.png", lines, "blocks (one transformer layer each)",
+    if plot_lines(RESULTS / f"{name}.png", lines, "blocks (one transformer layer each)",
                   "smallest budget (MiB)", xticks=[r["depth"] for r in rows]):  # fmt: skip
-        print("wrote", RESULTS / "depth.png")
+        print("wrote", RESULTS / f"{name}.png")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import sys
 from common import DISK_ONLY, fit, table, tight_budget, write_results
 
 MIB = 2**20
-NEEDS_DATA = {"mnist-mlp", "cifar10-cnn", "cifar10-vit"}
+NEEDS_DATA = {"mnist-mlp", "cifar10-cnn", "cifar10-vit", "cifar10-vit-deep"}
 
 
 def rows_of(profile: str, name: str, summary: dict) -> list[dict]:
@@ -48,6 +48,7 @@ def main():
                         default=["digits-mlp", "mnist-mlp", "cifar10-cnn", "cifar10-vit"])  # fmt: skip
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--train-limit", type=int, default=5000)
+    parser.add_argument("--test-limit", type=int, help="test on the first N examples")
     parser.add_argument("--micro", type=int, default=16,
                         help="micro-batch the tight budget is sized for")  # fmt: skip
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -59,6 +60,7 @@ def main():
             continue
         base = ["--profile", profile, "--batch-size", "128", "--device", args.device]
         base += ["--train-limit", str(args.train_limit)]
+        base += ["--test-limit", str(args.test_limit)] if args.test_limit else []
         base += ["--data-dir", args.data_dir] if args.data_dir else []
         budget = tight_budget(base, args.micro)
         configs = {
@@ -96,11 +98,17 @@ def main():
     )
     worst = max((abs(r["error_pct"]) for r in rows), default=0.0)
     print(f"largest error {worst:.1f} % over {len(rows)} blocks")
+    trained = [r for r in rows if r["block"] != "failed"]
+    close = sum(abs(r["error_pct"]) <= 15 for r in trained)
+    over = {(r["profile"], r["config"]) for r in rows if r["within_budget"] is not True}
+    print(f"{close} of {len(trained)} predictions within 15 % of the measured peak; "
+          f"{len(over)} runs failed or went over budget")  # fmt: skip
     device = next((r["device"] for r in rows if "device" in r), "cpu")
     name = "plan-accuracy-cuda" if device.startswith("cuda") else "plan-accuracy"
     command = " ".join(["python", "bench/plan_accuracy.py", *sys.argv[1:]])
     print("wrote", write_results(name, {"command": command, "epochs": args.epochs,
-                                        "train_limit": args.train_limit, "rows": rows}))  # fmt: skip
+                                        "train_limit": args.train_limit,
+                                        "test_limit": args.test_limit, "rows": rows}))  # fmt: skip
 
 
 if __name__ == "__main__":
