@@ -66,7 +66,7 @@ class CheckpointStore:
     def write(self, checkpoint: dict) -> None:
         latest, previous = self.directory / LATEST, self.directory / PREVIOUS
         tmp = self.directory / (LATEST + ".tmp")
-        digest = write_synced(tmp, lambda f: torch.save(checkpoint, f))
+        digest = write_synced(tmp, lambda f: torch.save(checkpoint, f), latest)
         old = self._digests() or {}
         # the file that will be checkpoint.prev.pt: the latest, or (if a crash took it) the
         # previous one, which then stays where it is

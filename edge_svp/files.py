@@ -64,9 +64,10 @@ def write_failed(path: Path, e: OSError) -> WriteFailed:
     return WriteFailed(f"cannot write {path}: {reason}")
 
 
-def write_synced(path: Path, write: Callable) -> str:
+def write_synced(path: Path, write: Callable, name: Path | None = None) -> str:
     """Write `path` with `write(file)` and fsync it; returns the SHA-256 of what was written.
-    On any failure the file is removed: a half-written file would keep a full disk full."""
+    On any failure the file is removed (a half-written file would keep a full disk full)
+    and the error names `name` (the file that `path` is to become) or `path`."""
     out = None
     try:
         with open(path, "wb") as f:
@@ -78,7 +79,7 @@ def write_synced(path: Path, write: Callable) -> str:
         path.unlink(missing_ok=True)
         error = e if isinstance(e, OSError) else out and out.error
         if error:
-            raise write_failed(path, error) from None
+            raise write_failed(name or path, error) from None
         raise
     return out.sha256.hexdigest()
 
@@ -87,7 +88,7 @@ def atomic_write(path: str | Path, write: Callable) -> str:
     """Write `path` with `write(file)` atomically; returns the SHA-256 of what was written."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    digest = write_synced(tmp, write)
+    digest = write_synced(tmp, write, path)
     try:
         tmp.replace(path)
     except OSError as e:

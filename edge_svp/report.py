@@ -55,7 +55,10 @@ def read_run(path: str | Path, name: str | None = None) -> Run:
     try:
         summary = json.loads((path / "summary.json").read_text())
     except FileNotFoundError:
-        raise EdgeSVPError(f"{path} has no summary.json: the run has not finished") from None
+        raise EdgeSVPError(
+            f"{path} has no summary.json: the run has not finished (continue it with "
+            f"edge-svp fit --resume {path}; eval, export and predict read its last checkpoint)"
+        ) from None
     except json.JSONDecodeError as e:
         raise EdgeSVPError(f"{path}/summary.json is not valid JSON: {e}") from None
     metrics_file = path / "metrics.jsonl"

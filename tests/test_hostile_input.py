@@ -681,3 +681,30 @@ def test_a_resumed_runs_wall_time_counts_the_time_before_its_checkpoint(runs, tm
     assert before > 0
     summary = fit(resume=run)
     assert summary["wall_seconds"] >= before
+
+
+def test_predictions_on_a_full_disk_leave_no_file(runs, tmp_path, monkeypatch):
+    from edge_svp import faults
+
+    monkeypatch.setattr(faults, "_passed", {})
+    monkeypatch.setenv(faults.FULL_DISK_ENV, "write:1")
+    inputs = _npy(
+        Workspace(tmp_path, runs, monkeypatch, None), "x.npy", np.zeros((2, 8, 8), np.uint8)
+    )
+    out = tmp_path / "out" / "predictions.csv"
+    out.parent.mkdir()
+    result = CliRunner().invoke(
+        main, ["predict", str(runs / "finished"), str(inputs), "--out", str(out)]
+    )
+    assert result.exit_code == 2, result.output
+    assert result.stderr == f"edge-svp: error: cannot write {out}: no space left on device\n"
+    assert list(out.parent.iterdir()) == []
+
+
+def test_report_of_an_unfinished_run_says_how_to_go_on(runs, tmp_path):
+    result = CliRunner().invoke(
+        main, ["report", str(runs / "stopped"), "--out", str(tmp_path / "r")]
+    )
+    assert result.exit_code == 2, result.output
+    assert f"continue it with edge-svp fit --resume {runs / 'stopped'}" in result.stderr
+    assert not (tmp_path / "r").exists()
