@@ -90,7 +90,7 @@ class RunDir:
             raise EdgeSVPError(f"cannot open run directory {self.path}: {e.strerror}") from None
         try:
             fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
-        except OSError:
+        except BlockingIOError:  # held by another process
             os.close(fd)
             if shared:
                 return False
@@ -98,6 +98,9 @@ class RunDir:
                 f"run directory {self.path} is in use by another edge-svp process (a fit, a "
                 "resume, or an eval, export or predict reading it); wait for it to finish"
             ) from None
+        except OSError:  # a file system without locks (some network mounts): unguarded
+            os.close(fd)
+            return True
         self._lock = fd
         return True
 
