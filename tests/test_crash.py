@@ -244,3 +244,29 @@ def test_a_full_disk_at_any_write_is_one_line_and_the_run_goes_on(
     assert result.exit_code == 0, result.output
     assert_same_run(run, short_straight)
     assert {p.name for p in run.iterdir()} == FINAL_FILES
+
+
+def test_a_second_fit_into_a_run_that_trains_in_another_process_is_refused(tmp_path):
+    """Two --overwrite fits, or a resume beside a fit, would interleave their checkpoints:
+    the run directory's lock refuses the second in one line, and the first trains on."""
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "edge_svp", "fit", *TINY_ARGS, "--epochs", "200"]
+    process = subprocess.Popen(
+        [*command, "--out", str(out)], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        for line in process.stdout:
+            if line.startswith("block"):  # training, its run directory locked
+                break
+        for second in (["fit", *TINY_ARGS, "--out", str(out), "--overwrite"],
+                       ["fit", "--resume", str(out)]):  # fmt: skip
+            result = CliRunner().invoke(main, second)
+            assert result.exit_code == 2, result.output
+            assert "is in use by another edge-svp process" in result.stderr
+        assert process.poll() is None  # the first one trains on
+    finally:
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=300)
+    assert process.returncode == 130, err
+    assert CheckpointStore(out).read()["training"] is not None  # the first one's, whole
