@@ -553,16 +553,18 @@ def test_files_left_out_and_empty_class_folders_are_counted(tmp_path, monkeypatc
 
 
 def test_a_zip_with_archivers_metadata_trains(tmp_path, monkeypatch, request):
-    """macOS's Archive Utility adds __MACOSX/ with ._ files; Finder adds .DS_Store."""
+    """macOS's Archive Utility adds __MACOSX/ with ._ files, Finder .DS_Store; some Windows
+    archivers write backslashes."""
     w = Workspace(tmp_path, None, monkeypatch, request)
     path = w.images(TWO_CLASSES, zipped=True)
     with zipfile.ZipFile(path, "a") as zf:
         zf.writestr("__MACOSX/train/a/._1.png", b"\0\5\26\7 AppleDouble")
         zf.writestr("train/.DS_Store", b"\0\0\0\1Bud1")
         zf.writestr("test/b/", b"")  # a folder entry, as zip -r writes them
+        zf.writestr("train\\b\\7.png", png(6, 6))  # as some Windows archivers name members
     warned, summary = _folder_warnings(["--dataset", "imagefolder", "--data-dir", str(path)],
                                        tmp_path)  # fmt: skip
-    assert warned == [] and summary["train_examples"] == 2
+    assert warned == [] and summary["train_examples"] == 3
 
 
 def test_overwrite_removes_only_what_a_run_wrote(runs, tmp_path):

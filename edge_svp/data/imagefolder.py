@@ -27,7 +27,8 @@ METADATA = ("__MACOSX", ".DS_Store", "Thumbs.db", "desktop.ini")
 
 
 def _names(source: Path) -> tuple[list[str], list[str]]:
-    """(files, folders) under `source`, a folder or a zip, as relative POSIX paths."""
+    """(files, folders) under `source`, a folder or a zip: relative paths, or zip member
+    names as they are (a Windows archiver's hold backslashes)."""
     if source.is_dir():
         paths = list(source.rglob("*"))
         relative = [p.relative_to(source).as_posix() for p in paths]
@@ -35,17 +36,21 @@ def _names(source: Path) -> tuple[list[str], list[str]]:
         return files, [r for r, p in zip(relative, paths, strict=True) if p.is_dir()]
     try:
         with zipfile.ZipFile(source) as zf:
-            names = [n.replace("\\", "/") for n in zf.namelist()]
+            names = zf.namelist()
     except (zipfile.BadZipFile, OSError) as e:
         raise EdgeSVPError(f"{source} is not a readable zip file: {e}") from None
-    folders = {str(PurePosixPath(n).parent) for n in names} | {n.rstrip("/") for n in names
-                                                               if n.endswith("/")}  # fmt: skip
+    folders = {str(_posix(n).parent) for n in names} | {n.rstrip("/") for n in names
+                                                        if n.endswith("/")}  # fmt: skip
     return [n for n in names if not n.endswith("/")], sorted(folders)
+
+
+def _posix(name: str) -> PurePosixPath:
+    return PurePosixPath(name.replace("\\", "/"))
 
 
 def _place(name: str) -> tuple[str, str] | None:
     """(split, class) of a path below split/class/, at any depth beneath the class."""
-    parts = PurePosixPath(name).parts
+    parts = _posix(name).parts
     for i, part in enumerate(parts[:-1]):
         split = next((s for s, alias in SPLITS.items() if part.lower() in alias), None)
         if split:
@@ -59,10 +64,10 @@ def _entries(source: Path) -> list[tuple[str, str, str]]:
     files, folders = _names(source)
     entries, ignored = [], []
     for name in files:
-        if any(p in METADATA or p.startswith("._") for p in PurePosixPath(name).parts):
+        if any(p in METADATA or p.startswith("._") for p in _posix(name).parts):
             continue
         place = _place(name)
-        if place and PurePosixPath(name).suffix.lower() in IMAGE_SUFFIXES:
+        if place and _posix(name).suffix.lower() in IMAGE_SUFFIXES:
             entries.append((*place, name))
         else:
             ignored.append(name)
@@ -76,7 +81,7 @@ def _entries(source: Path) -> list[tuple[str, str, str]]:
     used = {(split, cls) for split, cls, _ in entries}
     places = {folder: _place(folder + "/image") for folder in folders}
     empty = sorted(folder for folder, place in places.items()
-                   if place and PurePosixPath(folder).name == place[1] and place not in used)  # fmt: skip
+                   if place and _posix(folder).name == place[1] and place not in used)  # fmt: skip
     if empty:
         warnings.warn(
             f"{source}: left out {len(empty)} class folders that hold no images: "
