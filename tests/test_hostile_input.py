@@ -273,6 +273,10 @@ CASES = [
      "e.npy is empty (0 bytes)"),
     ("predict on an empty .npy with ONNX Runtime", lambda w: ["predict", str(_inference_export(w)), str(w.file("e.npy", b"")), "--backend", "ort"],
      "e.npy is empty (0 bytes)"),
+    ("predict with an empty inference.json", lambda w: ["predict", str(_damaged_export(w, "inference.json", b"")), str(_npy(w, "x.npy", np.zeros((8, 8), np.uint8))), "--backend", "ort"],
+     "inference.json: Expecting value"),
+    ("predict with a damaged model.onnx", lambda w: ["predict", str(_damaged_export(w, "model.onnx", b"\x08\x07garbage")), str(_npy(w, "x.npy", np.zeros((8, 8), np.uint8))), "--backend", "ort"],
+     "cannot load"),
     ("predict on an array of no images", lambda w: ["predict", str(w.run("finished")), str(_npy(w, "none.npy", np.zeros((0, 8, 8), np.uint8)))],
      "none.npy holds no images"),
     ("predict on a truncated .npy", lambda w: ["predict", str(w.run("finished")), str(w.file("t.npy", _npy_bytes(np.zeros((3, 8, 8), np.uint8))[:60]))],
@@ -301,6 +305,12 @@ def _inference_export(w: Workspace) -> Path:
     args = ["export", str(w.runs / "finished"), "--inference", "--out", str(out)]
     assert CliRunner().invoke(main, args).exit_code == 0
     return out
+
+
+def _damaged_export(w: Workspace, name: str, data: bytes) -> Path:
+    export = _inference_export(w)
+    (export / name).write_bytes(data)
+    return export
 
 
 def _zip_with_bad_image(w: Workspace) -> Path:

@@ -14,6 +14,17 @@ from edge_svp.ort.requirements import missing
 MODEL, INFO = "model.onnx", "inference.json"
 
 
+def read_info(path: Path) -> dict:
+    """inference.json, with what predictions need (the input and the classes)."""
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise EdgeSVPError(f"cannot read {path}: {e}") from None
+    if not isinstance(info, dict) or not {"input", "classes"} <= info.keys():
+        raise EdgeSVPError(f"{path} does not describe an inference export (no input or classes)")
+    return info
+
+
 class InferenceModel:
     def __init__(self, export_dir: str | Path, threads: int | None = None):
         directory = Path(export_dir)
@@ -26,13 +37,19 @@ class InferenceModel:
             import onnxruntime
         except ImportError as e:
             raise missing("ONNX Runtime inference", e) from None
-        self.info = json.loads((directory / INFO).read_text())
+        self.info = read_info(directory / INFO)
         options = onnxruntime.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
-        self.session = onnxruntime.InferenceSession(
-            str(directory / MODEL), options, providers=["CPUExecutionProvider"]
-        )
+        try:
+            self.session = onnxruntime.InferenceSession(
+                str(directory / MODEL), options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as e:  # ONNX Runtime raises its own kinds for a damaged model
+            text = (str(e).splitlines() or [type(e).__name__])[0]
+            # its own words, after the C++ location: "... failed:<where>) ModelProto ..."
+            reason = text.rpartition("failed:")[2].rpartition(") ")[2].strip() or text
+            raise EdgeSVPError(f"cannot load {directory / MODEL}: {reason}") from None
 
     @property
     def classes(self) -> list[str]:
