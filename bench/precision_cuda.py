@@ -10,14 +10,15 @@ SVP joint without a budget (once per seed), SVP layerwise under a budget of 60 %
 unbudgeted peak (so the planner must split batches), and backprop. Prints a table, each lower
 precision's SVP joint accuracy against fp32's (mean +- sample std over the seeds), writes
 bench/results/precision-cuda.json, and exits 1 if a check fails:
-  - every run learns (test accuracy well above chance);
+  - every run learns (test accuracy at least --min-accuracy, 50 %: well above chance);
   - the planner's probe sees fp16 and bf16 keep fewer activation bytes per example than fp32;
   - under the budget, the measured peak of every block is within the budget;
   - SVP joint in a lower precision is within --tolerance points of fp32 (mean over seeds).
 
 `--device cpu` runs the same on the CPU (fp32 and bf16; fp16 is CUDA only) to try the script
-out; there the probe check is left out, since a CPU without native bf16 keeps fp32
-convolution workspace (bench/precision_cpu.py), and results go to precision-cpu.json.
+out (with few examples, lower --min-accuracy and raise --tolerance); there the probe check is
+left out, since a CPU without native bf16 keeps fp32 convolution workspace
+(bench/precision_cpu.py), and results go to precision-cpu.json.
 """
 
 import argparse
@@ -46,6 +47,8 @@ def main():
     parser.add_argument("--test-limit", type=int)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0],
                         help="seeds of the SVP joint runs (the others run the first)")  # fmt: skip
+    parser.add_argument("--min-accuracy", type=float, default=50.0,
+                        help="test accuracy (percent) every run must reach")  # fmt: skip
     parser.add_argument("--tolerance", type=float, default=0.5,
                         help="points SVP joint may lose against fp32")  # fmt: skip
     parser.add_argument("--device", default="cuda", choices=["cpu", "cuda"])
@@ -94,7 +97,7 @@ def main():
             }
             rows.append(row)
             print(row, flush=True)
-            if s["test_accuracy"] < 0.5:
+            if row["test_accuracy"] < args.min_accuracy:
                 failures.append(f"{precision} {name}: test accuracy {row['test_accuracy']} %")
             if memory["budget_bytes"] and not memory["within_budget"]:
                 failures.append(f"{precision} {name}: measured {row['measured_mib']} MiB over "
