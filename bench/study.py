@@ -105,6 +105,7 @@ VIT_DEEP = {  # cifar10-vit-deep-cpu: d0 10, token mean, linear head
     **DEPTH,
     "d0 64": s("svp.proj_dim=64"),
     "d0 64 + head mlp": s("svp.proj_dim=64", "svp.head=mlp"),
+    "layerwise, d0 64": ["--schedule", "layerwise", *s("svp.proj_dim=64")],
 }
 # a screening tests on the first 2,000 test images, which a 12-block network evaluates after
 # every epoch with every head
