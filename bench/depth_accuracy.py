@@ -9,10 +9,10 @@ layer per block; `cnn` is cifar10-cnn-deep, one conv-norm-ReLU per block in four
 equal depth, each stage twice the channels of the one before and pooled at its end. Backprop
 trains the same blocks end to end with the standard head (--method bp). Each run is its own
 `edge-svp fit` process, on the first --train-limit training images (default 10,000) and the
-full test set; `--reuse` reads finished identical runs, and separate invocations (other
+full test set (or its first --test-limit images); `--reuse` reads finished identical runs, and separate invocations (other
 depths, seeds, methods) merge into bench/results/depth-accuracy-<family>.json, which keeps
 every run's head accuracies and command. Prints a markdown table at this invocation's epochs
-and train limit ("last - best earlier": the last head against the best head before it, the
+and limits ("last - best earlier": the last head against the best head before it, the
 decay with depth; "vs bp": the mean paired difference to backprop at that depth) and draws
 depth-accuracy-<family>.png (final accuracy against depth) and
 depth-accuracy-<family>-heads.png (each SVP configuration's head accuracy against the block,
@@ -51,11 +51,12 @@ def depth_settings(family: str, depth: int) -> list[str]:
     return ["--set", f"model.channels={channels}"]
 
 
-def record(family: str, depth: int, method: str, seed: int, summary: dict, command: str) -> dict:
+def record(args, command: str, depth: int, method: str, seed: int, summary: dict) -> dict:
     points = curve([json.loads(line) for line in open(f"{summary['run_dir']}/metrics.jsonl")],
                    summary["schedule"])  # fmt: skip
     return {
-        "family": family, "depth": depth, "method": method, "seed": seed, "command": command,
+        "family": args.family, "depth": depth, "method": method, "seed": seed, "command": command,
+        "train_limit": args.train_limit, "test_limit": args.test_limit,
         "test_accuracy": round(100 * summary["test_accuracy"], 2),
         "per_block": [None if a is None else round(100 * a, 2)
                       for a in summary["per_block_accuracy"]],
@@ -121,11 +122,13 @@ def main():
     parser.add_argument("--only", nargs="*", choices=METHODS, help="run only these methods")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--train-limit", type=int, default=10000)
+    parser.add_argument("--test-limit", type=int, help="test on the first N images (screening)")
     parser.add_argument("--reuse", action="store_true", help="reuse finished identical runs")
     args = parser.parse_args()
     command = shlex.join(["python", "bench/depth_accuracy.py", *sys.argv[1:]])
     base = ["--profile", PROFILES[args.family], "--data-dir", args.data_dir,
             "--epochs", str(args.epochs), "--train-limit", str(args.train_limit)]  # fmt: skip
+    base += ["--test-limit", str(args.test_limit)] if args.test_limit else []
     runs = []
     for depth in args.depths:
         for method, extra in METHODS.items():
@@ -135,22 +138,23 @@ def main():
                 name = f"{args.family}-{depth}-{method.replace(' ', '-')}-s{seed}"
                 run_args = [*base, *depth_settings(args.family, depth), *extra, "--seed", str(seed)]
                 summary = fit(name, run_args, "depth-accuracy", args.reuse)
-                runs.append(record(args.family, depth, method, seed, summary, command))
+                runs.append(record(args, command, depth, method, seed, summary))
                 print(runs[-1], flush=True)
     path = RESULTS / f"depth-accuracy-{args.family}.json"
     earlier = json.loads(path.read_text())["runs"] if path.exists() else []
-    key = ("depth", "method", "seed", "epochs", "train_examples")
-    merged = {tuple(r[k] for k in key): r for r in earlier + runs}
-    shown = [r for r in merged.values()
-             if r["epochs"] == args.epochs and r["train_examples"] == args.train_limit]  # fmt: skip
+    setting = ("epochs", "train_limit", "test_limit")
+    merged = {tuple(r[k] for k in ("depth", "method", "seed", *setting)): r
+              for r in earlier + runs}  # fmt: skip
+    shown = [r for r in merged.values() if all(r[k] == getattr(args, k) for k in setting)]
     rows = aggregate(shown)
-    print(f"{args.epochs} epochs on {args.train_limit} images")
+    tested = f"the first {args.test_limit}" if args.test_limit else "all"
+    print(f"{args.epochs} epochs on {args.train_limit} images, tested on {tested} test images")
     print(table(rows, [("blocks", "depth"), ("method", "method"), ("test acc %", "accuracy"),
                        ("seeds", "seeds"), ("vs bp", "vs_bp"),
                        ("last - best earlier head", "decay"), ("per-block head acc %", "per_block"),
                        ("s / epoch", "seconds_per_epoch")]))  # fmt: skip
     payload = {"command": command, "epochs": args.epochs, "train_limit": args.train_limit,
-               "rows": rows, "runs": list(merged.values())}  # fmt: skip
+               "test_limit": args.test_limit, "rows": rows, "runs": list(merged.values())}  # fmt: skip
     print("wrote", write_results(f"depth-accuracy-{args.family}", payload))
     plots(args.family, rows)
 
