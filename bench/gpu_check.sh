@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The CUDA checks in one run of about 8 minutes on a CUDA machine (an H100 with 16 cores) that
-# holds a copy of this tree and a data folder, and no network. Steps:
+# The CUDA checks in one run on a CUDA machine (an H100 with 16 cores) that holds a copy of
+# this tree and a data folder, and no network; at most 90 s, then 360 s (the steps' limits).
+# Steps:
 #   epoch-time     seconds per epoch of SVP joint, SVP layerwise and backprop on the same
 #                  cifar10-cnn data, alone on the machine (bench/accuracy.py)
 #   suite          the whole test suite under that machine's Python and torch, beside the
@@ -15,13 +16,13 @@
 #                  (bench/depth.py)
 #
 # Here, make the data folder (MNIST as it is, a CIFAR-10 subset of 1,000 train and 200 test
-# images per class, and Python 3.12 x86_64 wheels of what that machine may lack: 30 MB):
+# images per class, and Python 3.12 x86_64 wheels of what that machine may lack: 32 MB):
 #     bash bench/gpu_check.sh --prepare runs/gpu-data ../shared/data
 # There, with runs/gpu-data carried:
 #     bash bench/gpu_check.sh runs/gpu-data
 # Steps named after the folder run alone (bash bench/gpu_check.sh runs/gpu-data depth suite).
-# `--device cpu` rehearses the steps on this CPU with small limits and no test suite (about
-# 10 minutes on one core); `--install DIR` only installs what the Python lacks from DIR/wheels.
+# `--device cpu` rehearses the steps on this CPU with small limits and no test suite (562 s on
+# one thread); `--install DIR` only installs what the Python lacks from DIR/wheels.
 # PYTHON picks the interpreter (python3). Logs and results go to runs/gpu-check-<device>/
 # (logs/, results/; run directories in runs/); with $OUT set, logs and results are packed
 # into $OUT/gpu-check-<device>.tar.gz after every step, so a run cut short returns them.
