@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The CUDA checks in one run on a CUDA machine (an H100 with 16 cores) that holds a copy of
-# this tree and a data folder, and no network; at most 90 s, then 360 s (the steps' limits).
+# this tree and a data folder, and no network: at most 120 s, then 360 s (the steps' limits).
 # Steps:
 #   epoch-time     seconds per epoch of SVP joint, SVP layerwise and backprop on the same
 #                  cifar10-cnn data, alone on the machine (bench/accuracy.py)
@@ -147,7 +147,7 @@ fi
 # processes (the allocator's, per process); on the CPU, where resident memory is measured and
 # the cores are shared, one after another on one thread.
 [[ $steps != *" epoch-time "* ]] ||
-    OMP_NUM_THREADS=4 run epoch-time 90 "$PYTHON" bench/accuracy.py cifar10 --data-dir "$data" \
+    OMP_NUM_THREADS=4 run epoch-time 120 "$PYTHON" bench/accuracy.py cifar10 --data-dir "$data" \
         --device "$device" --only "svp joint" "svp layerwise" bp "${epoch_time[@]}"
 if [ "$device" = cuda ]; then export OMP_NUM_THREADS=2; else export OMP_NUM_THREADS=1; fi
 side_by_side() {  # run's arguments: in the background on CUDA, else in the foreground
