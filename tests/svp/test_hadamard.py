@@ -4,19 +4,22 @@ import pytest
 import torch
 
 from edge_svp.svp import PROJECTIONS, make_projection
-from edge_svp.svp.hadamard import walsh_hadamard
+from edge_svp.svp.hadamard import factors, hadamard_matrix, walsh_hadamard
 
 
-def hadamard_matrix(n: int) -> torch.Tensor:
-    h = torch.ones(1, 1)
-    while h.shape[0] < n:
-        h = torch.cat([torch.cat([h, h], 1), torch.cat([h, -h], 1)], 0)
-    return h
+def test_hadamard_matrices_are_orthogonal_with_entries_of_one():
+    h = hadamard_matrix(16)
+    assert torch.equal(h.abs(), torch.ones(16, 16))
+    assert torch.equal(h @ h.t(), 16 * torch.eye(16))
 
 
-def test_the_fast_transform_multiplies_by_the_hadamard_matrix():
-    x = torch.randn(3, 16, dtype=torch.float64)
-    assert torch.allclose(walsh_hadamard(x), x @ hadamard_matrix(16).double())
+@pytest.mark.parametrize("n", [1, 2, 8, 32, 2048])
+def test_the_factored_transform_multiplies_by_the_hadamard_matrix(n):
+    a, b = factors(n)
+    assert a * b == n and a <= b
+    x = torch.randn(3, n, dtype=torch.float64)
+    fast = walsh_hadamard(x, hadamard_matrix(a).double(), hadamard_matrix(b).double())
+    assert torch.allclose(fast, x @ hadamard_matrix(n).double())
 
 
 @pytest.mark.parametrize("kind", sorted(PROJECTIONS))
