@@ -1,0 +1,51 @@
+"""bench/depth_accuracy.py: each family's depth is one --set on its profile, and the table's
+decay and difference to backprop are computed per seed."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from edge_svp.config import load_profile, override, parse_settings
+from edge_svp.models import build_blocks
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+depth_accuracy = pytest.importorskip("depth_accuracy")
+
+
+@pytest.mark.parametrize("family", ["cnn", "vit"])
+@pytest.mark.parametrize("depth", [4, 8, 16])
+def test_each_depth_is_one_setting_on_the_profile(family, depth):
+    settings = depth_accuracy.depth_settings(family, depth)
+    assert settings[0] == "--set" and len(settings) == 2
+    config = override(load_profile(depth_accuracy.PROFILES[family]), **parse_settings(settings[1:]))
+    blocks = build_blocks(config.model.kind, config.model.options, (3, 32, 32))
+    assert len(blocks) == depth
+    if family == "cnn":  # four stages at every depth, each ending in a pool
+        pooled = [i for i, b in enumerate(blocks, 1) if b[-1].__class__.__name__ == "MaxPool2d"]
+        assert pooled == [depth // 4 * k for k in (1, 2, 3, 4)]
+
+
+def test_a_cnn_depth_must_fill_its_stages():
+    with pytest.raises(SystemExit, match="multiple of its 4 stages"):
+        depth_accuracy.depth_settings("cnn", 6)
+
+
+def run(method, seed, accuracy, per_block):
+    return {"depth": 3, "method": method, "seed": seed, "test_accuracy": accuracy,
+            "per_block": per_block, "seconds_per_epoch": 1.0}  # fmt: skip
+
+
+def test_rows_give_decay_and_the_paired_difference_to_backprop():
+    runs = [
+        run("bp", 0, 50.0, [None, None, 50.0]),
+        run("bp", 1, 52.0, [None, None, 52.0]),
+        run("svp joint", 0, 45.0, [47.0, 48.0, 45.0]),
+        run("svp joint", 1, 49.0, [46.0, 47.0, 49.0]),
+    ]
+    joint, bp = depth_accuracy.aggregate(runs)
+    assert joint["method"] == "svp joint" and bp["method"] == "bp"
+    assert joint["vs_bp"] == "-4.00" and bp["vs_bp"] == ""
+    assert joint["decay"] == "-0.50 ± 3.54"  # 45 - 48 and 49 - 47
+    assert joint["per_block_mean"] == [46.5, 47.5, 47.0]
+    assert bp["per_block"] == "- / - / 51.0" and bp["decay"] == ""
