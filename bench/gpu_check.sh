@@ -122,9 +122,11 @@ run() {  # name, seconds, command...: its output in logs/name.log; its status an
 }
 
 if [ "$device" = cuda ]; then
-    install_missing "$data/wheels"
-    "$PYTHON" -c "import torch; assert torch.cuda.is_available(), 'torch sees no CUDA GPU'"
-    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$summary"
+    install_missing "$data/wheels" || fail "the wheels in $data/wheels do not satisfy pip (above)"
+    "$PYTHON" -c "import torch; assert torch.cuda.is_available()" 2> /dev/null ||
+        fail "$PYTHON's torch sees no CUDA GPU (--device cpu rehearses on the CPU)"
+    { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader ||
+        echo "nvidia-smi failed"; } | tee -a "$summary"
     epoch_time=(--epochs 2)  # the subset's 10,000 training images
     plan_accuracy=(--profiles mnist-mlp cifar10-cnn cifar10-vit-deep)  # 5,000 images
     precision=(--epochs 2 --train-limit 5000 --seeds 0 1 2)
