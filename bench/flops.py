@@ -10,7 +10,7 @@ fixed projections (R_l pool(h_l) of every block, and R_0 of the input, block 1's
 the heads and losses; the backward pass; the total, and SVP's total over backprop's.
 FlopCounterMode counts matrix products, convolutions and attention (2 FLOPs a
 multiply-add), not element-wise work; the counts depend on shapes only, not on the data.
-Prints a markdown table and writes bench/results/flops.json.
+Prints a markdown table and writes bench/results/flops.json (with --set, flops-VALUE.json).
 """
 
 import argparse
@@ -23,7 +23,6 @@ from torch.utils.flop_counter import FlopCounterMode
 from edge_svp.config import load_profile, override, parse_settings, profile_names
 from edge_svp.data.registry import SHAPES
 from edge_svp.network import build_network
-from edge_svp.svp.pooling import pool
 from edge_svp.training.backprop import backprop_step
 
 DIGITS = ((1, 8, 8), 10)  # scikit-learn's digits: 8 x 8 grey images, 10 classes
@@ -94,7 +93,8 @@ def main() -> None:
     columns = [("profile", "profile"), ("method", "method"), ("batch", "batch")]
     columns += [(k, k) for k in rows[0] if k.endswith("MFLOP") or k == "svp / bp"]
     print(table(rows, columns))
-    write_results("flops", {"command": " ".join(["python", *sys.argv]), "rows": rows})
+    name = "flops" + "".join(f"-{s.split('=', 1)[1].strip(chr(34))}" for s in args.settings)
+    write_results(name, {"command": " ".join(["python", *sys.argv]), "rows": rows})
 
 
 if __name__ == "__main__":
