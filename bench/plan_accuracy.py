@@ -7,7 +7,8 @@ Per profile, three SVP runs, each in its own process: layerwise under a tight bu
 planner's own prediction for micro-batch --micro, every cache on disk), layerwise with no
 budget (full batch, caches in host RAM) and joint with no budget. Each block's predicted
 peak is compared with its measured peak (CPU: resident memory above the baseline; CUDA:
-the allocator's peak). Prints a markdown table and writes bench/results/plan-accuracy.json
+the allocator's peak; every run's host allocator returns freed memory, as a budgeted one
+does). Prints a markdown table and writes bench/results/plan-accuracy.json
 (plan-accuracy-cuda.json on a GPU).
 """
 
@@ -59,6 +60,9 @@ def main():
             print(f"skipping {profile}: it needs --data-dir", flush=True)
             continue
         base = ["--profile", profile, "--batch-size", "128", "--device", args.device]
+        # the prediction is of live memory: the runs without a budget return freed memory too
+        # (by default they keep it for reuse: docs/memory.md)
+        base += ["--set", 'memory.host_allocator="exact"']
         base += ["--train-limit", str(args.train_limit)]
         base += ["--test-limit", str(args.test_limit)] if args.test_limit else []
         base += ["--data-dir", args.data_dir] if args.data_dir else []
