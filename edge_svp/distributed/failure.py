@@ -44,12 +44,14 @@ def note(store) -> str | None:
 
 def report(rank: int, kind: str, message: str, peer: int | None = None, store=None) -> int:
     """Say why this rank stops; returns its exit code."""
-    if kind not in ("peer", "signal") and store is not None:
+    folder = os.environ.get(REPORT_ENV)
+    # The store is for torchrun's ranks only (the local launcher reads the reports; see
+    # note): it lives in rank 0, which may be gone already, and then setting it waits.
+    if kind not in ("peer", "signal") and store is not None and not folder:
         try:
             store.set(NOTE_KEY, f"rank {rank} failed: {message}")
         except Exception:
             pass
-    folder = os.environ.get(REPORT_ENV)
     if folder:
         record = {"kind": kind, "message": message, "peer": peer}
         (Path(folder) / f"rank{rank}.json").write_text(json.dumps(record))

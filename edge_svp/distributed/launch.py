@@ -91,13 +91,21 @@ def _launch(config, nproc, stages, out, overwrite, timeout) -> tuple[int, str | 
 
 
 def watch(procs: list[subprocess.Popen], report_dir: Path) -> tuple[int, str | None]:
-    """Wait for every rank; at the first that fails, stop the rest and say which failed."""
+    """Wait for every rank; at the first that fails, stop the rest and say which failed. A
+    rank that stopped only because a peer failed can be first on a busy machine, while the
+    peer is still writing why: the others get GRACE_SECONDS to finish on their own first."""
+    grace = None
     while True:
         codes = [p.poll() for p in procs]
         if all(c == 0 for c in codes):
             return 0, None
-        if any(c not in (None, 0) for c in codes):
+        failed = [c for c in codes if c not in (None, 0)]
+        if failed and any(c != EXIT_CODES["peer"] for c in failed):
             break
+        if failed:
+            grace = grace or time.monotonic() + GRACE_SECONDS
+            if time.monotonic() > grace or None not in codes:
+                break
         time.sleep(POLL_SECONDS)
     stopped = stop(procs)
     reports = {}

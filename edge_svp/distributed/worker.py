@@ -284,6 +284,8 @@ def _fit(config, rank, layout, device, comm, store, out, overwrite, timeout, rep
         warm_up(probe, ctx, shared["block_inputs"][first], shared["num_classes"], config.optim,
                 device)  # fmt: skip
         del probe
+    with peer_errors(None, SETUP_SECONDS):  # set-up ends together: a slow warm-up is no hang
+        dist.barrier()  # the default group, whose waits are set-up's
     allocator = host_allocator(config.memory, budgeted=shared["budget"] is not None)
     set_host_allocator(exact=allocator == "exact")  # after the probe, as training.train does
     meter = MemoryMeter(device)  # baseline: after imports, data and set-up
