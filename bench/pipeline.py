@@ -2,6 +2,7 @@
 
     python bench/pipeline.py --data-dir ../shared/data
     python bench/pipeline.py --data-dir ../shared/data --train-limit 60000 --epochs 2
+    python bench/pipeline.py --data-dir ../shared/data --set 'svp.projection="hadamard"'
 
 Same model (profile mnist-mlp, 3 x 1000 MLP), data, batch (128) and split into stages, one
 thread per process (OMP_NUM_THREADS=1), every configuration in its own processes, one after
@@ -20,8 +21,9 @@ Throughput is training examples per second of training time (the slowest rank's,
 and start-up excluded). Bytes per step are measured by counting what each rank sends, and
 printed next to what the shapes predict. "wait s" is the time a rank spent blocked on its
 links, "CPU s" its CPU time while training: well below the training time, the rank waited or
-other work on the machine had its core. Prints a table and writes bench/results/pipeline.json,
-with the machine's load average: on a shared machine the throughputs are noisy.
+other work on the machine had its core. Prints a table and writes bench/results/pipeline.json
+(with --set, pipeline-VALUE.json), with the machine's load average: on a shared machine the
+throughputs are noisy.
 """
 
 from __future__ import annotations
@@ -169,14 +171,17 @@ def main():
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--micro", type=int, default=4, help="GPipe micro-batches per batch")
+    parser.add_argument("--set", dest="settings", action="append", default=[],
+                        metavar="svp.KEY=VALUE", help="an SVP setting for the SVP runs")  # fmt: skip
     args = parser.parse_args()
     load_start = os.getloadavg()
     base = ["--profile", args.profile, "--data-dir", args.data_dir, "--epochs", str(args.epochs),
             "--train-limit", str(args.train_limit), "--batch-size", str(args.batch_size)]  # fmt: skip
-    joint = fit("svp-joint", base, "pipeline")
-    one = fit("svp-pipeline-1", base + ["--nproc", "1"], "pipeline")
-    two = fit("svp-pipeline-2", base + ["--nproc", "2"], "pipeline")
-    dp = fit("svp-data-parallel-2", base + ["--nproc", "2", "--stages", "1"], "pipeline")
+    svp = base + [arg for setting in args.settings for arg in ("--set", setting)]
+    joint = fit("svp-joint", svp, "pipeline")
+    one = fit("svp-pipeline-1", svp + ["--nproc", "1"], "pipeline")
+    two = fit("svp-pipeline-2", svp + ["--nproc", "2"], "pipeline")
+    dp = fit("svp-data-parallel-2", svp + ["--nproc", "2", "--stages", "1"], "pipeline")
     split = two["pipeline"]["stage_blocks"][0][1]  # the blocks of the first stage
     width = load_profile(args.profile).model.options.widths[split - 1]
     examples = args.train_limit / -(-args.train_limit // args.batch_size)  # per step, on average
@@ -212,7 +217,8 @@ def main():
                "epochs": args.epochs, "batch_size": args.batch_size, "micro_batches": args.micro,
                "threads_per_process": 1, "cpus": os.cpu_count(),
                "loadavg_start": load_start, "loadavg_end": os.getloadavg(), "rows": rows}  # fmt: skip
-    print("wrote", write_results("pipeline", payload))
+    name = "pipeline" + "".join(f"-{s.split('=', 1)[1].strip(chr(34))}" for s in args.settings)
+    print("wrote", write_results(name, payload))
 
 
 if __name__ == "__main__":
