@@ -100,6 +100,9 @@ CNN_DEEP = {  # cifar10-cnn-deep: pool 4, d0 512, MLP head
     **DEPTH,
     "head linear": s("svp.head=linear"),
     "pool 2": s("svp.pool_size=2"),
+    # backprop through the last block's SVP head (pool 4 x 4, projection, MLP): how much of a
+    # difference to backprop is the head's
+    "bp, svp head": ["--method", "bp", *s("train.bp_head=svp")],
 }
 VIT_DEEP = {  # cifar10-vit-deep-cpu: d0 10, token mean, linear head
     **DEPTH,
