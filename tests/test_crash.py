@@ -171,6 +171,20 @@ def test_a_full_disk_while_caching_leaves_a_resumable_run(killed, tmp_path, monk
     assert summary["resumed_from"] == "block 1, end of epoch 2"  # the cache is written again
 
 
+def start_training(out: Path) -> subprocess.Popen:
+    """A fit into `out` in a process of its own, long enough to be stopped while it trains,
+    returned once its first epoch is done."""
+    command = [sys.executable, "-m", "edge_svp", "fit", *TINY_ARGS, "--epochs", "200"]
+    process = subprocess.Popen(
+        [*command, "--out", str(out)], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    for line in process.stdout:
+        if line.startswith("block"):
+            break
+    return process
+
+
 @pytest.mark.parametrize(
     "sent, code, said",
     [(signal.SIGINT, 130, "stopped at "), (signal.SIGTERM, 143, "stopped by SIGTERM at ")],
@@ -180,16 +194,8 @@ def test_ctrl_c_or_sigterm_finishes_the_step_checkpoints_and_says_how_to_resume(
 ):
     """Ctrl-C, or SIGTERM as systemd, Docker and job schedulers send it."""
     out = tmp_path / "run"
-    # long enough that Ctrl-C lands while it trains
-    command = [sys.executable, "-m", "edge_svp", "fit", *TINY_ARGS, "--epochs", "200"]
-    process = subprocess.Popen(
-        [*command, "--out", str(out)], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True,
-    )  # fmt: skip
-    for line in process.stdout:
-        if line.startswith("block"):  # the first epoch is done: training is under way
-            process.send_signal(sent)
-            break
+    process = start_training(out)
+    process.send_signal(sent)
     _, err = process.communicate(timeout=300)
     assert process.returncode == code, err
     assert "Traceback" not in err and len(err.splitlines()) == 1
@@ -250,15 +256,8 @@ def test_a_second_fit_into_a_run_that_trains_in_another_process_is_refused(tmp_p
     """Two --overwrite fits, or a resume beside a fit, would interleave their checkpoints:
     the run directory's lock refuses the second in one line, and the first trains on."""
     out = tmp_path / "run"
-    command = [sys.executable, "-m", "edge_svp", "fit", *TINY_ARGS, "--epochs", "200"]
-    process = subprocess.Popen(
-        [*command, "--out", str(out)], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True,
-    )  # fmt: skip
+    process = start_training(out)  # its run directory locked
     try:
-        for line in process.stdout:
-            if line.startswith("block"):  # training, its run directory locked
-                break
         for second in (["fit", *TINY_ARGS, "--out", str(out), "--overwrite"],
                        ["fit", "--resume", str(out)]):  # fmt: skip
             result = CliRunner().invoke(main, second)
