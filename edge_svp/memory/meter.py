@@ -90,7 +90,7 @@ def set_host_allocator(exact: bool) -> None:
     12-block ViT: 160 MiB alive at the peak, 620 MiB resident), which no probe can predict.
     With exact, repeated runs measure within 1 MiB of each other (docs/memory.md). Its price
     is that every large tensor is faulted into fresh pages, page by page, on every step: one
-    epoch of that ViT spends 40 % of its time in the kernel. A run without a budget reuses.
+    epoch of that ViT spends 46 % of its CPU time in the kernel. A run without a budget reuses.
     (MKL's own buffer cache is switched off in edge_svp/__init__.py, before torch loads.)
     """
     if not sys.platform.startswith("linux"):
