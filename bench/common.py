@@ -82,6 +82,11 @@ def table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
     return "\n".join(lines)
 
 
+def results_name(name: str, settings: list[str]) -> str:
+    """`name`, then the value of each SECTION.KEY=VALUE setting: flops-hadamard."""
+    return name + "".join(f"-{s.split('=', 1)[1].strip(chr(34))}" for s in settings)
+
+
 def write_results(name: str, payload: dict) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"

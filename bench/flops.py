@@ -17,7 +17,7 @@ import argparse
 import sys
 
 import torch
-from common import table, write_results
+from common import results_name, table, write_results
 from torch.utils.flop_counter import FlopCounterMode
 
 from edge_svp.config import load_profile, override, parse_settings, profile_names
@@ -93,8 +93,10 @@ def main() -> None:
     columns = [("profile", "profile"), ("method", "method"), ("batch", "batch")]
     columns += [(k, k) for k in rows[0] if k.endswith("MFLOP") or k == "svp / bp"]
     print(table(rows, columns))
-    name = "flops" + "".join(f"-{s.split('=', 1)[1].strip(chr(34))}" for s in args.settings)
-    write_results(name, {"command": " ".join(["python", *sys.argv]), "rows": rows})
+    write_results(
+        results_name("flops", args.settings),
+        {"command": " ".join(["python", *sys.argv]), "rows": rows},
+    )
 
 
 if __name__ == "__main__":

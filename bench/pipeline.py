@@ -43,7 +43,7 @@ import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 import torch.multiprocessing as mp  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from common import fit, table, write_results  # noqa: E402
+from common import fit, results_name, table, write_results  # noqa: E402
 
 from edge_svp.config import load_profile, override  # noqa: E402
 from edge_svp.data import batches, load_data  # noqa: E402
@@ -217,8 +217,7 @@ def main():
                "epochs": args.epochs, "batch_size": args.batch_size, "micro_batches": args.micro,
                "threads_per_process": 1, "cpus": os.cpu_count(),
                "loadavg_start": load_start, "loadavg_end": os.getloadavg(), "rows": rows}  # fmt: skip
-    name = "pipeline" + "".join(f"-{s.split('=', 1)[1].strip(chr(34))}" for s in args.settings)
-    print("wrote", write_results(name, payload))
+    print("wrote", write_results(results_name("pipeline", args.settings), payload))
 
 
 if __name__ == "__main__":
