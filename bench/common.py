@@ -4,6 +4,7 @@ is measured per configuration."""
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -88,8 +89,11 @@ def results_name(name: str, settings: list[str]) -> str:
 
 
 def write_results(name: str, payload: dict) -> Path:
+    """bench/results/NAME.json, which says which command wrote it (unless `payload` names
+    its own: a merged file keeps every run's)."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
+    payload = {"command": shlex.join(["python", *sys.argv]), **payload}
     path.write_text(json.dumps(payload, indent=2) + "\n")
     return path
 

@@ -11,7 +11,14 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
-from edge_svp.config import load_profile, override, parse_settings, profile_names
+from edge_svp.config import (
+    METHODS,
+    SVP_SCHEDULES,
+    load_profile,
+    override,
+    parse_settings,
+    profile_names,
+)
 from edge_svp.distributed import DEFAULT_TIMEOUT
 from edge_svp.errors import DataWarning, EdgeSVPError, Interrupted
 from edge_svp.memory.size import format_bytes
@@ -105,6 +112,9 @@ PROFILE_OVERRIDES = {
 }
 
 
+# what --resume may be given with: how many processes a pipelined run is resumed on
+PIPELINE_OPTIONS = ("nproc", "stages", "timeout")
+
 THREADS = click.option(
     "--threads", type=click.IntRange(min=1),
     help="CPU threads (default: OMP_NUM_THREADS if set, else the CPUs this process may use "
@@ -121,9 +131,9 @@ def profile_options(command):
                      help="Dataset: digits, mnist, fashion-mnist, cifar10 or imagefolder."),
         click.option("--data-dir", type=click.Path(),
                      help="Folder holding the dataset files (imagefolder: the folder or zip)."),
-        click.option("--method", type=click.Choice(["svp", "bp"]),
+        click.option("--method", type=click.Choice(METHODS),
                      help="svp: block-local SVP learning; bp: end-to-end backprop baseline."),
-        click.option("--schedule", type=click.Choice(["joint", "layerwise"]),
+        click.option("--schedule", type=click.Choice(SVP_SCHEDULES),
                      help="SVP schedule: all blocks per batch, or one block after another."),
         click.option("--epochs", type=click.IntRange(min=1),
                      help="Epochs (per block for layerwise)."),
@@ -213,7 +223,7 @@ def resolve_config(profile: str, settings, target_name=None, strict=False, keep=
               "it stops.")  # fmt: skip
 @click.option("--resume", type=click.Path(), metavar="RUN_DIR",
               help="Continue RUN_DIR from its latest checkpoint, with its own config.toml "
-              "(give no other option).")  # fmt: skip
+              "(give no other option; a pipelined run: its --nproc and --stages).")  # fmt: skip
 @user_errors
 def fit(profile, settings, out, overwrite, backend, nproc, stages, timeout, resume, **options):
     """Train a network and write a run directory.
@@ -231,7 +241,7 @@ def fit(profile, settings, out, overwrite, backend, nproc, stages, timeout, resu
         given = [
             p.opts[0]
             for p in ctx.command.params
-            if p.name != "resume"
+            if p.name not in ("resume", *PIPELINE_OPTIONS)
             and ctx.get_parameter_source(p.name) is not ParameterSource.DEFAULT
         ]
         if given:
@@ -245,13 +255,12 @@ def fit(profile, settings, out, overwrite, backend, nproc, stages, timeout, resu
         config = resolve_config(profile, settings, keep=keep, **options)
     mode = distributed.mode(nproc, stages)  # None: this process trains alone
     if resume and mode:
-        raise EdgeSVPError(
-            "--resume continues a single-process run; pipelined runs cannot resume yet"
-        )
+        out = resume  # the pipeline goes on in its own directory
     if mode == "launch":
         from edge_svp.distributed.launch import launch
 
-        code, reason = launch(config, nproc, stages, out, overwrite, timeout, backend)
+        code, reason = launch(config, nproc, stages, out, overwrite, timeout, backend,
+                              resume=bool(resume))  # fmt: skip
         if code:
             click.echo(f"edge-svp: error: {reason}", err=True)
         sys.exit(code)
@@ -259,11 +268,12 @@ def fit(profile, settings, out, overwrite, backend, nproc, stages, timeout, resu
         from edge_svp.distributed.worker import fit_rank
 
         if distributed.rank() != 0:  # rank 0 speaks for the run
-            fit_rank(config, out, overwrite, stages, timeout, Reporter(), backend)
+            fit_rank(config, out, overwrite, stages, timeout, Reporter(), backend, bool(resume))
             return
     reporter = ConsoleReporter(config.train.epochs)
     if mode == "rank":
-        summary = fit_rank(config, out, overwrite, stages, timeout, reporter, backend)
+        summary = fit_rank(config, out, overwrite, stages, timeout, reporter, backend,
+                           bool(resume))  # fmt: skip
     elif resume:
         summary = run_fit(reporter=reporter, resume=resume)
     else:
@@ -281,13 +291,14 @@ def plan(profile, settings, as_json, **options):
     works. Nothing is trained."""
     from edge_svp.progress import print_plan
     from edge_svp.run import plan_run
+    from edge_svp.training import schedule_of
 
     config = resolve_config(profile, settings, **options)
     memory_plan = plan_run(config)
     if as_json:
         click.echo(json.dumps(memory_plan.to_dict(), indent=2))
     else:
-        print_plan(memory_plan, config)
+        print_plan(memory_plan, config, schedule_of(config.train).label)
 
 
 @main.command("eval")

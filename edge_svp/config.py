@@ -35,6 +35,10 @@ SVP_CHOICES = {
     "head": ("linear", "mlp"),
     "projection": ("gaussian", "hadamard"),
 }
+# train.method and SVP's train.schedule: the names of the schedules in edge_svp/training
+# (Schedule.method, Schedule.name), likewise written out and checked
+METHODS = ("svp", "bp")
+SVP_SCHEDULES = ("joint", "layerwise")
 
 
 @dataclass
@@ -181,9 +185,9 @@ class RunConfig:
             ("divergence_on", self.svp.divergence_on, ("projection", "posterior")),
             ("optimizer", self.optim.name, ("adam", "adamw", "sgd")),
             ("lr_schedule", self.optim.lr_schedule, ("cosine", "constant")),
-            ("method", self.train.method, ("svp", "bp")),
+            ("method", self.train.method, METHODS),
             ("bp_head", self.train.bp_head, ("standard", "svp")),
-            ("schedule", self.train.schedule, ("joint", "layerwise")),
+            ("schedule", self.train.schedule, SVP_SCHEDULES),
             ("device", self.train.device, ("auto", "cpu", "cuda")),
             ("precision", self.train.precision, ("fp32", "fp16", "bf16")),
             ("cache_dtype", self.memory.cache_dtype, ("float32", "float16")),

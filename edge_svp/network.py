@@ -191,9 +191,12 @@ class SVPNetwork(nn.Module):
 def build_network(config: RunConfig, input_shape, num_classes: int) -> SVPNetwork:
     """The network a run configuration describes, its weights drawn from train.seed; a
     one-line error for one this machine cannot hold."""
-    check_fits_in_memory(config, input_shape)
+    from edge_svp.training import schedule_of  # the schedules build on networks
+
+    schedule = schedule_of(config.train)
+    check_fits_in_memory(config, input_shape, schedule.probe_copies_every_block())
     torch.manual_seed(config.train.seed)  # weight initialisation
-    classifier = config.train.method == "bp" and config.train.bp_head == "standard"
+    classifier = schedule.classifier(config.train)
     try:
         blocks = build_blocks(config.model.kind, config.model.options, input_shape)
         return SVPNetwork(blocks, input_shape, num_classes, config.svp, seed=config.train.seed,
@@ -204,10 +207,10 @@ def build_network(config: RunConfig, input_shape, num_classes: int) -> SVPNetwor
         raise EdgeSVPError(f"cannot allocate the network: {str(e).splitlines()[0]}") from None
 
 
-def check_fits_in_memory(config: RunConfig, input_shape) -> None:
+def check_fits_in_memory(config: RunConfig, input_shape, every_block: bool) -> None:
     """Refuse, in one line, a network that cannot train in the memory this machine has free:
     its float32 weights and fixed projections, the gradients, optimizer state and the
-    probe's copy of what trains at once (a block for SVP, every block for backprop), and a
+    probe's copy of what trains at once (a block for SVP, or `every_block`), and a
     block's output at the whole batch; counted on the meta device, nothing allocated. A
     lower bound: what passes may still be refused by the planner under a budget."""
     with torch.device("meta"):
@@ -224,7 +227,7 @@ def check_fits_in_memory(config: RunConfig, input_shape) -> None:
     )
     projection = [svp.proj_dim * pooled_dim(shape, svp.pool_size) for shape in shapes]
     weights = sum(sizes) + svp.proj_dim * first + sum(projection)
-    if config.train.method == "bp":  # every block: a copy (the probe's), gradients, Adam
+    if every_block:  # every block: a copy (the probe's), gradients, Adam
         trained = 4 * sum(sizes)
     else:  # one block at a time, and its projection
         trained = max(4 * n + p for n, p in zip(sizes, projection, strict=True))

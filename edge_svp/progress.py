@@ -13,8 +13,9 @@ from edge_svp.memory.size import format_bytes, parse_size
 
 
 class Reporter:
-    def run_started(self, config, backend: str, pipelined: bool, resume=None) -> None:
-        """Training is about to begin: the input, the data and the plan are good."""
+    def run_started(self, config, what: str, backend: str, resume=None) -> None:
+        """Training of `what` (a schedule's label) is about to begin: the input, the data
+        and the plan are good."""
 
     def track(self, iterable, total: int, label: str):
         return iterable
@@ -55,12 +56,10 @@ class ConsoleReporter(Reporter):
     def warning(self, text: str) -> None:
         click.echo(f"edge-svp: warning: {text}", err=True)
 
-    def run_started(self, config, backend: str, pipelined: bool, resume=None) -> None:
-        """One line: what is about to train, on what (after the input was checked, so that
-        a refusal is the only line)."""
+    def run_started(self, config, what: str, backend: str, resume=None) -> None:
+        """One line: what (a schedule's label) is about to train, on what (after the input
+        was checked, so that a refusal is the only line)."""
         train = config.train
-        what = "backprop" if train.method == "bp" else f"SVP {train.schedule}"
-        what = "SVP pipelined" if pipelined else what
         budget = f" | budget {_size(config.memory.budget)}" if config.memory.budget else ""
         target = f" | target {config.target}" if config.target else ""
         precision = f" | {train.precision}" if train.precision != "fp32" else ""
@@ -118,12 +117,12 @@ def print_accuracy(result: dict) -> None:
     click.echo(f"test accuracy            {_percent(result['test_accuracy'])}")
 
 
-def print_plan(plan, config) -> None:
-    """A MemoryPlan as `edge-svp plan` shows it: what it is for, per block, the footer."""
+def print_plan(plan, config, what: str) -> None:
+    """A MemoryPlan of `what` (a schedule's label) as `edge-svp plan` shows it: what it is
+    for, per block, the footer."""
     budget = format_bytes(plan.budget) if plan.budget else "none"
     unified = ", unified memory" if plan.unified_memory else ""
     target = f" (target {config.target})" if config.target else ""
-    what = "backprop" if config.train.method == "bp" else f"SVP {plan.schedule}"
     click.echo(f"{config.profile}: {what} for {plan.device}{unified}{target}, "
                f"{plan.precision}, batch {plan.batch_size}, budget {budget}")  # fmt: skip
     if plan.probed_on:

@@ -35,14 +35,19 @@ class Run:
     metrics: list[dict]
 
     @property
+    def schedule(self):
+        from edge_svp.training import schedule_named
+
+        return schedule_named(self.summary["schedule"])
+
+    @property
     def label(self) -> str:
-        s = self.summary
-        how = "backprop" if s["method"] == "bp" else f"SVP {s['schedule']}"
-        return f"{self.name} ({how})"
+        return f"{self.name} ({self.schedule.label})"
 
     @property
     def is_bp(self) -> bool:
-        return self.summary["method"] == "bp"
+        """Trained end to end: only its last head is trained."""
+        return not self.schedule.local
 
 
 def read_run(path: str | Path, name: str | None = None) -> Run:
@@ -138,7 +143,7 @@ def plot_curves(run: Run, path: Path) -> None:
                     label=f"block {block} test")  # fmt: skip
         acc_ax.plot(epochs, [100 * m["train_accuracy"] for m in rows], linestyle="--",
                     color=color, label=f"block {block} train")  # fmt: skip
-    stage = " (each block's own epochs)" if run.summary["schedule"] == "layerwise" else ""
+    stage = " (each block's own epochs)" if run.schedule.per_block else ""
     loss_ax.set_title("Training loss" + (" (local loss)" if not run.is_bp else ""))
     loss_ax.set_xlabel("epoch" + stage)
     loss_ax.set_ylabel("mean loss over the epoch")
@@ -178,10 +183,9 @@ def plot_memory(run: Run, references: list[Run], path: Path) -> None:
     ax.set_xticks(list(blocks))
     ax.set_xlabel("block")
     ax.set_ylabel(f"peak memory (MiB, {memory['kind'].replace('_', ' ')})")
-    joint = (
-        " (joint: one measured peak for all blocks)" if run.summary["schedule"] == "joint" else ""
-    )
-    ax.set_title(f"Memory per block{joint}", fontsize="medium")
+    shared = run.schedule.shared_peak
+    shared = f" ({run.schedule.label}: one measured peak for all blocks)" if shared else ""
+    ax.set_title(f"Memory per block{shared}", fontsize="medium")
     # below the axes, where it hides no bar
     ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
     ax.grid(axis="y", alpha=0.3)

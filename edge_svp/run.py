@@ -12,7 +12,6 @@ This module is the Python API under `edge-svp fit`, `edge-svp eval` and `edge-sv
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from contextlib import contextmanager, nullcontext
@@ -22,7 +21,7 @@ from pathlib import Path
 import torch
 
 from edge_svp.checkpoint import LATEST
-from edge_svp.config import RunConfig, config_to_dict
+from edge_svp.config import RunConfig
 from edge_svp.data import SHAPES, Dataset, Preprocess, load_data, synthetic_data
 from edge_svp.errors import DataNotFound, EdgeSVPError, Interrupted, NumericalFault
 from edge_svp.memory.meter import (
@@ -31,12 +30,11 @@ from edge_svp.memory.meter import (
     set_host_allocator,
 )
 from edge_svp.memory.offload import resident_state
-from edge_svp.memory.planner import END_TO_END, MemoryPlan
+from edge_svp.memory.planner import MemoryPlan
 from edge_svp.memory.size import format_bytes, parse_size
 from edge_svp.network import SVPNetwork, build_network
 from edge_svp.progress import Reporter
 from edge_svp.rundir import (
-    CONFIG,
     RunDir,
     checkpoint_contents,
     default_run_dir,
@@ -47,7 +45,14 @@ from edge_svp.rundir import (
 )
 from edge_svp.target import Target, load_target
 from edge_svp.threads import choose_threads
-from edge_svp.training import TrainState, block_accuracies, plan_training, train
+from edge_svp.training import (
+    Schedule,
+    TrainState,
+    block_accuracies,
+    plan_training,
+    schedule_of,
+    train,
+)
 from edge_svp.training.backprop import has_batchnorm
 from edge_svp.training.common import resolve_device
 from edge_svp.training.precision import check_precision
@@ -63,6 +68,7 @@ class Job:
     backend: str  # torch | ort
     device: torch.device
     target: Target | None
+    schedule: Schedule
     resumed: bool = False
     checkpoint: dict | None = None  # a resumed run's latest good checkpoint, if it has one
     started: float = 0.0  # time.perf_counter() when the run began (before its checkpoint's)
@@ -108,7 +114,7 @@ def fit_job(job: Job, reporter: Reporter) -> dict:
     net = build_job_network(job, dataset)
     open_run_dir(job, plan)
     resumed = str(job.run_dir) if job.resumed else None
-    reporter.run_started(job.config, job.backend, pipelined=False, resume=resumed)
+    reporter.run_started(job.config, job.schedule.label, job.backend, resume=resumed)
     state = train_job(job, net, dataset, preprocess, plan, meter, reporter)
     with resume_hints(job.run_dir, state):
         return summarise(job, net, dataset, preprocess, plan, meter, state, reporter)
@@ -139,15 +145,17 @@ def resolve_job(config, out, overwrite, backend, resume, reporter) -> Job:
         run_dir.lock()  # one resume at a time: they would share the activation caches
     else:
         config.validate()
-        run_dir = RunDir(out if out else default_run_dir(config))
+        run_dir = RunDir(out if out else default_run_dir(config, schedule_of(config.train)))
     try:
         if resume is not None:
             run_dir.remove_partial()
             checkpoint = run_dir.checkpoints.read(reporter.warning)  # None: none written yet
-            check_resumable(run_dir, config, checkpoint)
+            run_dir.check_resumable(config, checkpoint)
         else:
             run_dir.check_new(overwrite)
         device, target = prepare_device(config)
+        schedule = schedule_of(config.train)
+        schedule.check(config, backend)
         if backend == "ort":
             from edge_svp.ort.backend import check_supported
 
@@ -157,35 +165,8 @@ def resolve_job(config, out, overwrite, backend, resume, reporter) -> Job:
         raise
     if config.data.data_dir:
         config.data.data_dir = str(Path(config.data.data_dir).resolve())
-    return Job(config, run_dir, overwrite, backend, device, target, resume is not None, checkpoint)
-
-
-def check_resumable(run_dir: RunDir, config: RunConfig, checkpoint: dict | None) -> None:
-    if checkpoint is None:
-        return  # stopped before its first checkpoint: it starts over
-    if checkpoint.get("training") is None:  # only a pipeline writes none
-        raise EdgeSVPError(
-            f"cannot resume {run_dir}: it was trained as a pipeline (--nproc), and pipelined "
-            "runs cannot resume yet; start it again with --overwrite"
-        )
-    ours, theirs = config_to_dict(config), dict(checkpoint["config"])
-    for raw in (ours, theirs):  # the data may have moved; where to is no part of training
-        raw["data"] = {**raw["data"], "data_dir": None}
-    if ours != theirs:
-        now, then = flatten(ours), flatten(theirs)
-        changed = [f"{key} = {json.dumps(now.get(key))}, was {json.dumps(then.get(key))}"
-                   for key in sorted(now.keys() | then.keys()) if now.get(key) != then.get(key)]  # fmt: skip
-        raise EdgeSVPError(
-            f"cannot resume {run_dir}: {CONFIG} differs from the configuration its checkpoint "
-            f"was trained with: {'; '.join(changed)}"
-        )
-
-
-def flatten(raw: dict) -> dict:
-    """{'section.key': value} of a configuration dict (a top-level key stays as it is)."""
-    return {f"{name}.{key}" if isinstance(table, dict) else name: value
-            for name, table in raw.items()
-            for key, value in (table.items() if isinstance(table, dict) else [(None, table)])}  # fmt: skip
+    return Job(config, run_dir, overwrite, backend, device, target, schedule, resume is not None,
+               checkpoint)  # fmt: skip
 
 
 def plan_job(job: Job, dataset: Dataset, preprocess: Preprocess) -> MemoryPlan | None:
@@ -239,7 +220,8 @@ def train_job(job, net, dataset, preprocess, plan, meter, reporter) -> TrainStat
         })  # fmt: skip
 
     resumed = job.checkpoint["training"] if job.checkpoint else None
-    state = TrainState(config.train, save, resumed, run_dir.cache_dir(config))
+    state = TrainState(config.train, save, resumed, run_dir.cache_dir(config),
+                       per_block=job.schedule.per_block)  # fmt: skip
     if resumed:
         reporter.message(f"continuing from the checkpoint at {state.describe(state.resumed_from)}")
     try:
@@ -261,7 +243,7 @@ def train_job(job, net, dataset, preprocess, plan, meter, reporter) -> TrainStat
                 state.records = train_ort(net, dataset, config, preprocess, run_dir / "ort",
                                           reporter, on_epoch)  # fmt: skip
     except torch.OutOfMemoryError:  # no resume hint: the same plan would run out again
-        raise out_of_memory(config, plan, meter) from None
+        raise out_of_memory(job, plan, meter) from None
     shutil.rmtree(state.cache_dir, ignore_errors=True)
     return state
 
@@ -272,12 +254,9 @@ def summarise(job, net, dataset, preprocess, plan, meter, state, reporter) -> di
     eval_batch = config.train.eval_batch_size
     if plan and config.memory.budget:  # evaluation must fit the budget too
         eval_batch = min(eval_batch, *(b.micro_batch for b in plan.blocks))
-    per_block = block_accuracies(net, dataset, preprocess, eval_batch)
-    if config.train.method == "bp":  # only the network's prediction is trained by backprop
-        per_block = [None] * (len(per_block) - 1) + per_block[-1:]
-    schedule = config.train.schedule if config.train.method == "svp" else "end-to-end"
+    per_block = job.schedule.trained_heads(block_accuracies(net, dataset, preprocess, eval_batch))
     result = summary(
-        run_header(config, dataset, job.backend, schedule, net),
+        run_header(config, dataset, job.backend, job.schedule.name, net),
         per_block,
         bad_batches=state.bad_batches,
         resumed_from=state.describe(state.resumed_from) if job.checkpoint else None,
@@ -286,7 +265,7 @@ def summarise(job, net, dataset, preprocess, plan, meter, state, reporter) -> di
         wall_seconds=time.perf_counter() - job.started,
         run_dir=job.run_dir,
         final_epoch=state.records[-1] if state.records else None,
-        memory=memory_report(config, plan, meter, reporter, net),
+        memory=memory_report(job, plan, meter, reporter, net),
     )
     job.run_dir.write_summary(result)
     return result
@@ -334,13 +313,12 @@ def plan_run(config: RunConfig) -> MemoryPlan:
     return plan
 
 
-def memory_report(config: RunConfig, plan, meter: MemoryMeter, reporter, net) -> dict:
+def memory_report(job: Job, plan, meter: MemoryMeter, reporter, net) -> dict:
     """Budget, predicted and measured peaks per block; an overrun is reported loudly."""
+    config, schedule = job.config, job.schedule
     budget = parse_size(config.memory.budget) if config.memory.budget else None
-    measured = meter.peaks
-    if plan and config.train.method == "svp" and config.train.schedule == "joint":
-        measured = measured * len(plan.blocks)  # one measurement for the whole run
-    modules = [net.blocks] if plan and plan.schedule == END_TO_END else list(net.blocks)
+    measured = schedule.measured_peaks(meter.peaks, plan) if plan else meter.peaks
+    modules = schedule.planned_modules(net)
     report = memory_summary(
         budget,
         meter.baseline,
@@ -364,13 +342,11 @@ def memory_report(config: RunConfig, plan, meter: MemoryMeter, reporter, net) ->
     return report
 
 
-def out_of_memory(config: RunConfig, plan, meter: MemoryMeter) -> EdgeSVPError:
+def out_of_memory(job: Job, plan, meter: MemoryMeter) -> EdgeSVPError:
     """One line for a CUDA allocation that failed: under a budget the memory fraction was
     capped at baseline + budget, so the plan's prediction fell short of the real need."""
-    where, predicted = "training", plan.predicted_peak if plan else None
-    if plan and config.train.schedule == "layerwise":
-        block = min(len(meter.peaks) + 1, len(plan.blocks))  # the block being trained
-        where, predicted = f"block {block}", plan.blocks[block - 1].predicted_peak
+    config = job.config
+    where, predicted = job.schedule.training_where(len(meter.peaks), plan)
     if config.memory.budget:
         return EdgeSVPError(
             f"{where} ran out of CUDA memory under the budget {config.memory.budget} "

@@ -51,12 +51,10 @@ PLAN = "plan.json"
 SUMMARY = "summary.json"
 
 
-def default_run_dir(config: RunConfig, schedule: str | None = None) -> Path:
-    method = schedule or (
-        config.train.method if config.train.method == "bp" else config.train.schedule
-    )
+def default_run_dir(config: RunConfig, schedule) -> Path:
+    """runs/PROFILE-TAG-TIME, TAG naming the Schedule (training/schedule.py)."""
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path("runs") / f"{config.profile}-{method}-{stamp}"
+    return Path("runs") / f"{config.profile}-{schedule.tag}-{stamp}"
 
 
 # What a run writes into its directory (temporary files: NAME.tmp); --overwrite removes only
@@ -192,8 +190,51 @@ class RunDir:
             raise EdgeSVPError(f"{self.path} is not a run directory (no {CONFIG})")
         return load_config(self.path / CONFIG)
 
-    def resume_command(self) -> str:
-        return f"edge-svp fit --resume {shlex.quote(str(self.path))}"
+    def resume_command(self, pipeline: dict | None = None) -> str:
+        """The command that continues this run; a `pipeline` ({"processes": N, "stages":
+        S}) is launched again as it was."""
+        command = f"edge-svp fit --resume {shlex.quote(str(self.path))}"
+        if pipeline:
+            command += f" --nproc {pipeline['processes']} --stages {pipeline['stages']}"
+        return command
+
+    def check_resumable(self, config: RunConfig, checkpoint: dict | None,
+                        pipeline: dict | None = None) -> None:  # fmt: skip
+        """Refuse, in one line, to go on from `checkpoint` (None: none was written, and the
+        run starts over) with `config`, as one process or as a `pipeline` ({"processes": N,
+        "stages": S}): the configuration, and the pipeline's layout, must be the run's."""
+        if checkpoint is None:
+            return
+        training = checkpoint.get("training")
+        if training is None:  # a pipeline of an earlier version kept no training state
+            raise EdgeSVPError(
+                f"cannot resume {self.path}: its pipeline kept no training state; start it "
+                "again with --overwrite"
+            )
+        theirs = training.get("pipeline")
+        if theirs is None and pipeline:
+            raise EdgeSVPError(f"{self.path} was trained in one process; resume it without "
+                               f"--nproc: {self.resume_command()}")  # fmt: skip
+        layout = {k: theirs[k] for k in ("processes", "stages")} if theirs else None
+        if layout != pipeline:
+            raise EdgeSVPError(
+                f"{self.path} was trained as a pipeline of {layout['processes']} processes in "
+                f"{layout['stages']} stage(s); resume it so: {self.resume_command(layout)}"
+            )
+        self._check_same_config(config, checkpoint["config"])
+
+    def _check_same_config(self, config: RunConfig, saved: dict) -> None:
+        ours, theirs = config_to_dict(config), dict(saved)
+        for raw in (ours, theirs):  # the data may have moved; where to is no part of training
+            raw["data"] = {**raw["data"], "data_dir": None}
+        if ours != theirs:
+            now, then = flatten(ours), flatten(theirs)
+            changed = [f"{key} = {json.dumps(now.get(key))}, was {json.dumps(then.get(key))}"
+                       for key in sorted(now.keys() | then.keys()) if now.get(key) != then.get(key)]  # fmt: skip
+            raise EdgeSVPError(
+                f"cannot resume {self.path}: {CONFIG} differs from the configuration its "
+                f"checkpoint was trained with: {'; '.join(changed)}"
+            )
 
     def weights_dir(self, config: RunConfig) -> Path:
         """Where a layerwise run keeps the parts of its network that wait on disk."""
@@ -268,6 +309,13 @@ def versions() -> dict:
         except metadata.PackageNotFoundError:
             out[pkg] = None
     return out
+
+
+def flatten(raw: dict) -> dict:
+    """{'section.key': value} of a configuration dict (a top-level key stays as it is)."""
+    return {f"{name}.{key}" if isinstance(table, dict) else name: value
+            for name, table in raw.items()
+            for key, value in (table.items() if isinstance(table, dict) else [(None, table)])}  # fmt: skip
 
 
 def checkpoint_contents(config: RunConfig, preprocess: Preprocess, dataset) -> dict:
@@ -443,13 +491,14 @@ def load_run(run_dir: str | Path, reporter=None) -> TrainedRun:
 
 def unfinished_at(config: RunConfig, checkpoint: dict, training_now: bool) -> str:
     """Where an unfinished run's checkpoint stands, in words."""
+    from edge_svp.training import schedule_of
     from edge_svp.training.state import Position, describe_position
 
     training = checkpoint.get("training")
     if training is None:  # a pipelined run keeps no position
         at = "its last checkpoint"
     else:
-        per_block = config.train.method == "svp" and config.train.schedule == "layerwise"
+        per_block = schedule_of(config.train).per_block
         at = f"the checkpoint at {describe_position(Position(**training['position']), per_block)}"
     state = "it is training now" if training_now else "it stopped before its end"
     return f"{state}; these are the weights of {at}, of {config.train.epochs} epochs"

@@ -149,9 +149,12 @@ def apply_target(
     Threads are left alone where OMP_NUM_THREADS is set: the machine's operator said so.
     A CUDA target without CUDA present trains on the CPU with the same plan (fp16 becomes
     fp32 there), or, with `strict`, is refused."""
+    from edge_svp.training import schedule_of
+
+    follows_budget = schedule_of(config.train).follows_budget
     changes = {
         "train.device": target.device,
-        "memory.budget": str(target.budget_bytes) if config.train.method == "svp" else None,
+        "memory.budget": str(target.budget_bytes) if follows_budget else None,
         "train.precision": target.precision,
         # never more threads than this machine has cores, when it stands in for the target
         "train.threads": None

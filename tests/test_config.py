@@ -4,8 +4,10 @@ import sys
 import pytest
 
 from edge_svp.config import (
+    METHODS,
     MODEL_OPTIONS,
     SVP_CHOICES,
+    SVP_SCHEDULES,
     RunConfig,
     config_from_dict,
     config_to_dict,
@@ -157,6 +159,19 @@ def test_the_names_a_configuration_accepts_are_the_registered_pieces():
     for name, registry in registries.items():
         assert set(SVP_CHOICES[name]) == set(registry), name
     assert set(MODEL_OPTIONS) == set(MODELS)
+
+
+def test_the_methods_and_schedules_a_configuration_accepts_are_the_registered_schedules():
+    pytest.importorskip("torch", reason="the schedules are torch training loops")
+    from edge_svp.training import SCHEDULES, schedule_of
+
+    assert set(METHODS) == {s.method for s in SCHEDULES.values()}
+    local = {s.name for s in SCHEDULES.values() if s.method == METHODS[0]}
+    assert set(SVP_SCHEDULES) == local
+    for method in METHODS:
+        for name in SVP_SCHEDULES:
+            schedule = schedule_of(RunConfig().train.__class__(method=method, schedule=name))
+            assert schedule.method == method and schedule in SCHEDULES.values()
 
 
 def test_any_description_survives_config_toml():

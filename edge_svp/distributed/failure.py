@@ -64,18 +64,25 @@ def report(rank: int, kind: str, message: str, peer: int | None = None, store=No
     return EXIT_CODES[kind]
 
 
-NO_RESUME = (
-    "pipelined runs cannot resume yet (start it again with --overwrite); the checkpoint of "
-    "its last epoch is kept, for eval and export"
-)
+# What a stopped pipeline leaves, and how it goes on: set once the run directory is known.
+_resume_hint = ["no epoch has finished yet, so nothing was checkpointed"]
+
+
+def set_resume_hint(command: str) -> None:
+    """From now on, a stop names `command`, which resumes the run."""
+    _resume_hint[0] = f"the checkpoint of its last finished epoch is kept; resume with: {command}"
+
+
+def resume_hint() -> str:
+    return _resume_hint[0]
 
 
 def stop_on_sigterm(who: str) -> None:
     """SIGTERM (systemd, Docker, a job scheduler; torchrun passes it on) stops `who` at once
-    with Interrupted (exit code 143): a pipelined run does not resume, and the checkpoint of
-    its last epoch stays."""
+    with Interrupted (exit code 143); the checkpoint of its last finished epoch stays, and the
+    run resumes from it (resume_hint)."""
 
     def terminated(signum, frame):
-        raise Interrupted(f"stopped by SIGTERM, {who}; {NO_RESUME}", 143)
+        raise Interrupted(f"stopped by SIGTERM, {who}; {resume_hint()}", 143)
 
     signal.signal(signal.SIGTERM, terminated)

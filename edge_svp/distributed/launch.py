@@ -21,9 +21,15 @@ from pathlib import Path
 
 from edge_svp.config import RunConfig, config_to_dict, dump_toml
 from edge_svp.distributed import DEFAULT_TIMEOUT
-from edge_svp.distributed.failure import EXIT_CODES, NO_RESUME, REPORT_ENV, stop_on_sigterm
+from edge_svp.distributed.failure import (
+    EXIT_CODES,
+    REPORT_ENV,
+    resume_hint,
+    set_resume_hint,
+    stop_on_sigterm,
+)
+from edge_svp.distributed.schedule import PIPELINED
 from edge_svp.distributed.stages import Layout
-from edge_svp.distributed.worker import check_config
 from edge_svp.errors import Interrupted
 from edge_svp.files import atomic_write_text
 
@@ -55,27 +61,37 @@ def launch(
     overwrite: bool = False,
     timeout: float = DEFAULT_TIMEOUT,
     backend: str = "torch",
+    resume: bool = False,
 ) -> tuple[int, str | None]:
-    """Train `config` on `nproc` local ranks; returns (exit code, one-line reason or None)."""
-    check_config(config, backend)
-    Layout(nproc, stages or nproc)
+    """Train `config` on `nproc` local ranks; returns (exit code, one-line reason or None).
+    With `resume`, `out` is the run directory to go on with."""
+    from edge_svp.rundir import RunDir, default_run_dir
+
+    PIPELINED.check(config, backend)
+    layout = Layout(nproc, stages or nproc)
+    out = out or default_run_dir(config, PIPELINED)  # named here, so that a stop can name it
+    set_resume_hint(RunDir(out).resume_command({"processes": nproc, "stages": layout.stages}))
     previous = signal.getsignal(signal.SIGTERM)
     stop_on_sigterm("and every rank with it")
     try:
-        return _launch(config, nproc, stages, out, overwrite, timeout)
+        return _launch(config, layout, out, overwrite, timeout, resume)
     except KeyboardInterrupt:  # Ctrl-C reaches every rank too: they stop with it
-        raise Interrupted(f"stopped by Ctrl-C, and every rank with it; {NO_RESUME}") from None
+        raise Interrupted(f"stopped by Ctrl-C, and every rank with it; {resume_hint()}") from None
     finally:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _launch(config, nproc, stages, out, overwrite, timeout) -> tuple[int, str | None]:
+def _launch(config, layout: Layout, out, overwrite, timeout, resume) -> tuple[int, str | None]:
+    nproc = layout.world
     with tempfile.TemporaryDirectory(prefix="edge-svp-") as tmp:
-        profile = Path(tmp) / "config.toml"
-        atomic_write_text(profile, dump_toml(config_to_dict(config)))
-        cmd = [sys.executable, "-m", "edge_svp", "fit", "--profile", str(profile),
-               "--stages", str(stages or nproc), "--timeout", str(timeout)]  # fmt: skip
-        cmd += ["--out", str(out)] if out else []
+        cmd = [sys.executable, "-m", "edge_svp", "fit", "--stages", str(layout.stages),
+               "--timeout", str(timeout)]  # fmt: skip
+        if resume:
+            cmd += ["--resume", str(out)]
+        else:
+            profile = Path(tmp) / "config.toml"
+            atomic_write_text(profile, dump_toml(config_to_dict(config)))
+            cmd += ["--profile", str(profile), "--out", str(out)]
         cmd += ["--overwrite"] if overwrite else []
         port = free_port()
         # Rank 0 speaks for the run. The others' stderr would only repeat, in the words of

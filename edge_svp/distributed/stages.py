@@ -87,15 +87,16 @@ def stage_peak(costs, first, stop, m, device_type, reference_bytes) -> int:
 
     `reference_bytes[first]` is what the stage holds to make its first block's reference
     v: the input projection R_0 for the first stage, else the previous block's projection.
-    The first stage's rank also receives every other stage's weights after each epoch, to
-    write the checkpoint."""
+    The first stage's rank also receives every other stage's weights and optimizer state
+    after each epoch, to write the checkpoint (the state arrives pickled, then unpickled:
+    twice its size at the most)."""
     stage = costs[first:stop]
-    plan = plan_blocks(stage, "joint", device_type, m, m,
+    plan = plan_blocks(stage, True, device_type, m, m,
                        input_projection_bytes=reference_bytes[first])  # fmt: skip
     training = plan.predicted_peak + stream_bytes(costs, first, stop, m)
     if first:
         return training
-    others = sum(c.param_bytes + c.buffer_bytes for c in costs[stop:])
+    others = sum(c.param_bytes + c.buffer_bytes + 2 * c.optimizer_bytes for c in costs[stop:])
     checkpoint = plan.blocks[0].resident_bytes + sum(c.optimizer_bytes for c in stage) + others
     return max(training, checkpoint)
 

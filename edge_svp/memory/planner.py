@@ -119,7 +119,7 @@ class BlockPlan:
 
 @dataclass
 class MemoryPlan:
-    schedule: str
+    schedule: str | None  # the Schedule's name (training/schedule.py)
     device: str  # the device type the plan is for
     budget: int | None
     host_budget: int | None
@@ -356,7 +356,7 @@ def plan_joint(costs: list[BlockCost], s: _Setting) -> list[BlockPlan]:
 
 def plan_blocks(
     costs: list[BlockCost],
-    schedule: str,
+    all_resident: bool,
     device_type: str,
     batch_size: int,
     num_examples: int,
@@ -367,12 +367,14 @@ def plan_blocks(
     input_projection_bytes: int = 0,
     unified: bool = False,
 ) -> MemoryPlan:
-    """A MemoryPlan for `schedule`, or EdgeSVPError naming the block that cannot fit."""
+    """A MemoryPlan of SVP's blocks, all resident at once (the joint schedule) or one after
+    another (layerwise), or EdgeSVPError naming the block that cannot fit. Its `schedule`
+    is for the caller to name."""
     s = _Setting(device_type, budget, host_budget, batch_size, num_examples, cache_dtype,
                  recompute, input_projection_bytes, unified)  # fmt: skip
-    planner = plan_joint if schedule == "joint" else plan_layerwise
+    planner = plan_joint if all_resident else plan_layerwise
     unlimited = replace(s, budget=None, batch_size=1)
-    if schedule == "joint" or recompute:
+    if all_resident or recompute:
         floor = planner(costs, unlimited)
     else:  # the smallest layerwise plan streams every cache from disk at micro-batch 1
         floor = [_block_plan(i, costs, 1, "data" if i == 0 else "disk",
@@ -381,15 +383,15 @@ def plan_blocks(
     min_budget = smallest_budget(max(p.predicted_peak for p in floor), device_type, unified)
     plans = planner(costs, s)
     if plans[-1] is None:
-        raise infeasible(schedule, costs, floor, min_budget, s)
-    return MemoryPlan(schedule, device_type, budget, host_budget, batch_size, cache_dtype,
+        raise infeasible(all_resident, costs, floor, min_budget, s)
+    return MemoryPlan(None, device_type, budget, host_budget, batch_size, cache_dtype,
                       min_budget, plans, costs, unified, margin=s.margin)  # fmt: skip
 
 
-def infeasible(schedule, costs, floor, min_budget: int, s: _Setting) -> BudgetTooSmall:
+def infeasible(all_resident, costs, floor, min_budget: int, s: _Setting) -> BudgetTooSmall:
     """Why no plan fits: the joint schedule's resident blocks, or the block that needs the
     most at micro-batch 1 (its predicted peak and the plan's margin)."""
-    if schedule == "joint":
+    if all_resident:
         resident = floor[0].resident_bytes + sum(c.optimizer_bytes for c in costs)
         if resident > s.budget:
             return BudgetTooSmall(

@@ -19,10 +19,7 @@ from edge_svp.threads import choose_threads
 
 
 def check_supported(config: RunConfig) -> None:
-    if config.train.method != "svp" or config.train.schedule != "layerwise":
-        raise EdgeSVPError(
-            "the ort backend trains SVP layerwise; use --method svp --schedule layerwise"
-        )
+    """What the ort backend cannot do beyond its schedule's refusal (Schedule.check)."""
     memory = config.memory
     if memory.budget or memory.host_budget or memory.recompute or memory.cache_dtype != "float32":
         raise EdgeSVPError(

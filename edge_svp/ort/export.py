@@ -27,6 +27,7 @@ from edge_svp.errors import EdgeSVPError
 from edge_svp.files import make_dir
 from edge_svp.network import SVPNetwork
 from edge_svp.ort.requirements import missing
+from edge_svp.training.layerwise import Layerwise
 
 try:
     import onnx
@@ -292,7 +293,7 @@ def export_training(
             **optimizer,
         },  # fmt: skip
         schedule={
-            "kind": "layerwise",
+            "kind": Layerwise.name,
             "epochs": config.train.epochs,
             "batch_size": config.train.batch_size,
             "eval_batch_size": config.train.eval_batch_size,

@@ -22,15 +22,31 @@ from edge_svp.data import Dataset, Preprocess
 from edge_svp.memory.meter import MemoryMeter, set_host_allocator
 from edge_svp.memory.planner import MemoryPlan
 from edge_svp.progress import Reporter
-from edge_svp.training.backprop import train_backprop
+from edge_svp.training.backprop import Backprop
 from edge_svp.training.common import TrainData, evaluate, resolve_device
 from edge_svp.training.context import TrainContext
-from edge_svp.training.joint import train_joint
-from edge_svp.training.layerwise import train_layerwise
+from edge_svp.training.joint import Joint
+from edge_svp.training.layerwise import Layerwise
 from edge_svp.training.planning import measure_network, network_probe, plan_training
+from edge_svp.training.schedule import Schedule
 from edge_svp.training.state import TrainState
 
-SCHEDULES = {"joint": train_joint, "layerwise": train_layerwise}
+# Every single-process schedule, by name; the pipeline's is edge_svp/distributed/schedule.py.
+SCHEDULES: dict[str, Schedule] = {s.name: s for s in (Joint(), Layerwise(), Backprop())}
+
+
+def schedule_named(name: str) -> Schedule:
+    """The schedule a summary or plan names (Schedule.name)."""
+    from edge_svp.distributed.schedule import PIPELINED  # the pipeline builds on these
+
+    return {**SCHEDULES, PIPELINED.name: PIPELINED}[name]
+
+
+def schedule_of(train: TrainConfig) -> Schedule:
+    """The schedule a TrainConfig selects: backprop by its method, SVP's by its schedule."""
+    if train.method == Backprop.method:
+        return SCHEDULES[Backprop.name]
+    return SCHEDULES[train.schedule]
 
 
 def train(
@@ -55,18 +71,19 @@ def train(
     defaults = DataConfig()
     preprocess = preprocess or Preprocess.fit(dataset.x_train, defaults.normalize, defaults.augment)
     device = resolve_device(train.device)
+    schedule = schedule_of(train)
     if plan is None:
         plan = plan_training(net, dataset, preprocess, train, optim, memory)
     set_host_allocator(exact=plan.host_allocator == "exact")
     torch.manual_seed(train.seed)  # augmentation and dropout draws
-    if train.schedule != "layerwise" or train.method == "bp":
+    if schedule.on_device_throughout():
         net.to(device)
     ctx = TrainContext(
         net, TrainData(dataset, preprocess, device), train, optim, memory, plan,
-        reporter or Reporter(), on_epoch, meter or MemoryMeter(device), state or TrainState(train),
+        reporter or Reporter(), on_epoch, meter or MemoryMeter(device),
+        state or TrainState(train, per_block=schedule.per_block),
     )  # fmt: skip
-    run = train_backprop if train.method == "bp" else SCHEDULES[train.schedule]
-    run(ctx)
+    schedule.train(ctx)
     return ctx.state.records
 
 
@@ -78,10 +95,13 @@ def block_accuracies(net, dataset: Dataset, preprocess: Preprocess, batch_size: 
 
 __all__ = [
     "SCHEDULES",
+    "Schedule",
     "TrainState",
     "block_accuracies",
     "measure_network",
     "network_probe",
     "plan_training",
+    "schedule_named",
+    "schedule_of",
     "train",
 ]

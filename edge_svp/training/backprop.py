@@ -9,7 +9,6 @@ activations are recomputed in the backward pass instead of kept (torch.utils.che
 the honest memory baseline for a local method.
 """
 
-import time
 from contextlib import contextmanager, nullcontext
 from functools import partial
 
@@ -19,8 +18,8 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from edge_svp.svp import LocalOutput
-from edge_svp.training.common import MicroSteps, evaluate
-from edge_svp.training.context import TrainContext
+from edge_svp.training.common import evaluate
+from edge_svp.training.schedule import Schedule
 
 BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
@@ -102,22 +101,42 @@ def backprop_step(net, checkpointing: bool) -> tuple[nn.Module, nn.Module, list]
     return EndToEnd(net.blocks, checkpointing), ClassifierLoss(classifier), params
 
 
-def train_backprop(ctx: TrainContext) -> None:
-    net, data, train = ctx.net, ctx.data, ctx.train
-    step = ctx.plan.blocks[0]  # its micro-batch, and whether it recomputes activations
-    trainer = ctx.trainer(len(net), *backprop_step(net, step.checkpointing))
-    order = torch.Generator().manual_seed(train.seed)
-    with ctx.meter.section():
-        for epoch in ctx.state.epochs(0, train.epochs, order, [trainer]):
-            start = time.perf_counter()
-            net.train()
-            steps = ctx.state.remaining(
-                MicroSteps(data.num_train(), train.batch_size, step.micro_batch, order)
-            )
-            for idx, share, last in ctx.reporter.track(steps, len(steps), f"epoch {epoch}"):
-                x, y = data.batch("train", idx, train=True)
-                trainer.micro_step(x, None, y, share)
-                if last:
-                    ctx.end_batch([trainer])
-            test = evaluate(net, data, min(train.eval_batch_size, step.micro_batch))[-1:]
-            ctx.end_epoch([trainer], epoch, test, time.perf_counter() - start)
+class Backprop(Schedule):
+    """The baseline: the blocks as one chain, one optimizer, the standard classifier."""
+
+    name = "end-to-end"
+    tag = "bp"
+    method = "bp"
+    label = "backprop"
+    local = False
+    follows_budget = False  # a target's budget is SVP's; backprop is planned on request
+
+    def classifier(self, train) -> bool:
+        return train.bp_head == "standard"
+
+    def probe_copies_every_block(self) -> bool:
+        return True
+
+    def plan(self, planner, net):
+        return planner.plan_end_to_end(net)
+
+    def train(self, ctx) -> None:
+        net = ctx.net
+        step = ctx.plan.blocks[0]  # its micro-batch, and whether it recomputes activations
+        trainer = ctx.trainer(len(net), *backprop_step(net, step.checkpointing))
+
+        def micro_step(batch, share) -> None:
+            x, y = batch
+            trainer.micro_step(x, None, y, share)
+
+        def test() -> list:  # only the network's prediction is trained
+            return evaluate(net, ctx.data, ctx.eval_batch(step.micro_batch))[-1:]
+
+        with ctx.meter.section():
+            ctx.run_epochs([trainer], step.micro_batch, micro_step, test)
+
+    def trained_heads(self, accuracies):
+        return [None] * (len(accuracies) - 1) + accuracies[-1:]
+
+    def planned_modules(self, net):
+        return [net.blocks]

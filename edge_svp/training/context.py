@@ -3,16 +3,18 @@ the memory plan, and where progress, measurements and checkpoints go."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import torch
 from torch import nn
 
 from edge_svp.config import MemoryConfig, OptimConfig, TrainConfig
 from edge_svp.memory.meter import MemoryMeter
 from edge_svp.memory.planner import MemoryPlan
 from edge_svp.progress import Reporter
-from edge_svp.training.common import TrainData, block_optim
+from edge_svp.training.common import MicroSteps, TrainData, block_optim
 from edge_svp.training.state import TrainState
 from edge_svp.training.step import BlockTrainer, step_blocks
 
@@ -29,6 +31,11 @@ class TrainContext:
     on_epoch: Callable[[list[dict]], None] | None  # the caller's hook, after every epoch
     meter: MemoryMeter
     state: TrainState
+    # the data order: one permutation per epoch, drawn from the seed (training/state.py)
+    order: torch.Generator = field(init=False)
+
+    def __post_init__(self):
+        self.order = torch.Generator().manual_seed(self.train.seed)
 
     @property
     def steps_per_epoch(self) -> int:
@@ -49,6 +56,40 @@ class TrainContext:
         net = self.net
         return self.trainer(i + 1, net.blocks[i], net.objectives[i], net.trainable_parameters(i),
                             block_optim(self.optim, i))  # fmt: skip
+
+    def eval_batch(self, micro_batch: int) -> int:
+        """Evaluation at the batch training was planned for, at most: it must fit too."""
+        return min(self.train.eval_batch_size, micro_batch)
+
+    def run_epochs(self, trainers, micro_batch: int, micro_step, test, stage: int = 0,
+                   feed=None, label: str = "epoch") -> None:  # fmt: skip
+        """The epoch skeleton every schedule trains over: the epochs of `stage` still to run
+        (training/state.py), each a shuffled pass in micro-batches. `feed` turns the
+        epoch's MicroSteps into (batch, share, last) (default: the data's (x, y));
+        `micro_step(batch, share)` trains on one; `test()` gives the trainers' heads' test
+        accuracies at the epoch's end."""
+        feed = feed or self._examples
+        for epoch in self.state.epochs(stage, self.train.epochs, self.order, trainers):
+            start = time.perf_counter()
+            for trainer in trainers:
+                trainer.module.train()
+                trainer.objective.train()
+            steps = self.state.remaining(
+                MicroSteps(self.data.num_train(), self.train.batch_size, micro_batch, self.order)
+            )
+            for batch, share, last in self.reporter.track(feed(steps), len(steps),
+                                                          f"{label} {epoch}"):  # fmt: skip
+                micro_step(batch, share)
+                if last:
+                    self.end_batch(trainers)
+            for trainer in trainers:
+                trainer.module.eval()
+                trainer.objective.eval()
+            self.end_epoch(trainers, epoch, test(), time.perf_counter() - start)
+
+    def _examples(self, steps):
+        for idx, share, last in steps:
+            yield self.data.batch("train", idx, train=True), share, last
 
     def end_batch(self, trainers: list[BlockTrainer]) -> None:
         """Step the trainers (or skip the batch, or stop, on NaN or inf), then let the

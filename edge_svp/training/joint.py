@@ -5,33 +5,37 @@ Under a memory plan a batch is split into micro-batches whose gradients accumula
 block steps once per batch, as without a plan.
 """
 
-import time
-
-import torch
-
-from edge_svp.training.common import MicroSteps, evaluate
-from edge_svp.training.context import TrainContext
+from edge_svp.training.common import evaluate
+from edge_svp.training.schedule import Schedule
 
 
-def train_joint(ctx: TrainContext) -> None:
-    net, data, train = ctx.net, ctx.data, ctx.train
-    micro_batch = ctx.plan.blocks[0].micro_batch
-    trainers = [ctx.block_trainer(i) for i in range(len(net))]
-    order = torch.Generator().manual_seed(train.seed)
-    with ctx.meter.section():
-        for epoch in ctx.state.epochs(0, train.epochs, order, trainers):
-            start = time.perf_counter()
-            net.train()
-            steps = ctx.state.remaining(
-                MicroSteps(data.num_train(), train.batch_size, micro_batch, order)
-            )
-            for idx, share, last in ctx.reporter.track(steps, len(steps), f"epoch {epoch}"):
-                x, y = data.batch("train", idx, train=True)
-                h, v_ref = x, net.reference(x)
-                for trainer in trainers:
-                    h, out = trainer.micro_step(h, v_ref, y, share)
-                    v_ref = out.v
-                if last:
-                    ctx.end_batch(trainers)
-            test = evaluate(net, data, min(train.eval_batch_size, micro_batch))
-            ctx.end_epoch(trainers, epoch, test, time.perf_counter() - start)
+class Joint(Schedule):
+    name = tag = "joint"
+    method = "svp"
+    label = "SVP joint"
+    pipelines = True  # every block steps on every batch: stages can stream it
+    shared_peak = True  # all blocks train at once: one section of the meter
+
+    def plan(self, planner, net):
+        return planner.plan_svp(net, all_resident=True)
+
+    def train(self, ctx) -> None:
+        net = ctx.net
+        micro_batch = ctx.plan.blocks[0].micro_batch
+        trainers = [ctx.block_trainer(i) for i in range(len(net))]
+
+        def micro_step(batch, share) -> None:
+            x, y = batch
+            h, v_ref = x, net.reference(x)
+            for trainer in trainers:
+                h, out = trainer.micro_step(h, v_ref, y, share)
+                v_ref = out.v
+
+        def test() -> list:
+            return evaluate(net, ctx.data, ctx.eval_batch(micro_batch))
+
+        with ctx.meter.section():
+            ctx.run_epochs(trainers, micro_batch, micro_step, test)
+
+    def measured_peaks(self, peaks, plan):
+        return peaks * len(plan.blocks)  # one measurement for the whole run (shared_peak)

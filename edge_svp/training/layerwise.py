@@ -15,16 +15,13 @@ reopens its input caches if they were kept on disk and pass their checksums; oth
 finished blocks fill them again.
 """
 
-import time
-
 import torch
 
 from edge_svp.data import batches
 from edge_svp.memory.activation_cache import LOCATIONS, ActivationCache, damaged
 from edge_svp.memory.meter import release_memory
 from edge_svp.memory.offload import OffloadedModules, weights_dir
-from edge_svp.training.common import MicroSteps
-from edge_svp.training.context import TrainContext
+from edge_svp.training.schedule import Schedule
 
 
 class BlockInputs:
@@ -120,48 +117,68 @@ def _head_accuracy(net, index, inputs: BlockInputs, micro_batch: int) -> float:
     return correct / n
 
 
-def train_layerwise(ctx: TrainContext) -> None:
-    net, plan, state, device = ctx.net, ctx.plan, ctx.state, ctx.data.device
-    order = torch.Generator().manual_seed(ctx.train.seed)
-    parts = OffloadedModules(net, weights_dir(state.cache_dir) if state.cache_dir else None)
-    caches, rebuild = _resumed_caches(plan, state, device, ctx.reporter)
-    for i, block_plan in enumerate(plan.blocks):
-        block = net.blocks[i]
-        done = state.stage_done(i)  # trained before a resume
-        skipped = done and not (rebuild and block_plan.output_cache)
-        if not skipped:  # what goes to disk here is not charged to this block's peak
-            parts.keep_only(_resident(i, block_plan), device)
-            state.offloaded = parts.manifest()
-            release_memory(device)
-        with ctx.meter.section():
-            if skipped:
-                _freeze(block)
-                continue
-            inputs = BlockInputs(net, ctx.data, i, block_plan.input_source, caches)
-            if not done:
-                _train_block(ctx, i, inputs, block_plan.micro_batch, order)
-            _freeze(block)  # frozen from here on
-            if block_plan.output_cache:
-                shape = plan.costs[i].output_shape
-                new = {
-                    split: _fill_cache(block, inputs, split, block_plan, ctx.memory, device,
-                                       shape, state.cache_path(i + 1, split))
-                    for split in ("train", "test")
-                }  # fmt: skip
-                state.caches = [{"block": i + 1, "split": k, **c.seal()} for k, c in new.items()]
-                state.end_stage(i)  # the checkpoint lists the new caches before the old go
-                for cache in caches.values():
-                    cache.close()
-                caches = new
-            else:
-                state.end_stage(i)
-            del inputs
-    for cache in caches.values():
-        cache.close()
-    parts.bring_all_back(device)
-    state.offloaded = []
-    state.checkpoint()  # of the whole network: the files on disk go with the run's caches
-    net.requires_grad_(True)
+class Layerwise(Schedule):
+    name = tag = "layerwise"
+    method = "svp"
+    label = "SVP layerwise"
+    per_block = True
+    backends = ("torch", "ort")
+
+    def plan(self, planner, net):
+        return planner.plan_svp(net, all_resident=False)
+
+    def on_device_throughout(self) -> bool:
+        return False  # blocks wait on disk until their turn (memory/offload.py)
+
+    def training_where(self, trained_blocks, plan):
+        if plan is None:
+            return super().training_where(trained_blocks, plan)
+        block = min(trained_blocks + 1, len(plan.blocks))  # the block being trained
+        return f"block {block}", plan.blocks[block - 1].predicted_peak
+
+    def train(self, ctx) -> None:
+        net, plan, state, device = ctx.net, ctx.plan, ctx.state, ctx.data.device
+        parts = OffloadedModules(net, weights_dir(state.cache_dir) if state.cache_dir else None)
+        caches, rebuild = _resumed_caches(plan, state, device, ctx.reporter)
+        for i, block_plan in enumerate(plan.blocks):
+            block = net.blocks[i]
+            done = state.stage_done(i)  # trained before a resume
+            skipped = done and not (rebuild and block_plan.output_cache)
+            if not skipped:  # what goes to disk here is not charged to this block's peak
+                parts.keep_only(_resident(i, block_plan), device)
+                state.offloaded = parts.manifest()
+                release_memory(device)
+            with ctx.meter.section():
+                if skipped:
+                    _freeze(block)
+                    continue
+                inputs = BlockInputs(net, ctx.data, i, block_plan.input_source, caches)
+                if not done:
+                    _train_block(ctx, i, inputs, block_plan.micro_batch)
+                _freeze(block)  # frozen from here on
+                if block_plan.output_cache:
+                    shape = plan.costs[i].output_shape
+                    new = {
+                        split: _fill_cache(block, inputs, split, block_plan, ctx.memory, device,
+                                           shape, state.cache_path(i + 1, split))
+                        for split in ("train", "test")
+                    }  # fmt: skip
+                    state.caches = [
+                        {"block": i + 1, "split": k, **c.seal()} for k, c in new.items()
+                    ]
+                    state.end_stage(i)  # the checkpoint lists the new caches before the old go
+                    for cache in caches.values():
+                        cache.close()
+                    caches = new
+                else:
+                    state.end_stage(i)
+                del inputs
+        for cache in caches.values():
+            cache.close()
+        parts.bring_all_back(device)
+        state.offloaded = []
+        state.checkpoint()  # of the whole network: the files on disk go with the run's caches
+        net.requires_grad_(True)
 
 
 def _resident(i: int, block_plan) -> set[str]:
@@ -174,23 +191,19 @@ def _resident(i: int, block_plan) -> set[str]:
     return names
 
 
-def _train_block(ctx: TrainContext, i: int, inputs: BlockInputs, micro_batch: int, order) -> None:
+def _train_block(ctx, i: int, inputs: BlockInputs, micro_batch: int) -> None:
     trainer = ctx.block_trainer(i)
-    n = ctx.data.num_train()
-    for epoch in ctx.state.epochs(i, ctx.train.epochs, order, [trainer]):
-        start = time.perf_counter()
-        trainer.module.train()
-        trainer.objective.train()
-        steps = ctx.state.remaining(MicroSteps(n, ctx.train.batch_size, micro_batch, order))
+
+    def feed(steps):
         stream = inputs.stream("train", (idx for idx, _, _ in steps), train=True)
-        label = f"block {i + 1} epoch {epoch}"
-        for (x, v_ref, y), (_, share, last) in ctx.reporter.track(
-            zip(stream, steps, strict=True), len(steps), label
-        ):
-            trainer.micro_step(x, v_ref, y, share)
-            if last:
-                ctx.end_batch([trainer])
-        trainer.module.eval()
-        trainer.objective.eval()
-        test = _head_accuracy(ctx.net, i, inputs, micro_batch)
-        ctx.end_epoch([trainer], epoch, [test], time.perf_counter() - start)
+        return (((x, v_ref, y), share, last)
+                for (x, v_ref, y), (_, share, last) in zip(stream, steps, strict=True))  # fmt: skip
+
+    def micro_step(batch, share) -> None:
+        trainer.micro_step(*batch, share)
+
+    def test() -> list:
+        return [_head_accuracy(ctx.net, i, inputs, ctx.eval_batch(micro_batch))]
+
+    ctx.run_epochs([trainer], micro_batch, micro_step, test, stage=i, feed=feed,
+                   label=f"block {i + 1} epoch")  # fmt: skip

@@ -5,6 +5,7 @@ feeds it (real examples through real preprocessing, in the training precision), 
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -92,6 +93,85 @@ def batchnorm_fits(plan):
     return checked
 
 
+@dataclass
+class Planner:
+    """What every schedule's plan is made from (Schedule.plan calls plan_svp or
+    plan_end_to_end): the probe of the network, the settings, and the device planned for."""
+
+    probe: Probe
+    dataset: Dataset
+    preprocess: Preprocess
+    train: TrainConfig
+    optim: OptimConfig
+    memory: MemoryConfig
+    device_type: str
+    unified: bool
+    costs: list | None = None  # SVP's per-block costs, if measured already
+
+    @property
+    def budget(self) -> int | None:
+        return parse_size(self.memory.budget) if self.memory.budget else None
+
+    def plan_svp(self, net, all_resident: bool) -> MemoryPlan:
+        """SVP's blocks, all resident at once (joint) or one after another (layerwise)."""
+        costs = self.costs or self.probe.costs(self.train.batch_size)
+        memory = self.memory
+
+        def make_plan() -> MemoryPlan:
+            return plan_blocks(
+                costs,
+                all_resident,
+                self.device_type,
+                self.train.batch_size,
+                len(self.dataset.y_train) + len(self.dataset.y_test),
+                budget=self.budget,
+                host_budget=parse_size(memory.host_budget) if memory.host_budget else None,
+                cache_dtype=memory.cache_dtype,
+                recompute=memory.recompute,
+                input_projection_bytes=tensor_bytes(net.input_projection.buffers()),
+                unified=self.unified,
+            )
+
+        def measure(block: BlockPlan) -> int:
+            return self.probe.block(block.block - 1, [block.micro_batch])[1][0][1]
+
+        return _checked(make_plan, lambda b: costs[b.block - 1], measure)
+
+    def plan_end_to_end(self, net) -> MemoryPlan:
+        """Backprop's step through the whole network, with and without activation
+        checkpointing; refused with what SVP layerwise would need, where nothing fits."""
+        train, probe, budget = self.train, self.probe, self.budget
+        # recompute only if asked to, or if a budget may need it
+        choices = [True] if train.checkpointing else [False, True] if budget else [False]
+        sizes = probe_sizes(train.batch_size)
+        costs = {c: end_to_end_cost(net, probe, c, sizes) for c in choices}
+        resident = tensor_bytes(net.parameters()) + tensor_bytes(net.buffers())
+
+        def make_plan() -> MemoryPlan:
+            return plan_backprop(costs, self.device_type, train.batch_size, resident, budget,
+                                 self.unified, num_blocks=len(net))  # fmt: skip
+
+        def measure(block: BlockPlan) -> int:
+            return end_to_end_cost(net, probe, block.checkpointing, [block.micro_batch]).steps[0][1]
+
+        try:
+            return _checked(make_plan, lambda b: costs[b.checkpointing], measure)
+        except BudgetTooSmall as e:  # the user's choice: say what SVP would need
+            svp_net = net.svp_counterpart() if net.classifier is not None else net
+            svp = replace(
+                self,
+                probe=network_probe(svp_net, self.dataset, self.preprocess, train, self.optim),
+                costs=None,
+                memory=MemoryConfig(),
+            )
+            floor = svp.plan_svp(svp_net, all_resident=False).min_budget  # fmt: skip
+            raise BudgetTooSmall(
+                f"{e}; SVP layerwise trains this profile from {format_bytes(floor)} "
+                "(--method svp --schedule layerwise)",
+                e.min_budget,
+            ) from None
+
+
 @batchnorm_fits
 def plan_training(
     net,
@@ -103,74 +183,28 @@ def plan_training(
     costs: list | None = None,
     target=None,
 ) -> MemoryPlan:
-    """Probe `net` as `train.method` trains it and plan within memory.budget: SVP's blocks
-    (unless their `costs` are given) as its schedule trains them, or backprop's step through
-    the whole network, with and without activation checkpointing.
+    """Probe `net` as its schedule trains it and plan within memory.budget (SVP's blocks,
+    unless their `costs` are given, or backprop's step through the whole network).
 
     The costs of micro-batches between the probed ones are interpolated; the micro-batches
     the plan picks are then probed too, and the plan made again, so that every predicted
     peak rests on a step measured at the micro-batch it will train with. With a `target`,
     the plan is for the target's device and memory (unified or not), from costs probed on
     this machine's training device."""
+    from edge_svp.training import schedule_of
+
     set_host_allocator(exact=True)  # a probe measures the memory that is alive
     probe = network_probe(net, dataset, preprocess, train, optim)
     device = resolve_device(train.device)
-    device_type = target.device if target else device.type
-    unified = target.unified_memory if target else unified_memory(device)
-    budget = parse_size(memory.budget) if memory.budget else None
-
-    if train.method == "bp":
-        # recompute only if asked to, or if a budget may need it
-        choices = [True] if train.checkpointing else [False, True] if budget else [False]
-        sizes = probe_sizes(train.batch_size)
-        costs = {c: end_to_end_cost(net, probe, c, sizes) for c in choices}
-        resident = tensor_bytes(net.parameters()) + tensor_bytes(net.buffers())
-
-        def make_plan() -> MemoryPlan:
-            return plan_backprop(costs, device_type, train.batch_size, resident, budget, unified,
-                                 num_blocks=len(net))  # fmt: skip
-
-        def measure(block: BlockPlan) -> int:
-            return end_to_end_cost(net, probe, block.checkpointing, [block.micro_batch]).steps[0][1]
-
-        try:
-            plan = _checked(make_plan, lambda b: costs[b.checkpointing], measure)
-        except BudgetTooSmall as e:  # the user's choice: say what SVP would need
-            svp_net = net.svp_counterpart() if net.classifier is not None else net
-            svp_probe = network_probe(svp_net, dataset, preprocess, train, optim)
-            svp = plan_blocks(svp_probe.costs(train.batch_size), "layerwise", device_type,
-                              train.batch_size, len(dataset.y_train) + len(dataset.y_test),
-                              input_projection_bytes=tensor_bytes(svp_net.input_projection.buffers()),
-                              unified=unified)  # fmt: skip
-            raise BudgetTooSmall(
-                f"{e}; SVP layerwise trains this profile from {format_bytes(svp.min_budget)} "
-                "(--method svp --schedule layerwise)",
-                e.min_budget,
-            ) from None
-    else:
-        costs = costs or probe.costs(train.batch_size)
-
-        def make_plan() -> MemoryPlan:
-            return plan_blocks(
-                costs,
-                train.schedule,
-                device_type,
-                train.batch_size,
-                len(dataset.y_train) + len(dataset.y_test),
-                budget=budget,
-                host_budget=parse_size(memory.host_budget) if memory.host_budget else None,
-                cache_dtype=memory.cache_dtype,
-                recompute=memory.recompute,
-                input_projection_bytes=tensor_bytes(net.input_projection.buffers()),
-                unified=unified,
-            )
-
-        def measure(block: BlockPlan) -> int:
-            return probe.block(block.block - 1, [block.micro_batch])[1][0][1]
-
-        plan = _checked(make_plan, lambda b: costs[b.block - 1], measure)
+    planner = Planner(probe, dataset, preprocess, train, optim, memory,
+                      device_type=target.device if target else device.type,
+                      unified=target.unified_memory if target else unified_memory(device),
+                      costs=costs)  # fmt: skip
+    schedule = schedule_of(train)
+    plan = schedule.plan(planner, net)
+    plan.schedule = schedule.name
     plan.precision, plan.probe_device = train.precision, device.type
-    plan.host_allocator = host_allocator(memory, budgeted=budget is not None)
+    plan.host_allocator = host_allocator(memory, budgeted=planner.budget is not None)
     return plan
 
 

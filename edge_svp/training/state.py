@@ -88,12 +88,14 @@ class TrainState:
         save: Callable[[dict], None] | None = None,
         resume: dict | None = None,
         cache_dir: Path | None = None,
+        per_block: bool = False,
     ):
         """`train` is a TrainConfig; `save` persists a snapshot (None: no checkpoints);
-        `resume` is a snapshot to continue from; disk caches go to `cache_dir` if given."""
+        `resume` is a snapshot to continue from; disk caches go to `cache_dir` if given;
+        `per_block`: the schedule trains block after block (Schedule.per_block)."""
         self.save = save
         self.checkpoint_every = train.checkpoint_every if save else 0
-        self.per_block = train.method == "svp" and train.schedule == "layerwise"
+        self.per_block = per_block
         self.cache_dir = cache_dir
         snapshot = resume or {}
         self.position = Position(**snapshot.get("position", {}))

@@ -76,19 +76,46 @@ def test_pipeline_run_directory_and_traffic(runs):
     assert (pipeline / "config.toml").exists()
 
 
-def test_a_stopped_pipeline_is_refused_by_resume_in_one_line(runs, tmp_path):
-    """Pipelined runs keep no training state: --resume says so, and how to start again."""
+def test_a_pipelined_run_resumes_only_as_a_pipeline_of_its_own_layout(runs, tmp_path):
     run = tmp_path / "stopped"
     shutil.copytree(runs[1], run)
     (run / "summary.json").unlink()  # as a run stopped by SIGTERM or Ctrl-C leaves it
-    result = CliRunner().invoke(main, ["fit", "--resume", str(run)])
-    assert result.exit_code == 2, result.output
-    assert result.stderr == (
-        f"edge-svp: error: cannot resume {run}: it was trained as a pipeline (--nproc), and "
-        "pipelined runs cannot resume yet; start it again with --overwrite\n"
-    )
+    for given in ([], ["--nproc", "2", "--stages", "1"]):
+        result = CliRunner().invoke(main, ["fit", "--resume", str(run), *given])
+        assert result.exit_code == 2, result.output
+        assert result.stderr == (
+            f"edge-svp: error: {run} was trained as a pipeline of 2 processes in 2 stage(s); "
+            f"resume it so: edge-svp fit --resume {run} --nproc 2 --stages 2\n"
+        )
     evaluated = CliRunner().invoke(main, ["eval", str(run), "--json"])  # its last epoch
-    assert evaluated.exit_code == 0 and "its last checkpoint" in evaluated.stderr
+    assert evaluated.exit_code == 0 and "end of epoch 2" in evaluated.stderr
+
+
+def test_a_pipeline_killed_mid_epoch_resumes_to_what_it_would_have_computed(
+    runs, tmp_path, monkeypatch
+):
+    """Rank 1 is killed in epoch 2 (10 steps an epoch); the resumed run goes on from the
+    checkpoint of epoch 1 with every rank's optimizer, schedule, RNG and data order, and
+    ends with the weights and records of the run that was never stopped."""
+    run = tmp_path / "killed"
+    monkeypatch.setenv("EDGE_SVP_FAULT", "1:14:kill")
+    killed = fit("--nproc", "2", "--out", str(run))
+    assert killed.exit_code == 1 and "rank 1 was killed by SIGKILL" in killed.stderr
+    assert not (run / "summary.json").exists()
+    monkeypatch.delenv("EDGE_SVP_FAULT")
+    resumed = CliRunner().invoke(main, ["fit", "--resume", str(run), "--nproc", "2"])
+    assert resumed.exit_code == 0, resumed.output
+    straight, again = (torch.load(d / "checkpoint.pt", weights_only=True) for d in (runs[1], run))
+    for name, tensor in straight["state_dict"].items():
+        assert torch.equal(again["state_dict"][name], tensor), name
+    records = [[json.loads(line) for line in open(d / "metrics.jsonl")] for d in (runs[1], run)]
+    assert [{**r, "seconds": 0} for r in records[1]] == [{**r, "seconds": 0} for r in records[0]]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["resumed_from"] == "end of epoch 1"
+    assert (
+        summary["test_accuracy"]
+        == json.loads((runs[1] / "summary.json").read_text())["test_accuracy"]
+    )
 
 
 def test_eval_reloads_the_merged_checkpoint_in_one_process(runs, evaluate_run):
@@ -157,5 +184,5 @@ def test_sigterm_or_ctrl_c_stops_every_rank_in_one_line_and_keeps_the_last_epoch
     _, err = process.communicate(timeout=120)
     assert process.returncode == code, err
     assert err.startswith(f"edge-svp: interrupted: {said}") and len(err.splitlines()) == 1
-    assert "pipelined runs cannot resume yet (start it again with --overwrite)" in err
+    assert f"resume with: edge-svp fit --resume {out} --nproc 2 --stages 2" in err
     assert (out / "checkpoint.pt").exists() and not (out / "summary.json").exists()

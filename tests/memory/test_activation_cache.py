@@ -1,3 +1,5 @@
+import threading
+
 import pytest
 import torch
 
@@ -54,11 +56,23 @@ def test_stream_prefetches_in_order(tmp_path):
 
 
 def test_stream_can_stop_early(tmp_path):
+    """A consumer that stops early (a break, an exception) ends the prefetch thread, which
+    would otherwise wait on its full queue for ever, and the rows it got were the right ones."""
+    rows = torch.randn(100, 2)
     cache = ActivationCache(100, (2,), "host")
-    fill(cache, torch.randn(100, 2))
-    for i, _ in enumerate(cache.stream(list(torch.arange(100).split(1)))):
-        if i == 3:
-            break  # the prefetch thread must not hang on its full queue
+    fill(cache, rows)
+    before = set(threading.enumerate())
+    stream = cache.stream(list(torch.arange(100).split(1)))
+    seen = []
+    for idx, x in stream:
+        seen.append((int(idx), x))
+        if len(seen) == 4:
+            break
+    assert len(set(threading.enumerate()) - before) == 1  # the producer, blocked on its queue
+    stream.close()  # what the loop's end does to a generator it drops
+    assert set(threading.enumerate()) - before == set()
+    assert [i for i, _ in seen] == [0, 1, 2, 3]
+    assert all(torch.equal(x, rows[i : i + 1]) for i, x in seen)
 
 
 def test_truncated_disk_cache_is_detected(tmp_path):

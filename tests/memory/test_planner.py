@@ -33,7 +33,7 @@ def toy_costs():
 
 def plan(schedule="layerwise", device="cuda", budget=None, batch_size=64, **kw):
     kw.setdefault("num_examples", 1000)  # each cache: 1000 x 1000 x 4 B = 4 MB
-    return plan_blocks(toy_costs(), schedule, device, batch_size, budget=budget, **kw)
+    return plan_blocks(toy_costs(), schedule == "joint", device, batch_size, budget=budget, **kw)
 
 
 def test_micro_batch_candidates():
@@ -78,9 +78,9 @@ def test_cpu_counts_host_caches_but_no_block_waiting_on_disk():
 
 
 def test_layerwise_smallest_budget_does_not_grow_with_depth():
-    shallow = plan_blocks([toy_cost((10,))] + [toy_cost()] * 3, "layerwise", "cpu", 64,
+    shallow = plan_blocks([toy_cost((10,))] + [toy_cost()] * 3, False, "cpu", 64,
                           num_examples=1000)  # fmt: skip
-    deep = plan_blocks([toy_cost((10,))] + [toy_cost()] * 15, "layerwise", "cpu", 64,
+    deep = plan_blocks([toy_cost((10,))] + [toy_cost()] * 15, False, "cpu", 64,
                        num_examples=1000)  # fmt: skip
     assert deep.min_budget == shallow.min_budget
 
@@ -176,7 +176,7 @@ def test_cuda_layerwise_keeps_the_reference_makers_on_the_device():
     costs = toy_costs()
     for c in costs:
         c.objective_bytes = 300_000
-    p = plan_blocks(costs, "layerwise", "cuda", 64, 1000, input_projection_bytes=200_000)
+    p = plan_blocks(costs, False, "cuda", 64, 1000, input_projection_bytes=200_000)
     assert p.blocks[0].resident_bytes == RESERVE + 1 * MB + 200_000
     assert p.blocks[1].resident_bytes == RESERVE + 1 * MB + 300_000
 
@@ -195,11 +195,11 @@ def test_step_bytes_are_measured_where_probed_and_interpolated_between():
 
 def test_a_probed_micro_batch_above_the_interpolation_shrinks_the_plan():
     costs = toy_costs()
-    first = plan_blocks(costs, "layerwise", "cuda", 64, 1000, budget=6 * MB)
+    first = plan_blocks(costs, False, "cuda", 64, 1000, budget=6 * MB)
     m = first.blocks[2].micro_batch
     assert first.blocks[2].predicted_peak <= 6 * MB
     costs[2].add_step(m, step(m) + 1 * MB)  # the real step at m costs 1 MB more
-    second = plan_blocks(costs, "layerwise", "cuda", 64, 1000, budget=6 * MB)
+    second = plan_blocks(costs, False, "cuda", 64, 1000, budget=6 * MB)
     assert second.blocks[2].micro_batch < m
     assert second.blocks[2].predicted_peak <= 6 * MB
 
