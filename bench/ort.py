@@ -58,9 +58,9 @@ def worker(framework: str, kind: str, export_dir: Path, threads: int, steps: int
     entry, batch = manifest.blocks[0], manifest.schedule["batch_size"]
     x, v_ref, y = batch_data(kind, batch, entry.inputs[0].shape[1:], entry.inputs[1].shape[1])
     if framework == "ort":
-        from edge_svp.ort.runtime import BlockTrainer
+        from edge_svp.ort.runtime import BlockSession
 
-        trainer = BlockTrainer(export_dir, entry, threads)
+        trainer = BlockSession(export_dir, entry, threads)
         feeds = {"x": x, "v_ref": v_ref, "labels": y}
 
         def step():
@@ -68,7 +68,7 @@ def worker(framework: str, kind: str, export_dir: Path, threads: int, steps: int
     else:
         import torch
 
-        from edge_svp.training.common import make_optimizer
+        from edge_svp.training.optim import make_optimizer
 
         torch.set_num_threads(threads)
         config, net = network(kind)

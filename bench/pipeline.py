@@ -49,7 +49,8 @@ from edge_svp.config import load_profile, override  # noqa: E402
 from edge_svp.data import batches, load_data  # noqa: E402
 from edge_svp.distributed.launch import free_port  # noqa: E402
 from edge_svp.network import build_network  # noqa: E402
-from edge_svp.training.common import TrainData, make_optimizer  # noqa: E402
+from edge_svp.training.batches import TrainData  # noqa: E402
+from edge_svp.training.optim import make_optimizer  # noqa: E402
 
 
 def bp_rank(rank: int, world: int, port: int, args, split: int, folder: str) -> None:

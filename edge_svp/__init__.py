@@ -35,7 +35,7 @@ _EXPORTS = {
     "edge_svp.errors": ["EdgeSVPError"],
     "edge_svp.network": ["SVPNetwork", "build_network"],
     "edge_svp.run": ["evaluate_run", "fit"],
-    "edge_svp.rundir": ["load_run"],
+    "edge_svp.trained_run": ["load_run"],
     "edge_svp.training": ["block_accuracies", "train"],
 }  # fmt: skip
 

@@ -38,7 +38,7 @@ def predict_files(
         return names, model.predict(pixels), model.classes
     import torch
 
-    from edge_svp.rundir import load_run
+    from edge_svp.trained_run import load_run
 
     torch.set_num_threads(choose_threads(threads))
     run = load_run(source, reporter)

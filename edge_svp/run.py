@@ -23,6 +23,7 @@ import torch
 from edge_svp.checkpoint import LATEST
 from edge_svp.config import RunConfig
 from edge_svp.data import SHAPES, Dataset, Preprocess, load_data, synthetic_data
+from edge_svp.device import resolve_device
 from edge_svp.errors import DataNotFound, EdgeSVPError, Interrupted, NumericalFault
 from edge_svp.memory.meter import (
     MemoryMeter,
@@ -30,7 +31,7 @@ from edge_svp.memory.meter import (
     set_host_allocator,
 )
 from edge_svp.memory.offload import resident_state
-from edge_svp.memory.planner import MemoryPlan
+from edge_svp.memory.plan import MemoryPlan
 from edge_svp.memory.size import format_bytes, parse_size
 from edge_svp.network import SVPNetwork, build_network
 from edge_svp.progress import Reporter
@@ -38,13 +39,13 @@ from edge_svp.rundir import (
     RunDir,
     checkpoint_contents,
     default_run_dir,
-    load_run,
     memory_summary,
     run_header,
     summary,
 )
 from edge_svp.target import Target, load_target
 from edge_svp.threads import choose_threads
+from edge_svp.trained_run import load_run
 from edge_svp.training import (
     Schedule,
     TrainState,
@@ -54,7 +55,6 @@ from edge_svp.training import (
     train,
 )
 from edge_svp.training.backprop import has_batchnorm
-from edge_svp.training.common import resolve_device
 from edge_svp.training.precision import check_precision
 
 

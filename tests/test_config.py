@@ -141,7 +141,7 @@ def test_a_configuration_and_a_plan_are_read_without_torch():
     """Reading profiles and planning are plain Python: the CLI's help, a profile's errors and
     the planner's arithmetic do not wait for torch to import."""
     script = (
-        "import sys, edge_svp.cli, edge_svp.config, edge_svp.memory.planner\n"
+        "import sys, edge_svp.cli, edge_svp.config, edge_svp.memory.plan\n"
         "edge_svp.config.load_profile('cifar10-vit')\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
     )

@@ -26,7 +26,7 @@ from torch import nn
 from edge_svp.data import batches
 from edge_svp.distributed.stream import Inbox, Outbox, wait
 from edge_svp.errors import NumericalFault
-from edge_svp.training.common import block_optim
+from edge_svp.training.optim import block_optim
 from edge_svp.training.step import BlockTrainer, step_blocks
 
 

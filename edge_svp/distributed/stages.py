@@ -1,7 +1,7 @@
 """Which rank trains which blocks.
 
 A pipeline stage is a contiguous run of blocks. The runs are chosen to balance the planner's
-per-block costs (edge_svp/memory/planner.py): each candidate stage is planned as a joint run
+per-block costs (edge_svp/memory/plan.py): each candidate stage is planned as a joint run
 of its blocks on one rank, and the split minimises the largest predicted peak. With a
 per-rank budget, every stage then trains at the largest micro-batch that keeps every rank
 within it (one micro-batch for the whole pipeline, so that what one stage sends is what the
@@ -17,7 +17,7 @@ import functools
 from dataclasses import dataclass
 
 from edge_svp.errors import EdgeSVPError
-from edge_svp.memory.planner import (
+from edge_svp.memory.plan import (
     BlockCost,
     micro_batches,
     plan_blocks,

@@ -33,6 +33,7 @@ import torch.distributed as dist
 
 from edge_svp.config import RunConfig
 from edge_svp.data import Preprocess, load_data
+from edge_svp.device import resolve_device
 from edge_svp.distributed import DEFAULT_TIMEOUT
 from edge_svp.distributed.failure import (
     PeerFailure,
@@ -76,9 +77,10 @@ from edge_svp.rundir import (
 )
 from edge_svp.training import measure_network
 from edge_svp.training.backprop import has_batchnorm
-from edge_svp.training.common import BatchStats, MicroSteps, TrainData, resolve_device
-from edge_svp.training.planning import host_allocator
+from edge_svp.training.batches import MicroSteps, TrainData
+from edge_svp.training.probe_plan import host_allocator
 from edge_svp.training.state import rng_states, set_rng_states
+from edge_svp.training.step import BatchStats
 
 SETUP_SECONDS = 600
 SETUP_KEY = "setup"

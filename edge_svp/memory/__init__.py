@@ -1,2 +1,2 @@
 """Memory: sizes (size.py), measurement (meter.py), probing a block's training step
-(probe.py), the per-block planner (planner.py, plain arithmetic) and the activation cache."""
+(probe.py), the per-block plan (plan.py, plain arithmetic) and the activation cache."""

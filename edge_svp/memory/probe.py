@@ -3,7 +3,7 @@
 A step's cost is measured, never estimated: the optimizer's state after a first step, and
 the peak of a micro-batch that accumulates onto the gradients of the one before it, above
 the memory in use before the optimizer existed. Probed at a small micro-batch and at the
-whole batch (probe_sizes); the planner (planner.py) interpolates in between.
+whole batch (probe_sizes); the plan (plan.py) interpolates in between.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections.abc import Callable
 import torch
 
 from edge_svp.memory.meter import MemoryMeter, release_memory
-from edge_svp.memory.planner import BlockCost
+from edge_svp.memory.plan import BlockCost
 
 SMALL_PROBE = 16  # a small probe micro-batch; the others are 1 and the batch itself
 FALLBACK_PROBE = 64  # the larger one, when a step at the whole batch does not fit the device

@@ -10,7 +10,7 @@ from edge_svp.errors import EdgeSVPError
 from edge_svp.files import check_new_dir, staged_outputs
 from edge_svp.network import build_network
 from edge_svp.ort.manifest import MANIFEST, Manifest
-from edge_svp.rundir import load_run
+from edge_svp.trained_run import load_run
 
 
 def export(

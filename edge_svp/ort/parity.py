@@ -11,7 +11,7 @@ import torch
 
 from edge_svp.network import SVPNetwork
 from edge_svp.ort.manifest import INPUT, LABELS, LOSS, V_REF, Manifest
-from edge_svp.ort.runtime import BlockTrainer
+from edge_svp.ort.runtime import BlockSession
 from edge_svp.ort.weights import HEAD
 
 
@@ -36,7 +36,7 @@ def first_step(net: SVPNetwork, export_dir: str | Path, index: int, batch: int =
     v_ref = torch.randn(batch, entry.inputs[1].shape[1], generator=generator)
     y = torch.randint(0, net.num_classes, (batch,), generator=generator)
 
-    trainer = BlockTrainer(Path(export_dir), entry)
+    trainer = BlockSession(Path(export_dir), entry)
     trainer.module.train()
     ort_loss = trainer.forward({INPUT: x.numpy(), V_REF: v_ref.numpy(), LABELS: y.numpy()})[LOSS]
 

@@ -89,7 +89,7 @@ class Preprocessor:
 
 
 def lr_factor(kind: str, step: int, total: int) -> float:
-    """edge_svp.training.common.make_lr_schedule, one value per optimizer step."""
+    """edge_svp.training.optim.make_lr_schedule, one value per optimizer step."""
     if kind == "constant":
         return 1.0
     return 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
@@ -100,8 +100,9 @@ def batches(n: int, size: int, rng: np.random.Generator | None = None):
     return [order[i : i + size] for i in range(0, n, size)]
 
 
-class BlockTrainer:
-    """One block's checkpoint state, training/eval module and optimizer."""
+class BlockSession:
+    """One block in an ONNX Runtime training session: its checkpoint state, its training
+    and eval modules and its optimizer (the counterpart of training/step.py's BlockTrainer)."""
 
     def __init__(self, export_dir: Path, block: Block, threads: int | None = None):
         onnxruntime, api = ort_api()
@@ -162,7 +163,7 @@ class Inputs:
             (v_ref,) = self.reference.run(None, {self.reference.get_inputs()[0].name: x})
         return {INPUT: x, V_REF: v_ref, LABELS: self.split.y[idx].astype(np.int64)}
 
-    def advance(self, trainer: BlockTrainer, batch_size: int) -> None:
+    def advance(self, trainer: BlockSession, batch_size: int) -> None:
         """Replace the inputs with the outputs of the block `trainer` (now frozen)."""
         n = len(self.split.y)
         h = v = None  # filled in place: concatenating batches would briefly hold it twice
@@ -175,7 +176,7 @@ class Inputs:
         self.cache = (h, v)
 
 
-def accuracy(trainer: BlockTrainer, inputs: Inputs, batch_size: int) -> float:
+def accuracy(trainer: BlockSession, inputs: Inputs, batch_size: int) -> float:
     correct = 0
     for idx in batches(len(inputs.split.y), batch_size):
         logits = trainer.evaluate(inputs(idx))[LOGITS]
@@ -213,7 +214,7 @@ def train(
 
     records: list[dict] = []
     for block in manifest.blocks:
-        trainer = BlockTrainer(export_dir, block, threads)
+        trainer = BlockSession(export_dir, block, threads)
         step = 0
         for epoch in range(1, epochs + 1):
             start = time.perf_counter()

@@ -19,15 +19,17 @@ import torch
 
 from edge_svp.config import DataConfig, MemoryConfig, OptimConfig, TrainConfig
 from edge_svp.data import Dataset, Preprocess
+from edge_svp.device import resolve_device
 from edge_svp.memory.meter import MemoryMeter, set_host_allocator
-from edge_svp.memory.planner import MemoryPlan
+from edge_svp.memory.plan import MemoryPlan
 from edge_svp.progress import Reporter
 from edge_svp.training.backprop import Backprop
-from edge_svp.training.common import TrainData, evaluate, resolve_device
+from edge_svp.training.batches import TrainData
 from edge_svp.training.context import TrainContext
+from edge_svp.training.evaluation import evaluate
 from edge_svp.training.joint import Joint
 from edge_svp.training.layerwise import Layerwise
-from edge_svp.training.planning import measure_network, network_probe, plan_training
+from edge_svp.training.probe_plan import measure_network, network_probe, plan_training
 from edge_svp.training.schedule import Schedule
 from edge_svp.training.state import TrainState
 

@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from edge_svp.svp import LocalOutput
-from edge_svp.training.common import evaluate
+from edge_svp.training.evaluation import evaluate
 from edge_svp.training.schedule import Schedule
 
 BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)

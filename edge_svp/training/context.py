@@ -12,9 +12,10 @@ from torch import nn
 
 from edge_svp.config import MemoryConfig, OptimConfig, TrainConfig
 from edge_svp.memory.meter import MemoryMeter
-from edge_svp.memory.planner import MemoryPlan
+from edge_svp.memory.plan import MemoryPlan
 from edge_svp.progress import Reporter
-from edge_svp.training.common import MicroSteps, TrainData, block_optim
+from edge_svp.training.batches import MicroSteps, TrainData
+from edge_svp.training.optim import block_optim
 from edge_svp.training.state import TrainState
 from edge_svp.training.step import BlockTrainer, step_blocks
 

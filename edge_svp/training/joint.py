@@ -5,7 +5,7 @@ Under a memory plan a batch is split into micro-batches whose gradients accumula
 block steps once per batch, as without a plan.
 """
 
-from edge_svp.training.common import evaluate
+from edge_svp.training.evaluation import evaluate
 from edge_svp.training.schedule import Schedule
 
 

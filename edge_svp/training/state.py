@@ -135,7 +135,7 @@ class TrainState:
             yield epoch
 
     def remaining(self, steps):
-        """This epoch's micro-steps (training/common.MicroSteps), less the batches done
+        """This epoch's micro-steps (training/batches.MicroSteps), less the batches done
         before a resume, whose running statistics are restored into the trainers."""
         done, self._done_steps = self._done_steps, 0
         if not done:

@@ -7,11 +7,12 @@ place its optimizer steps.
 
 The joint and layerwise schedules, the backprop baseline (one "block": the whole network and
 its classifier) and the pipeline's stages all train through these. The ONNX Runtime
-counterpart is edge_svp/ort/runtime.py's BlockTrainer.
+counterpart is edge_svp/ort/runtime.py's BlockSession.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable
 
@@ -20,8 +21,42 @@ from torch import nn
 
 from edge_svp.config import OptimConfig
 from edge_svp.svp import LocalOutput
-from edge_svp.training.common import BatchStats, make_lr_schedule, make_optimizer
+from edge_svp.training.optim import make_lr_schedule, make_optimizer
 from edge_svp.training.precision import autocast, grad_scaler
+
+
+class BatchStats:
+    """Running mean loss and accuracy over one epoch. A micro-batch whose loss is NaN or inf
+    is left out and flagged (`nonfinite`) for step_blocks (training/step.py) to act on."""
+
+    def __init__(self):
+        self.loss = 0.0
+        self.correct = 0
+        self.count = 0
+        self.nonfinite = False
+
+    def update(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
+        n = len(y)
+        loss = float(loss.detach())
+        if not math.isfinite(loss):
+            self.nonfinite = True
+            return
+        self.loss += loss * n
+        self.correct += int((logits.argmax(-1) == y).sum())
+        self.count += n
+
+    def state(self) -> dict:
+        return {"loss": self.loss, "correct": self.correct, "count": self.count}
+
+    def load(self, state: dict) -> None:
+        self.loss, self.correct, self.count = state["loss"], state["correct"], state["count"]
+
+    def record(self, **extra) -> dict:
+        return {
+            **extra,
+            "loss": self.loss / max(self.count, 1),
+            "train_accuracy": self.correct / max(self.count, 1),
+        }
 
 
 class BlockTrainer:

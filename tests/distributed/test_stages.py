@@ -13,7 +13,7 @@ from edge_svp.distributed.stages import (
 )
 from edge_svp.errors import EdgeSVPError
 from edge_svp.faults import rank_fault
-from edge_svp.memory.planner import BlockCost
+from edge_svp.memory.plan import BlockCost
 
 MB = 10**6
 

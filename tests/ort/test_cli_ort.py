@@ -44,7 +44,7 @@ def test_eval_of_an_ort_run_reproduces_its_accuracy(ort_run, evaluate_run):
 def test_export_inference_of_an_ort_run(ort_run, tmp_path):
     import onnxruntime
 
-    from edge_svp.rundir import load_run
+    from edge_svp.trained_run import load_run
 
     out, _ = ort_run
     result = CliRunner().invoke(main, ["export", str(out), "--inference", "--out", str(tmp_path)])

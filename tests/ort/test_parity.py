@@ -52,12 +52,12 @@ def test_projection_dropout_is_active_in_training_only(tmp_path):
     import numpy as np
 
     from edge_svp.ort.manifest import Manifest
-    from edge_svp.ort.runtime import BlockTrainer
+    from edge_svp.ort.runtime import BlockSession
 
     config = tiny_config("mlp", proj_dropout=0.5)
     net = tiny_network(config)
     export(tmp_path, config, net)
-    trainer = BlockTrainer(tmp_path / "export", Manifest.read(tmp_path / "export").blocks[0])
+    trainer = BlockSession(tmp_path / "export", Manifest.read(tmp_path / "export").blocks[0])
     rng = np.random.default_rng(0)
     feeds = {"x": rng.standard_normal((16, 20), np.float32),
              "v_ref": rng.standard_normal((16, 8), np.float32),

@@ -1,4 +1,4 @@
-"""What the schedules share (edge_svp/training/common.py): the learning-rate schedule and the
+"""What the schedules share (edge_svp/training/optim.py): the learning-rate schedule and the
 optimizers."""
 
 import math
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from edge_svp.config import OptimConfig
-from edge_svp.training.common import block_optim, make_lr_schedule, make_optimizer
+from edge_svp.training.optim import block_optim, make_lr_schedule, make_optimizer
 
 
 def test_warm_up_rises_linearly_then_the_cosine_decays():

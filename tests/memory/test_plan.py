@@ -1,7 +1,7 @@
 import pytest
 
 from edge_svp.errors import EdgeSVPError
-from edge_svp.memory.planner import (
+from edge_svp.memory.plan import (
     PLAN_MARGIN,
     RUNTIME_OVERHEAD,
     BlockCost,

@@ -1,6 +1,6 @@
 """Planning a run's memory from its own network and data: probe each block as training
 feeds it (real examples through real preprocessing, in the training precision), plan
-(edge_svp/memory/planner.py), then probe the micro-batches the plan picked and plan again."""
+(edge_svp/memory/plan.py), then probe the micro-batches the plan picked and plan again."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ import torch
 
 from edge_svp.config import MemoryConfig, OptimConfig, TrainConfig
 from edge_svp.data import Dataset, Preprocess
+from edge_svp.device import resolve_device
 from edge_svp.errors import EdgeSVPError
 from edge_svp.memory.meter import set_host_allocator, unified_memory
-from edge_svp.memory.planner import (
+from edge_svp.memory.plan import (
     BlockCost,
     BlockPlan,
     BudgetTooSmall,
@@ -24,7 +25,7 @@ from edge_svp.memory.planner import (
 from edge_svp.memory.probe import Probe, probe_sizes, tensor_bytes
 from edge_svp.memory.size import format_bytes, parse_size
 from edge_svp.training.backprop import backprop_step
-from edge_svp.training.common import make_optimizer, resolve_device
+from edge_svp.training.optim import make_optimizer
 from edge_svp.training.precision import autocast, check_precision
 
 
