@@ -28,7 +28,7 @@ import sys
 import torch
 from common import fit, plan, table, write_results
 
-from edge_svp.memory.planner import MemoryPlan
+from edge_svp.memory.plan import MemoryPlan
 
 DIGITS_CNN = ["--profile", "digits-mlp", "--set", 'model.kind="cnn"', "--set",
               "model.channels=[[64], [128]]", "--set", "svp.proj_dim=32", "--batch-size", "256"]  # fmt: skip
