@@ -42,7 +42,7 @@ class Schedule:
         return False
 
     def plan(self, planner, net) -> object:
-        """The MemoryPlan of `net` under this schedule (planner: training/planning.Planner)."""
+        """The MemoryPlan of `net` under this schedule (planner: training/probe_plan.Planner)."""
         raise NotImplementedError
 
     def train(self, ctx) -> None:
