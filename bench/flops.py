@@ -56,7 +56,7 @@ def svp_step(net, x, y) -> dict[str, int]:
 
 def backprop_step_flops(net, x, y) -> dict[str, int]:
     """FLOPs of one backprop step through the whole network and its classifier, per phase."""
-    module, objective, _ = backprop_step(net, checkpointing=False)
+    module, objective, _ = backprop_step(net, recompute=False)
     h, forward = counted(lambda: module(x))
     out, local = counted(lambda: objective(h, None, y))
     backward = counted(lambda: out.loss.backward())[1]

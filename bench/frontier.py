@@ -48,7 +48,7 @@ def row(method: str, budget: int, result, minimum: int) -> dict:
         "error_pct": round(100 * (predicted - measured) / measured, 1),
         "within_budget": memory["within_budget"],
         "micro_batch": "/".join(str(m) for m in memory["micro_batch"]),
-        "checkpointing": any(memory["checkpointing"]),
+        "checkpointing": any(memory["recompute_activations"]),
     }
 
 

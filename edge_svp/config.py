@@ -13,6 +13,7 @@ import math
 import sys
 import types
 import typing
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +24,7 @@ if sys.version_info >= (3, 11):
 else:  # Python 3.10 (JetPack 6): the same parser, from PyPI
     import tomli as tomllib
 
-from edge_svp.errors import EdgeSVPError, did_you_mean, unknown
+from edge_svp.errors import DataWarning, EdgeSVPError, did_you_mean, unknown
 from edge_svp.memory.size import parse_size
 
 # The names the learning rule's pieces are registered under (DIVERGENCES, ALIGNMENTS and HEADS
@@ -101,7 +102,9 @@ class TrainConfig:
     # bp only: the classifier: "standard" (global average pooling, then a linear layer: what
     # a user would write) or "svp" (the last block's SVP head, on its fixed projection)
     bp_head: str = "standard"
-    checkpointing: bool = False  # bp only: recompute each block's activations in backward
+    # bp only: recompute each block's activations in the backward pass instead of keeping them
+    # (torch's activation checkpointing); under a budget the planner turns it on where it helps
+    recompute_activations: bool = False
     checkpoint_every: int = 200  # optimizer steps between checkpoints (0: epochs and blocks only)
     skip_bad_batches: bool = False  # skip and count batches with NaN/inf instead of stopping
 
@@ -290,6 +293,21 @@ def type_name(annotation) -> str:
     return str(annotation)
 
 
+# Keys that were renamed, by section: still read, with a warning.
+RENAMED = {"train": {"checkpointing": "recompute_activations"}}
+
+
+def renamed(table: dict, section: str, where: str) -> dict:
+    """`table` with every key of RENAMED[section] under its new name."""
+    out = dict(table)
+    for old, new in RENAMED.get(section, {}).items():
+        if old in out:
+            warnings.warn(f"{where}: '{old}' is now '{new}'; read as '{new}'", DataWarning,
+                          stacklevel=3)  # fmt: skip
+            out[new] = out.pop(old)
+    return out
+
+
 def from_table(cls, table: dict, where: str):
     """Build dataclass `cls` from a TOML table; unknown keys and wrong types are errors."""
     if not isinstance(table, dict):
@@ -326,9 +344,10 @@ def config_from_dict(raw: dict, where: str = "config") -> RunConfig:
             hint = f" (put it under [{home}])" if home else did_you_mean(key, allowed)
             raise EdgeSVPError(f"unknown key '{key}' in {where}{hint}")
     kwargs = {
-        name: from_table(cls, raw.get(name, {}), f"{where} [{name}]")
+        name: from_table(cls, renamed(raw.get(name, {}), name, f"{where} [{name}]"),
+                         f"{where} [{name}]")
         for name, cls in sections.items()
-    }
+    }  # fmt: skip
     model = dict(raw.get("model", {}))
     kind = model.pop("kind", ModelConfig.kind)
     if kind not in MODEL_OPTIONS:

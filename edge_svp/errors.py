@@ -40,8 +40,8 @@ class Interrupted(EdgeSVPError):
 
 
 class DataWarning(UserWarning):
-    """Input that is usable but suspect (a single class, files left out); the CLI prints it
-    as one line."""
+    """Input that is usable but suspect (a single class, files left out), or a configuration
+    key under its old name; the CLI prints it as one line."""
 
 
 def did_you_mean(name: str, choices) -> str:

@@ -327,7 +327,7 @@ def memory_report(job: Job, plan, meter: MemoryMeter, reporter, net) -> dict:
         measured,
         [b.micro_batch for b in plan.blocks] if plan else None,
         [b.output_cache for b in plan.blocks] if plan else None,
-        checkpointing=[b.checkpointing for b in plan.blocks] if plan else None,
+        recompute_activations=[b.recompute_activations for b in plan.blocks] if plan else None,
         normalization_batch=[
             b.micro_batch if has_batchnorm(m) else None
             for b, m in zip(plan.blocks, modules, strict=True)

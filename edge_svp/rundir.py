@@ -29,14 +29,15 @@ import os
 import platform
 import shlex
 import shutil
+import warnings
 from datetime import datetime
 from importlib import metadata
 from pathlib import Path
 
 from edge_svp.checkpoint import DIGESTS, LATEST, PREVIOUS, CheckpointStore
-from edge_svp.config import RunConfig, config_to_dict, dump_toml, load_config
+from edge_svp.config import RunConfig, config_from_dict, config_to_dict, dump_toml, load_config
 from edge_svp.data import Preprocess
-from edge_svp.errors import EdgeSVPError
+from edge_svp.errors import DataWarning, EdgeSVPError
 from edge_svp.faults import full_disk, no_space
 from edge_svp.files import atomic_write_text, check_new_dir, writable, write_failed
 from edge_svp.memory.offload import weights_dir
@@ -220,7 +221,10 @@ class RunDir:
         self._check_same_config(config, checkpoint["config"])
 
     def _check_same_config(self, config: RunConfig, saved: dict) -> None:
-        ours, theirs = config_to_dict(config), dict(saved)
+        with warnings.catch_warnings():  # keys renamed since: config.toml has warned already
+            warnings.simplefilter("ignore", DataWarning)
+            theirs = config_to_dict(config_from_dict(saved))
+        ours = config_to_dict(config)
         for raw in (ours, theirs):  # the data may have moved; where to is no part of training
             raw["data"] = {**raw["data"], "data_dir": None}
         if ours != theirs:
@@ -354,7 +358,7 @@ def memory_summary(
     measured: list[int],
     micro_batch: list[int] | None,
     cache: list | None,
-    checkpointing: list[bool] | None,
+    recompute_activations: list[bool] | None,
     normalization_batch: list[int | None] | None,
     per_rank: bool = False,
     host_allocator: str = "exact",
@@ -376,7 +380,7 @@ def memory_summary(
         "measured_peak_bytes": measured,
         "micro_batch": micro_batch,
         "cache": cache,
-        "checkpointing": checkpointing,
+        "recompute_activations": recompute_activations,
         "normalization_batch": normalization_batch,
         "within_budget": budget is None or max(measured, default=0) <= budget,
     }

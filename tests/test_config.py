@@ -18,7 +18,7 @@ from edge_svp.config import (
     profile_names,
     tomllib,
 )
-from edge_svp.errors import EdgeSVPError
+from edge_svp.errors import DataWarning, EdgeSVPError
 
 
 def test_every_shipped_profile_loads_and_round_trips_through_toml():
@@ -179,3 +179,10 @@ def test_any_description_survives_config_toml():
     config.description = 'two lines,\n"quoted" and a \\ backslash'
     again = config_from_dict(tomllib.loads(dump_toml(config_to_dict(config))))
     assert again.description == config.description
+
+
+def test_a_renamed_key_is_read_under_its_new_name_with_a_warning():
+    with pytest.warns(DataWarning, match="'checkpointing' is now 'recompute_activations'"):
+        config = config_from_dict({"train": {"checkpointing": True}})
+    assert config.train.recompute_activations is True
+    assert "checkpointing" not in config_to_dict(config)["train"]

@@ -41,6 +41,7 @@ PLAN_MARGIN = {"cpu": 3 * 2**20, "cuda": 0}
 # that `fit`, probing again, accepts the number `plan` printed.
 PROBE_SPREAD = {"cpu": 0.05, "cuda": 0.0}
 BYTES = {"float32": 4, "float16": 2}
+RENAMED_FIELDS = {"checkpointing": "recompute_activations"}  # of BlockPlan, in older plans
 END_TO_END = "end-to-end"  # the schedule of a backprop plan: the whole network, one step
 
 
@@ -114,7 +115,7 @@ class BlockPlan:
     activation_bytes: int  # a micro-batch's activations, input and workspace
     cache_bytes: int  # activation caches held in budgeted memory
     predicted_peak: int
-    checkpointing: bool = False  # backprop: activations recomputed in the backward pass
+    recompute_activations: bool = False  # backprop: activations recomputed in backward
 
 
 @dataclass
@@ -150,7 +151,9 @@ class MemoryPlan:
     def from_dict(cls, raw: dict) -> MemoryPlan:
         """The plan `to_dict` wrote (a resumed run follows its own plan, not a new one)."""
         raw = {k: v for k, v in raw.items() if k != "predicted_peak"}
-        blocks = [BlockPlan(**b) for b in raw.pop("blocks")]
+        # a plan written before "checkpointing" was called recompute_activations
+        blocks = [BlockPlan(**{RENAMED_FIELDS.get(k, k): v for k, v in b.items()})
+                  for b in raw.pop("blocks")]  # fmt: skip
         costs = [
             BlockCost(**{**c, "input_shape": tuple(c["input_shape"]),
                          "output_shape": tuple(c["output_shape"])})
@@ -169,7 +172,7 @@ class MemoryPlan:
                 format_bytes(b.optimizer_bytes),
                 format_bytes(b.gradient_bytes),
                 format_bytes(b.activation_bytes),
-                f"{b.micro_batch} x {b.accumulation}" + (" (recomputed)" if b.checkpointing else ""),
+                f"{b.micro_batch} x {b.accumulation}" + (" (recomputed)" if b.recompute_activations else ""),
                 b.input_source,
                 format_bytes(b.cache_bytes) + (f" -> {b.output_cache}" if b.output_cache else ""),
                 format_bytes(b.predicted_peak),
@@ -419,34 +422,34 @@ def plan_backprop(
     num_blocks: int = 1,
 ) -> MemoryPlan:
     """Backprop of the whole network as one step, costed with and without activation
-    checkpointing (`costs`, keyed by it; one of them when the choice is made already): the
+    recomputed activations (`costs`, keyed by that; one of them when the choice is made already): the
     largest micro-batch that fits (gradient accumulation keeps the batch), recomputing
     activations only where that lets a larger micro-batch fit, or where nothing fits
     without it. `resident_bytes`: the network's parameters and buffers, all held throughout."""
     s = _Setting(device_type, budget, None, batch_size, 0, "float32", False, 0, unified)
     resident = resident_bytes + s.overhead
 
-    def option(m: int, checkpointing: bool) -> BlockPlan:
-        cost = costs[checkpointing]
+    def option(m: int, recompute: bool) -> BlockPlan:
+        cost = costs[recompute]
         step = cost.step_bytes(m)
         return BlockPlan(
             block=num_blocks, micro_batch=m, accumulation=math.ceil(batch_size / m),
             input_source="data", output_cache=None, resident_bytes=resident,
             optimizer_bytes=cost.optimizer_bytes, gradient_bytes=cost.param_bytes,
             activation_bytes=max(step - cost.optimizer_bytes - cost.param_bytes, 0),
-            cache_bytes=0, predicted_peak=resident + step, checkpointing=checkpointing,
+            cache_bytes=0, predicted_peak=resident + step, recompute_activations=recompute,
         )  # fmt: skip
 
     floor = min((option(1, c) for c in costs), key=lambda p: p.predicted_peak)
     min_budget = smallest_budget(floor.predicted_peak, device_type, unified)
     best = None
-    for checkpointing in sorted(costs):  # without recomputation first: it is faster
-        fitting = (option(m, checkpointing) for m in micro_batches(batch_size))
+    for recompute in sorted(costs):  # without recomputation first: it is faster
+        fitting = (option(m, recompute) for m in micro_batches(batch_size))
         plan = next((p for p in fitting if s.fits(p.predicted_peak)), None)
         if plan and (best is None or plan.micro_batch > best.micro_batch):
             best = plan
     if best is None:
-        how = " with activation checkpointing" if floor.checkpointing else ""
+        how = " recomputing activations" if floor.recompute_activations else ""
         raise BudgetTooSmall(
             f"backprop needs {format_bytes(min_budget)} at micro-batch 1{how}, more than the "
             f"budget {format_bytes(budget)}; the smallest budget that works for backprop is "
@@ -454,4 +457,4 @@ def plan_backprop(
             min_budget,
         )
     return MemoryPlan(END_TO_END, device_type, budget, None, batch_size, "float32", min_budget,
-                      [best], [costs[best.checkpointing]], unified, margin=s.margin)  # fmt: skip
+                      [best], [costs[best.recompute_activations]], unified, margin=s.margin)  # fmt: skip

@@ -4,7 +4,7 @@ pooling and a linear layer, SVPNetwork.classifier), or, for ablations, the last 
 head on its fixed projection ("svp").
 
 To the training step (step.py) backprop is one block: the whole chain of blocks, whose
-local objective is the classifier's cross-entropy. With `checkpointing`, each block's
+local objective is the classifier's cross-entropy. With `recompute`, each block's
 activations are recomputed in the backward pass instead of kept (torch.utils.checkpoint):
 the honest memory baseline for a local method.
 """
@@ -48,13 +48,13 @@ def running_statistics_kept(module: nn.Module):
 class EndToEnd(nn.Module):
     """The blocks as one chain, optionally recomputing each block's activations in backward."""
 
-    def __init__(self, blocks: nn.ModuleList, checkpointing: bool):
+    def __init__(self, blocks: nn.ModuleList, recompute: bool):
         super().__init__()
-        self.blocks, self.checkpointing = blocks, checkpointing
+        self.blocks, self.recompute = blocks, recompute
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for block in self.blocks:
-            if self.checkpointing:
+            if self.recompute:
                 x = checkpoint(block, x, use_reentrant=False, context_fn=partial(_contexts, block))
             else:
                 x = block(x)
@@ -90,7 +90,7 @@ class SVPHeadClassifier(nn.Module):
         return self.objective.classify(h)
 
 
-def backprop_step(net, checkpointing: bool) -> tuple[nn.Module, nn.Module, list]:
+def backprop_step(net, recompute: bool) -> tuple[nn.Module, nn.Module, list]:
     """(module, objective, parameters) of backprop as one training step: the chain of blocks,
     the cross-entropy of the network's classifier, and everything both train."""
     if net.classifier is not None:
@@ -98,7 +98,7 @@ def backprop_step(net, checkpointing: bool) -> tuple[nn.Module, nn.Module, list]
     else:
         classifier, head = SVPHeadClassifier(net.objectives[-1]), net.objectives[-1].head
     params = [p for b in net.blocks for p in b.parameters()] + list(head.parameters())
-    return EndToEnd(net.blocks, checkpointing), ClassifierLoss(classifier), params
+    return EndToEnd(net.blocks, recompute), ClassifierLoss(classifier), params
 
 
 class Backprop(Schedule):
@@ -123,7 +123,7 @@ class Backprop(Schedule):
     def train(self, ctx) -> None:
         net = ctx.net
         step = ctx.plan.blocks[0]  # its micro-batch, and whether it recomputes activations
-        trainer = ctx.trainer(len(net), *backprop_step(net, step.checkpointing))
+        trainer = ctx.trainer(len(net), *backprop_step(net, step.recompute_activations))
 
         def micro_step(batch, share) -> None:
             x, y = batch

@@ -50,10 +50,10 @@ def measure_network(net, dataset: Dataset, preprocess: Preprocess, train, optim)
     return network_probe(net, dataset, preprocess, train, optim).costs(train.batch_size)
 
 
-def end_to_end_cost(net, probe: Probe, checkpointing: bool, sizes: list[int]) -> BlockCost:
+def end_to_end_cost(net, probe: Probe, recompute: bool, sizes: list[int]) -> BlockCost:
     """The BlockCost of backprop's step through the whole network (its parameters and
     buffers, all of which the step trains or holds), probed at micro-batches `sizes`."""
-    module, objective, params = backprop_step(net, checkpointing)
+    module, objective, params = backprop_step(net, recompute)
 
     def make_input(m: int):
         return probe.first_input(m).to(probe.device), None
@@ -140,10 +140,10 @@ class Planner:
 
     def plan_end_to_end(self, net) -> MemoryPlan:
         """Backprop's step through the whole network, with and without activation
-        checkpointing; refused with what SVP layerwise would need, where nothing fits."""
+        recomputed activations; refused with what SVP layerwise would need, where nothing fits."""
         train, probe, budget = self.train, self.probe, self.budget
         # recompute only if asked to, or if a budget may need it
-        choices = [True] if train.checkpointing else [False, True] if budget else [False]
+        choices = [True] if train.recompute_activations else [False, True] if budget else [False]
         sizes = probe_sizes(train.batch_size)
         costs = {c: end_to_end_cost(net, probe, c, sizes) for c in choices}
         resident = tensor_bytes(net.parameters()) + tensor_bytes(net.buffers())
@@ -153,10 +153,12 @@ class Planner:
                                  self.unified, num_blocks=len(net))  # fmt: skip
 
         def measure(block: BlockPlan) -> int:
-            return end_to_end_cost(net, probe, block.checkpointing, [block.micro_batch]).steps[0][1]
+            return end_to_end_cost(
+                net, probe, block.recompute_activations, [block.micro_batch]
+            ).steps[0][1]
 
         try:
-            return _checked(make_plan, lambda b: costs[b.checkpointing], measure)
+            return _checked(make_plan, lambda b: costs[b.recompute_activations], measure)
         except BudgetTooSmall as e:  # the user's choice: say what SVP would need
             svp_net = net.svp_counterpart() if net.classifier is not None else net
             svp = replace(

@@ -6,6 +6,7 @@ from edge_svp.memory.plan import (
     RUNTIME_OVERHEAD,
     BlockCost,
     BudgetTooSmall,
+    MemoryPlan,
     micro_batches,
     plan_backprop,
     plan_blocks,
@@ -205,7 +206,7 @@ def test_a_probed_micro_batch_above_the_interpolation_shrinks_the_plan():
 
 
 def recomputing_cost() -> BlockCost:
-    """Backprop with activation checkpointing: a tenth of the activations per example, plus
+    """Backprop recomputing its activations: a tenth of the activations per example, plus
     the recomputation's own 0.5 MB."""
     return BlockCost((10,), (10,), 1 * MB, 0, 1 * MB,
                      [(1, 2 * MB + 500_000 + 10_000), (64, 2 * MB + 500_000 + 640_000)])  # fmt: skip
@@ -219,18 +220,25 @@ def bp_plan(budget=None, costs=None):
 def test_backprop_without_a_budget_steps_on_the_whole_batch():
     p = bp_plan(costs={False: toy_cost((10,))})
     (b,) = p.blocks
-    assert (b.micro_batch, b.accumulation, b.checkpointing) == (64, 1, False)
+    assert (b.micro_batch, b.accumulation, b.recompute_activations) == (64, 1, False)
     assert b.predicted_peak == 3 * MB + step(64) and p.schedule == "end-to-end"
 
 
 def test_backprop_recomputes_only_where_that_fits_a_larger_micro_batch():
     roomy = bp_plan(budget=3 * MB + step(64))  # everything fits: no recomputation
-    assert (roomy.blocks[0].micro_batch, roomy.blocks[0].checkpointing) == (64, False)
+    assert (roomy.blocks[0].micro_batch, roomy.blocks[0].recompute_activations) == (64, False)
     tight = bp_plan(budget=3 * MB + step(16))  # plain: micro-batch 16; recomputing: 64
-    assert (tight.blocks[0].micro_batch, tight.blocks[0].checkpointing) == (64, True)
+    assert (tight.blocks[0].micro_batch, tight.blocks[0].recompute_activations) == (64, True)
     assert tight.blocks[0].predicted_peak <= 3 * MB + step(16)
     tighter = bp_plan(budget=3 * MB + step(4))  # recomputing cannot beat 4 examples here
-    assert (tighter.blocks[0].micro_batch, tighter.blocks[0].checkpointing) == (4, False)
+    assert (tighter.blocks[0].micro_batch, tighter.blocks[0].recompute_activations) == (4, False)
+
+
+def test_a_plan_written_before_the_rename_reads_its_recomputation():
+    raw = bp_plan(budget=3 * MB + step(16)).to_dict()
+    for block in raw["blocks"]:  # as a checkpoint of an earlier version holds it
+        block["checkpointing"] = block.pop("recompute_activations")
+    assert MemoryPlan.from_dict(raw).blocks[0].recompute_activations is True
 
 
 def test_backprop_refuses_below_its_minimum_and_names_it():

@@ -19,8 +19,8 @@ def cnn() -> SVPNetwork:
     return SVPNetwork(blocks, SHAPE, 10, SVPConfig(proj_dim=8), seed=0)
 
 
-def backprop_trainer(net, checkpointing: bool) -> BlockTrainer:
-    return BlockTrainer(len(net), *backprop_step(net, checkpointing), OptimConfig(), 10, "fp32",
+def backprop_trainer(net, recompute: bool) -> BlockTrainer:
+    return BlockTrainer(len(net), *backprop_step(net, recompute), OptimConfig(), 10, "fp32",
                         CPU)  # fmt: skip
 
 
@@ -32,30 +32,30 @@ def batch():
 def test_backprop_reaches_the_first_block_from_the_last_head():
     net = cnn()
     x, y = batch()
-    backprop_trainer(net, checkpointing=False).micro_step(x, None, y, 1.0)
+    backprop_trainer(net, recompute=False).micro_step(x, None, y, 1.0)
     first = [p.grad for p in net.blocks[0].parameters()]
     assert all(g is not None and g.abs().sum() > 0 for g in first)
     assert all(p.grad is None for p in net.objectives[0].head.parameters())  # not trained
 
 
-def test_checkpointing_recomputes_each_block_with_the_same_gradients():
+def test_recomputed_activations_give_each_block_the_same_gradients():
     x, y = batch()
     plain, recomputed = cnn(), cnn()
     calls = []
     for block in recomputed.blocks:  # its first layer: a recomputation stops when it has all
         block[0].register_forward_pre_hook(lambda *args: calls.append(1))
-    backprop_trainer(plain, checkpointing=False).micro_step(x, None, y, 1.0)
-    backprop_trainer(recomputed, checkpointing=True).micro_step(x, None, y, 1.0)
+    backprop_trainer(plain, recompute=False).micro_step(x, None, y, 1.0)
+    backprop_trainer(recomputed, recompute=True).micro_step(x, None, y, 1.0)
     assert len(calls) == 2 * len(recomputed.blocks)  # forward, then again in backward
     for a, b in zip(plain.blocks.parameters(), recomputed.blocks.parameters(), strict=True):
         assert torch.allclose(a.grad, b.grad, atol=1e-6)
 
 
-def test_checkpointing_counts_a_batch_once_in_batchnorm():
+def test_recomputing_activations_counts_a_batch_once_in_batchnorm():
     x, y = batch()
     plain, recomputed = cnn(), cnn()
-    backprop_trainer(plain, checkpointing=False).micro_step(x, None, y, 1.0)
-    backprop_trainer(recomputed, checkpointing=True).micro_step(x, None, y, 1.0)
+    backprop_trainer(plain, recompute=False).micro_step(x, None, y, 1.0)
+    backprop_trainer(recomputed, recompute=True).micro_step(x, None, y, 1.0)
     for name, buffer in recomputed.blocks.named_buffers():
         assert torch.equal(buffer, dict(plain.blocks.named_buffers())[name]), name
     tracked = [b for n, b in recomputed.blocks.named_buffers() if n.endswith("num_batches_tracked")]
@@ -76,7 +76,7 @@ def test_backprop_trains_the_standard_head_or_for_ablations_the_svp_head():
     svp_head = build_network(config, SHAPE, 10)
     assert svp_head.classifier is None
     for net in (standard, svp_head):
-        module, objective, params = backprop_step(net, checkpointing=False)
+        module, objective, params = backprop_step(net, recompute=False)
         BlockTrainer(2, module, objective, params, OptimConfig(), 10, "fp32", CPU).micro_step(
             x, None, y, 1.0
         )

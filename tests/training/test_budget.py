@@ -108,7 +108,7 @@ def test_backprop_under_a_budget_micro_batches_and_stays_under(tmp_path):
     assert result.returncode == 0, result.stderr
     memory = json.loads((out / "summary.json").read_text())["memory"]
     (micro_batch,) = memory["micro_batch"]
-    assert micro_batch < 256 and memory["checkpointing"] in ([True], [False])
+    assert micro_batch < 256 and memory["recompute_activations"] in ([True], [False])
     assert memory["normalization_batch"] == [micro_batch]  # BatchNorm sees each micro-batch
     assert memory["within_budget"] and max(memory["measured_peak_bytes"]) <= budget
 

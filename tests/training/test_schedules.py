@@ -29,13 +29,13 @@ def net_for(config, data):
 
 
 @pytest.mark.parametrize(
-    "method, schedule, checkpointing",
+    "method, schedule, recompute",
     [("svp", "joint", False), ("svp", "layerwise", False), ("bp", "joint", False),
      ("bp", "joint", True)],
 )  # fmt: skip
-def test_every_schedule_learns_digits(digits, method, schedule, checkpointing):
+def test_every_schedule_learns_digits(digits, method, schedule, recompute):
     config = small_config(**{"train.method": method, "train.schedule": schedule,
-                             "train.epochs": 8, "train.checkpointing": checkpointing})  # fmt: skip
+                             "train.epochs": 8, "train.recompute_activations": recompute})  # fmt: skip
     net = net_for(config, digits)
     records = train(net, digits, config.train, config.optim)
     last = records[-1]
