@@ -30,6 +30,14 @@ def _threads():
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", min(2, os.cpu_count() or 1))))
 
 
+@pytest.fixture(scope="session")
+def tiny_run() -> tuple[str, ...]:
+    """`edge-svp fit` options of a tiny digits run (tests/tiny_runs.py); a test adds its own."""
+    from tiny_runs import TINY_RUN
+
+    return TINY_RUN
+
+
 @pytest.fixture
 def shared_data() -> Path:
     if not (SHARED_DATA / "mnist").exists():

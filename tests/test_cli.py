@@ -5,13 +5,11 @@ from click.testing import CliRunner
 
 from edge_svp.cli import main
 
-QUICK = ["--epochs", "2", "--train-limit", "300", "--set", "model.widths=[32, 32]"]
-
 
 @pytest.fixture(scope="module")
-def digits_run(tmp_path_factory):
+def digits_run(tmp_path_factory, tiny_run):
     out = tmp_path_factory.mktemp("runs") / "digits"
-    result = CliRunner().invoke(main, ["fit", *QUICK, "--out", str(out)])
+    result = CliRunner().invoke(main, ["fit", *tiny_run, "--out", str(out)])
     assert result.exit_code == 0, result.output
     return out, result.output
 
@@ -45,9 +43,9 @@ def test_eval_reproduces_the_test_accuracy(digits_run, evaluate_run):
     assert evaluated["per_block_accuracy"] == summary["per_block_accuracy"]
 
 
-def test_bp_run_reports_only_the_trained_head(tmp_path):
+def test_bp_run_reports_only_the_trained_head(tmp_path, tiny_run):
     out = tmp_path / "bp"
-    result = CliRunner().invoke(main, ["fit", *QUICK, "--method", "bp", "--out", str(out)])
+    result = CliRunner().invoke(main, ["fit", *tiny_run, "--method", "bp", "--out", str(out)])
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "summary.json").read_text())
     assert summary["method"] == "bp" and summary["schedule"] == "end-to-end"
@@ -90,10 +88,10 @@ def test_bad_input_is_one_line_and_exit_2(args, message):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-def test_existing_run_directory_is_not_overwritten(digits_run):
+def test_existing_run_directory_is_not_overwritten(digits_run, tiny_run):
     out, _ = digits_run
     before = (out / "summary.json").read_text()
-    result = CliRunner().invoke(main, ["fit", *QUICK, "--out", str(out)])
+    result = CliRunner().invoke(main, ["fit", *tiny_run, "--out", str(out)])
     assert result.exit_code == 2 and "--overwrite" in result.output
     assert (out / "summary.json").read_text() == before
 
@@ -106,9 +104,9 @@ def test_failed_input_leaves_no_run_directory(tmp_path):
     assert not out.exists()
 
 
-def test_overwrite_refuses_a_folder_that_is_not_a_run(tmp_path):
+def test_overwrite_refuses_a_folder_that_is_not_a_run(tmp_path, tiny_run):
     (tmp_path / "precious.txt").write_text("keep me")
-    result = CliRunner().invoke(main, ["fit", *QUICK, "--out", str(tmp_path), "--overwrite"])
+    result = CliRunner().invoke(main, ["fit", *tiny_run, "--out", str(tmp_path), "--overwrite"])
     assert result.exit_code == 2
     assert (tmp_path / "precious.txt").read_text() == "keep me"
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
-from resume_helpers import TINY_ARGS, assert_same_run, full_disk_pwrite, metrics
+from tiny_runs import TINY_ARGS, assert_same_run, full_disk_pwrite, metrics
 
 from edge_svp import faults
 from edge_svp.checkpoint import LATEST, CheckpointStore

@@ -18,7 +18,7 @@ import pytest
 import tomli_w
 import torch
 from click.testing import CliRunner
-from resume_helpers import TINY_ARGS, CtrlCAt, full_disk_pwrite, tiny_config
+from tiny_runs import TINY_ARGS, CtrlCAt, full_disk_pwrite, tiny_config
 
 from edge_svp.cli import main
 from edge_svp.config import tomllib

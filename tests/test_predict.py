@@ -17,13 +17,11 @@ from PIL import Image
 import edge_svp as es
 from edge_svp.cli import main
 
-QUICK = ["--epochs", "3", "--train-limit", "400", "--set", "model.widths=[32, 32]"]
-
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def run(tmp_path_factory, tiny_run):
     out = tmp_path_factory.mktemp("runs") / "digits"
-    result = CliRunner().invoke(main, ["fit", *QUICK, "--out", str(out)])
+    result = CliRunner().invoke(main, ["fit", *tiny_run, "--out", str(out)])
     assert result.exit_code == 0, result.output
     return out
 

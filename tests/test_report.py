@@ -11,17 +11,14 @@ from edge_svp.report import write_report
 
 pytest.importorskip("matplotlib")  # the `report` extra; tox installs it
 
-QUICK = ["--epochs", "2", "--train-limit", "300", "--set", "model.widths=[32, 32]",
-         "--set", "svp.proj_dim=16"]  # fmt: skip
-
 
 @pytest.fixture(scope="module")
-def pair(tmp_path_factory):
+def pair(tmp_path_factory, tiny_run):
     """A budgeted SVP layerwise run and its backprop twin on digits."""
     root = tmp_path_factory.mktemp("runs")
     runs = {"svp": ["--schedule", "layerwise", "--mem-budget", "64MB"], "bp": ["--method", "bp"]}
     for name, extra in runs.items():
-        result = CliRunner().invoke(main, ["fit", *QUICK, *extra, "--out", str(root / name)])
+        result = CliRunner().invoke(main, ["fit", *tiny_run, *extra, "--out", str(root / name)])
         assert result.exit_code == 0, result.output
     return root / "svp", root / "bp"
 

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 from click.testing import CliRunner
-from resume_helpers import TINY_ARGS, CtrlCAt, assert_same_run, tiny_config, weights
+from tiny_runs import TINY_ARGS, CtrlCAt, assert_same_run, tiny_config, weights
 
 from edge_svp.cli import main
 from edge_svp.data import Dataset, Preprocess, load_dataset

@@ -18,7 +18,6 @@ from edge_svp.target import (
 
 SHIPPED = {"jetson-orin-nano-8gb", "jetson-nano-4gb", "laptop-rtx4060-8gb", "cpu-x86",
            "raspberry-pi-5-8gb"}  # fmt: skip
-TINY = ["--set", "model.widths=[32, 32]", "--set", "svp.proj_dim=16", "--train-limit", "200"]
 
 
 def test_every_shipped_target_loads_and_round_trips_through_toml():
@@ -143,17 +142,19 @@ def test_cuda_target_without_cuda_falls_back_to_the_cpu(no_cuda):
         apply_target(load_profile("digits-mlp"), load_target("jetson-nano-4gb"), strict=True)
 
 
-def test_strict_refuses_a_cuda_target_without_cuda(no_cuda, tmp_path):
+def test_strict_refuses_a_cuda_target_without_cuda(no_cuda, tmp_path, tiny_run):
     out = tmp_path / "run"
-    args = ["fit", *TINY, "--target", "jetson-nano-4gb", "--strict", "--out", str(out)]
+    args = ["fit", *tiny_run, "--target", "jetson-nano-4gb", "--strict", "--out", str(out)]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 2
     assert "needs CUDA" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not out.exists()
 
 
-def test_cuda_target_plan_is_for_the_target_and_fit_follows_it_on_the_cpu(no_cuda, tmp_path):
-    args = [*TINY, "--target", "jetson-orin-nano-8gb", "--schedule", "layerwise",
+def test_cuda_target_plan_is_for_the_target_and_fit_follows_it_on_the_cpu(
+    no_cuda, tmp_path, tiny_run
+):
+    args = [*tiny_run, "--target", "jetson-orin-nano-8gb", "--schedule", "layerwise",
             "--host-budget", "100GB"]  # fmt: skip
     result = CliRunner().invoke(main, ["plan", *args, "--json"])
     assert result.exit_code == 0, result.output

@@ -11,16 +11,16 @@ import time
 import pytest
 import torch
 from click.testing import CliRunner
+from tiny_runs import TINY_RUN
 
 from edge_svp.cli import main
 
-SMALL = ["--train-limit", "300", "--epochs", "2", "--batch-size", "32",
-         "--set", "model.widths=[32, 32]", "--set", "svp.proj_dim=32"]  # fmt: skip
 EXAMPLE_BYTES = 32 * 4 + 8  # a block output of 32 floats and its label
 
 
 def fit(*args):
-    return CliRunner().invoke(main, ["fit", *SMALL, *args])
+    """`edge-svp fit` of the tiny run (tests/tiny_runs.py; 200 examples, 7 steps an epoch)."""
+    return CliRunner().invoke(main, ["fit", *TINY_RUN, *args])
 
 
 @pytest.fixture(scope="module")
@@ -68,8 +68,8 @@ def test_pipeline_run_directory_and_traffic(runs):
     assert (pipe["processes"], pipe["stages"], pipe["replicas"]) == (2, 2, 1)
     assert pipe["stage_blocks"] == [[1, 1], [2, 2]]
     # rank 0 sends every training example's block-1 output and label to rank 1, once
-    steps = -(-300 // 32)
-    assert pipe["activation_bytes_per_step"] == round(300 * EXAMPLE_BYTES / steps)
+    steps = -(-200 // 32)
+    assert pipe["activation_bytes_per_step"] == round(200 * EXAMPLE_BYTES / steps)
     assert pipe["allreduce_bytes_per_step"] == 0
     assert pipe["train_samples_per_second"] > 0
     assert len(summary["memory"]["measured_peak_bytes"]) == 2
@@ -94,11 +94,11 @@ def test_a_pipelined_run_resumes_only_as_a_pipeline_of_its_own_layout(runs, tmp_
 def test_a_pipeline_killed_mid_epoch_resumes_to_what_it_would_have_computed(
     runs, tmp_path, monkeypatch
 ):
-    """Rank 1 is killed in epoch 2 (10 steps an epoch); the resumed run goes on from the
+    """Rank 1 is killed in epoch 2 (7 steps an epoch); the resumed run goes on from the
     checkpoint of epoch 1 with every rank's optimizer, schedule, RNG and data order, and
     ends with the weights and records of the run that was never stopped."""
     run = tmp_path / "killed"
-    monkeypatch.setenv("EDGE_SVP_FAULT", "1:14:kill")
+    monkeypatch.setenv("EDGE_SVP_FAULT", "1:10:kill")
     killed = fit("--nproc", "2", "--out", str(run))
     assert killed.exit_code == 1 and "rank 1 was killed by SIGKILL" in killed.stderr
     assert not (run / "summary.json").exists()
@@ -172,8 +172,8 @@ def test_sigterm_or_ctrl_c_stops_every_rank_in_one_line_and_keeps_the_last_epoch
     tmp_path, sent, code, said
 ):
     out = tmp_path / "run"
-    command = [sys.executable, "-m", "edge_svp", "fit", *SMALL[:2], "--epochs", "500",
-               *SMALL[4:], "--nproc", "2", "--out", str(out)]  # fmt: skip
+    command = [sys.executable, "-m", "edge_svp", "fit", *TINY_RUN, "--epochs", "500",
+               "--nproc", "2", "--out", str(out)]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True)  # fmt: skip

@@ -12,13 +12,11 @@ pytest.importorskip(
 
 from edge_svp.cli import main  # noqa: E402
 
-QUICK = ["--epochs", "2", "--train-limit", "300", "--set", "model.widths=[32, 32]"]
-
 
 @pytest.fixture(scope="module")
-def ort_run(tmp_path_factory):
+def ort_run(tmp_path_factory, tiny_run):
     out = tmp_path_factory.mktemp("runs") / "ort"
-    args = ["fit", *QUICK, "--backend", "ort", "--schedule", "layerwise", "--out", str(out)]
+    args = ["fit", *tiny_run, "--backend", "ort", "--schedule", "layerwise", "--out", str(out)]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     return out, result.output

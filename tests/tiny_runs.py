@@ -13,7 +13,15 @@ from edge_svp.checkpoint import CheckpointStore
 from edge_svp.config import load_profile, override
 from edge_svp.progress import Reporter
 
-# A few hundred digits, two small blocks: about a second per run on a busy core.
+# A few hundred digits, two small blocks: about a second per run on a busy core. The one
+# tiny run every test that trains starts from: `edge-svp fit` options (the `tiny_run`
+# fixture, tests/conftest.py) ...
+TINY_RUN = (
+    "--set", "model.widths=[32, 32]", "--set", "svp.proj_dim=32", "--batch-size", "32",
+    "--lr", "1e-2", "--epochs", "2", "--train-limit", "200",
+)  # fmt: skip
+# ... and, for the resume, crash and hostile-input tests, a configuration and its options
+# that checkpoint within epochs
 TINY = {
     "model.widths": [32, 32],
     "svp.proj_dim": 32,
@@ -24,11 +32,7 @@ TINY = {
     "train.checkpoint_every": 3,
     "train.device": "cpu",  # exact equality is promised on CPU; forked runs must not use CUDA
 }
-TINY_ARGS = [
-    "--set", "model.widths=[32, 32]", "--set", "svp.proj_dim=32", "--batch-size", "32",
-    "--lr", "1e-2", "--epochs", "2", "--train-limit", "200",
-    "--set", "train.checkpoint_every=3", "--device", "cpu",
-]  # fmt: skip
+TINY_ARGS = [*TINY_RUN, "--set", "train.checkpoint_every=3", "--device", "cpu"]
 
 
 def tiny_config(**changes):
