@@ -36,12 +36,13 @@ from edge_svp.memory.size import format_bytes, parse_size
 from edge_svp.network import SVPNetwork, build_network
 from edge_svp.progress import Reporter
 from edge_svp.rundir import (
+    MemorySummary,
     RunDir,
+    RunHeader,
+    RunSummary,
     checkpoint_contents,
     default_run_dir,
-    memory_summary,
-    run_header,
-    summary,
+    memory_kind,
 )
 from edge_svp.target import Target, load_target
 from edge_svp.threads import choose_threads
@@ -69,6 +70,7 @@ class Job:
     device: torch.device
     target: Target | None
     schedule: Schedule
+    budget: int | None  # memory.budget in bytes
     resumed: bool = False
     checkpoint: dict | None = None  # a resumed run's latest good checkpoint, if it has one
     started: float = 0.0  # time.perf_counter() when the run began (before its checkpoint's)
@@ -165,8 +167,9 @@ def resolve_job(config, out, overwrite, backend, resume, reporter) -> Job:
         raise
     if config.data.data_dir:
         config.data.data_dir = str(Path(config.data.data_dir).resolve())
-    return Job(config, run_dir, overwrite, backend, device, target, schedule, resume is not None,
-               checkpoint)  # fmt: skip
+    budget = parse_size(config.memory.budget) if config.memory.budget else None
+    return Job(config, run_dir, overwrite, backend, device, target, schedule, budget,
+               resume is not None, checkpoint)  # fmt: skip
 
 
 def plan_job(job: Job, dataset: Dataset, preprocess: Preprocess) -> MemoryPlan | None:
@@ -190,8 +193,8 @@ def build_job_network(job: Job, dataset: Dataset) -> SVPNetwork:
     net = build_network(job.config, dataset.input_shape, dataset.num_classes)
     if job.checkpoint:
         net.restore(job.checkpoint, job.run_dir / LATEST, job.run_dir.weights_dir(job.config))
-    if job.device.type == "cuda" and job.config.memory.budget:
-        cap_device_memory(job.device, parse_size(job.config.memory.budget))
+    if job.device.type == "cuda" and job.budget:
+        cap_device_memory(job.device, job.budget)
     return net
 
 
@@ -252,23 +255,21 @@ def summarise(job, net, dataset, preprocess, plan, meter, state, reporter) -> di
     """Evaluate every head, write summary.json and return it."""
     config = job.config
     eval_batch = config.train.eval_batch_size
-    if plan and config.memory.budget:  # evaluation must fit the budget too
+    if plan and job.budget:  # evaluation must fit the budget too
         eval_batch = min(eval_batch, *(b.micro_batch for b in plan.blocks))
     per_block = job.schedule.trained_heads(block_accuracies(net, dataset, preprocess, eval_batch))
-    result = summary(
-        run_header(config, dataset, job.backend, job.schedule.name, net),
+    return job.run_dir.write_summary(RunSummary(
+        RunHeader.of(config, dataset, job.backend, job.schedule.name, net),
         per_block,
         bad_batches=state.bad_batches,
         resumed_from=state.describe(state.resumed_from) if job.checkpoint else None,
         peak_memory_bytes=meter.process_peak(),
-        device=job.device,
+        device=str(job.device),
         wall_seconds=time.perf_counter() - job.started,
-        run_dir=job.run_dir,
+        run_dir=str(job.run_dir),
         final_epoch=state.records[-1] if state.records else None,
         memory=memory_report(job, plan, meter, reporter, net),
-    )
-    job.run_dir.write_summary(result)
-    return result
+    ))  # fmt: skip
 
 
 @contextmanager
@@ -313,31 +314,24 @@ def plan_run(config: RunConfig) -> MemoryPlan:
     return plan
 
 
-def memory_report(job: Job, plan, meter: MemoryMeter, reporter, net) -> dict:
+def memory_report(job: Job, plan, meter: MemoryMeter, reporter, net) -> MemorySummary:
     """Budget, predicted and measured peaks per block; an overrun is reported loudly."""
-    config, schedule = job.config, job.schedule
-    budget = parse_size(config.memory.budget) if config.memory.budget else None
+    schedule = job.schedule
     measured = schedule.measured_peaks(meter.peaks, plan) if plan else meter.peaks
-    modules = schedule.planned_modules(net)
-    report = memory_summary(
-        budget,
-        meter.baseline,
-        meter.device.type,
-        [b.predicted_peak for b in plan.blocks] if plan else None,
-        measured,
-        [b.micro_batch for b in plan.blocks] if plan else None,
-        [b.output_cache for b in plan.blocks] if plan else None,
-        recompute_activations=[b.recompute_activations for b in plan.blocks] if plan else None,
-        normalization_batch=[
-            b.micro_batch if has_batchnorm(m) else None
-            for b, m in zip(plan.blocks, modules, strict=True)
-        ] if plan else None,
-        host_allocator=plan.host_allocator if plan else "exact",
-    )  # fmt: skip
-    if not report["within_budget"]:
+    report = MemorySummary(job.budget, meter.baseline, memory_kind(meter.device.type), measured)
+    if plan:
+        modules = schedule.planned_modules(net)
+        report.predicted_peak_bytes = [b.predicted_peak for b in plan.blocks]
+        report.micro_batch = [b.micro_batch for b in plan.blocks]
+        report.cache = [b.output_cache for b in plan.blocks]
+        report.recompute_activations = [b.recompute_activations for b in plan.blocks]
+        report.normalization_batch = [b.micro_batch if has_batchnorm(m) else None
+                                      for b, m in zip(plan.blocks, modules, strict=True)]  # fmt: skip
+        report.host_allocator = plan.host_allocator
+    if not report.within_budget:
         reporter.message(
             f"WARNING: measured peak {format_bytes(max(measured))} exceeded the budget "
-            f"{format_bytes(budget)}"
+            f"{format_bytes(job.budget)}"
         )
     return report
 
@@ -345,11 +339,10 @@ def memory_report(job: Job, plan, meter: MemoryMeter, reporter, net) -> dict:
 def out_of_memory(job: Job, plan, meter: MemoryMeter) -> EdgeSVPError:
     """One line for a CUDA allocation that failed: under a budget the memory fraction was
     capped at baseline + budget, so the plan's prediction fell short of the real need."""
-    config = job.config
     where, predicted = job.schedule.training_where(len(meter.peaks), plan)
-    if config.memory.budget:
+    if job.budget:
         return EdgeSVPError(
-            f"{where} ran out of CUDA memory under the budget {config.memory.budget} "
+            f"{where} ran out of CUDA memory under the budget {job.config.memory.budget} "
             f"(predicted peak {format_bytes(predicted)}); the last checkpoint is kept. Retry "
             f"with a larger --mem-budget"
         )

@@ -30,6 +30,7 @@ import platform
 import shlex
 import shutil
 import warnings
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from importlib import metadata
 from pathlib import Path
@@ -259,9 +260,12 @@ class RunDir:
         atomic_write_text(self.path / METRICS, "".join(json.dumps(r) + "\n" for r in records))
         return MetricsLog(self.path / METRICS)
 
-    def write_summary(self, summary: dict) -> None:
-        """summary.json, written atomically: its presence means the run finished."""
-        atomic_write_text(self.path / SUMMARY, json.dumps(summary, indent=2) + "\n")
+    def write_summary(self, summary: RunSummary) -> dict:
+        """summary.json, written atomically: its presence means the run finished. Returns
+        what it holds."""
+        raw = summary.to_dict()
+        atomic_write_text(self.path / SUMMARY, json.dumps(raw, indent=2) + "\n")
+        return raw
 
 
 class MetricsLog:
@@ -329,40 +333,43 @@ def checkpoint_contents(config: RunConfig, preprocess: Preprocess, dataset) -> d
     }
 
 
-def run_header(config: RunConfig, dataset, backend: str, schedule: str, net) -> dict:
+@dataclass
+class RunHeader:
     """The first entries of summary.json: what was trained, on what."""
-    return {
-        "method": config.train.method,
-        "backend": backend,
-        "schedule": schedule,
-        "profile": config.profile,
-        "dataset": dataset.name,
-        "model": config.model.kind,
-        "num_blocks": len(net),
-        "parameters": sum(p.numel() for p in net.parameters()),
-        "epochs": config.train.epochs,
-        "batch_size": config.train.batch_size,
-        "seed": config.train.seed,
-        "precision": config.train.precision,
-        "target": config.target,
-        "train_examples": len(dataset.y_train),
-        "test_examples": len(dataset.y_test),
-    }
+
+    method: str
+    backend: str
+    schedule: str  # a Schedule's name (training/schedule.py)
+    profile: str
+    dataset: str
+    model: str
+    num_blocks: int
+    parameters: int
+    epochs: int
+    batch_size: int
+    seed: int
+    precision: str
+    target: str | None
+    train_examples: int
+    test_examples: int
+
+    @classmethod
+    def of(cls, config: RunConfig, dataset, backend: str, schedule: str, net) -> RunHeader:
+        train = config.train
+        return cls(train.method, backend, schedule, config.profile, dataset.name,
+                   config.model.kind, len(net), sum(p.numel() for p in net.parameters()),
+                   train.epochs, train.batch_size, train.seed, train.precision, config.target,
+                   len(dataset.y_train), len(dataset.y_test))  # fmt: skip
 
 
-def memory_summary(
-    budget: int | None,
-    baseline,
-    device_type: str,
-    predicted: list[int] | None,
-    measured: list[int],
-    micro_batch: list[int] | None,
-    cache: list | None,
-    recompute_activations: list[bool] | None,
-    normalization_batch: list[int | None] | None,
-    per_rank: bool = False,
-    host_allocator: str = "exact",
-) -> dict:
+def memory_kind(device_type: str) -> str:
+    """What a measured peak is: the CUDA allocator's, or the process's resident memory above
+    its baseline."""
+    return "cuda_allocator" if device_type == "cuda" else "process_rss_above_baseline"
+
+
+@dataclass
+class MemorySummary:
     """summary.json's "memory": the budget, predicted and measured peaks per block (per stage
     of a pipeline, each on its own rank: `per_rank`; backprop's plan has one entry, the
     whole network), whether it kept within the budget, and how each trained: its
@@ -370,50 +377,63 @@ def memory_summary(
     (backprop), and the batch its BatchNorm layers normalised over (None: it has none).
     `host_allocator` "reuse": on CPU, freed memory stayed resident for reuse, so the measured
     peaks run above the predicted ones, which count live memory."""
-    return {
-        "budget_bytes": budget,
-        "per_rank": per_rank,
-        "baseline_bytes": baseline,
-        "kind": "cuda_allocator" if device_type == "cuda" else "process_rss_above_baseline",
-        "host_allocator": host_allocator,
-        "predicted_peak_bytes": predicted,
-        "measured_peak_bytes": measured,
-        "micro_batch": micro_batch,
-        "cache": cache,
-        "recompute_activations": recompute_activations,
-        "normalization_batch": normalization_batch,
-        "within_budget": budget is None or max(measured, default=0) <= budget,
-    }
+
+    budget_bytes: int | None
+    baseline_bytes: int | list[int]  # per rank, for a pipeline
+    kind: str  # memory_kind
+    measured_peak_bytes: list[int]
+    predicted_peak_bytes: list[int] | None = None  # None: nothing was planned (ort backend)
+    micro_batch: list[int] | None = None
+    cache: list | None = None
+    recompute_activations: list[bool] | None = None
+    normalization_batch: list[int | None] | None = None
+    per_rank: bool = False
+    host_allocator: str = "exact"
+
+    @property
+    def within_budget(self) -> bool:
+        return (
+            self.budget_bytes is None
+            or max(self.measured_peak_bytes, default=0) <= self.budget_bytes
+        )
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "within_budget": self.within_budget}
 
 
-def summary(
-    header: dict,
-    per_block: list,
-    *,
-    bad_batches: int,
-    resumed_from: str | None,
-    peak_memory_bytes: int,
-    device,
-    wall_seconds: float,
-    run_dir: RunDir,
-    final_epoch: dict | None,
-    memory: dict,
-    **extra,
-) -> dict:
-    """summary.json of a finished run; `extra` sections (a pipeline's) come last."""
-    return {
-        **header,
-        "test_accuracy": per_block[-1],
-        "per_block_accuracy": per_block,
-        "bad_batches": bad_batches,
-        "resumed_from": resumed_from,
-        "peak_memory_bytes": peak_memory_bytes,
-        "peak_memory_kind": "cuda_allocator" if device.type == "cuda" else "process_rss",
-        "wall_seconds": round(wall_seconds, 3),
-        "device": str(device),
-        "run_dir": str(run_dir),
-        "versions": versions(),
-        "final_epoch": final_epoch,
-        "memory": memory,
-        **extra,
-    }
+@dataclass
+class RunSummary:
+    """summary.json of a finished run: what was trained (`header`), how well, in what time
+    and memory; a pipelined run adds its `pipeline` section."""
+
+    header: RunHeader
+    per_block_accuracy: list[float | None]
+    bad_batches: int
+    resumed_from: str | None  # where a resumed run went on from
+    peak_memory_bytes: int  # the whole process's (the largest rank's)
+    device: str
+    wall_seconds: float
+    run_dir: str
+    final_epoch: dict | None  # the last record of metrics.jsonl
+    memory: MemorySummary
+    pipeline: dict | None = None
+
+    def to_dict(self) -> dict:
+        out = {
+            **asdict(self.header),
+            "test_accuracy": self.per_block_accuracy[-1],
+            "per_block_accuracy": self.per_block_accuracy,
+            "bad_batches": self.bad_batches,
+            "resumed_from": self.resumed_from,
+            "peak_memory_bytes": self.peak_memory_bytes,
+            "peak_memory_kind": "cuda_allocator"
+            if self.device.startswith("cuda")
+            else "process_rss",
+            "wall_seconds": round(self.wall_seconds, 3),
+            "device": self.device,
+            "run_dir": self.run_dir,
+            "versions": versions(),
+            "final_epoch": self.final_epoch,
+            "memory": self.memory.to_dict(),
+        }
+        return out if self.pipeline is None else {**out, "pipeline": self.pipeline}

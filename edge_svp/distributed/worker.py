@@ -68,12 +68,13 @@ from edge_svp.memory.size import parse_size
 from edge_svp.network import build_network
 from edge_svp.progress import Reporter
 from edge_svp.rundir import (
+    MemorySummary,
     RunDir,
+    RunHeader,
+    RunSummary,
     checkpoint_contents,
     default_run_dir,
-    memory_summary,
-    run_header,
-    summary,
+    memory_kind,
 )
 from edge_svp.training import measure_network
 from edge_svp.training.backprop import has_batchnorm
@@ -196,7 +197,7 @@ def plan_pipeline(config, layout: Layout, device, where: RunPlace, reporter) -> 
         if not where.resume:
             run_dir.create(config, where.overwrite)
     own = {"dataset": dataset, "preprocess": preprocess, "plans": plans, "run_dir": run_dir,
-           "header": run_header(config, dataset, "torch", PIPELINED.name, probe),
+           "header": RunHeader.of(config, dataset, "torch", PIPELINED.name, probe),
            "batchnorm": [has_batchnorm(probe.blocks[p.first : p.stop]) for p in plans],
            "checkpoint": checkpoint, "layout": layout}  # fmt: skip
     shared["resumed_epoch"] = checkpoint["training"]["position"]["epoch"] if checkpoint else 0
@@ -545,55 +546,57 @@ class RunWriter:
             },
         }
 
-    def summary(self, final, layout, comm, shared, timeout, device):
+    def summary(self, final, layout, comm, shared, timeout, device) -> dict:
+        """summary.json, from every rank's `final` report; returns what it holds."""
         self.metrics.close()
-        epochs = self.config.train.epochs
-        last = [r for r in self.records if r["epoch"] == epochs]
-        steps = epochs * -(-shared["num_train"] // self.config.train.batch_size)
-        plans = self.own["plans"]
-        measured = [max(f["measured_peak"] for f in final if f["stage"] == s)
-                    for s in range(layout.stages)]  # fmt: skip
-        train_seconds = sum(self.train_seconds)
-        result = summary(
+        last = [r for r in self.records if r["epoch"] == self.config.train.epochs]
+        plans, micro_batch = self.own["plans"], shared["micro_batch"]
+        memory = MemorySummary(
+            shared["budget"],
+            [f["baseline"] for f in final],
+            memory_kind(device.type),
+            [max(f["measured_peak"] for f in final if f["stage"] == s)
+             for s in range(layout.stages)],
+            predicted_peak_bytes=[p.predicted_peak for p in plans],
+            micro_batch=[micro_batch] * layout.stages,
+            recompute_activations=[False] * layout.stages,
+            normalization_batch=[micro_batch if bn else None for bn in self.own["batchnorm"]],
+            per_rank=True,
+            host_allocator=host_allocator(self.config.memory, shared["budget"] is not None),
+        )  # fmt: skip
+        return self.run_dir.write_summary(RunSummary(
             self.own["header"],
             [r["test_accuracy"] for r in last],
             bad_batches=sum(f["bad_batches"] for f in final if f["replica"] == 0),
             resumed_from=self.resumed_from,
             peak_memory_bytes=max(f["peak_memory"] for f in final),
-            device=device,
+            device=str(device),
             wall_seconds=time.perf_counter() - self.start,
-            run_dir=self.run_dir,
+            run_dir=str(self.run_dir),
             final_epoch=self.records[-1],
-            memory=memory_summary(
-                shared["budget"],
-                [f["baseline"] for f in final],
-                device.type,
-                [p.predicted_peak for p in plans],
-                measured,
-                [shared["micro_batch"]] * layout.stages,
-                None,
-                [False] * layout.stages,
-                [shared["micro_batch"] if bn else None for bn in self.own["batchnorm"]],
-                per_rank=True,
-                host_allocator=host_allocator(self.config.memory, shared["budget"] is not None),
-            ),
-            pipeline={
-                "processes": layout.world,
-                "stages": layout.stages,
-                "replicas": layout.replicas,
-                "communication": comm,
-                "stage_blocks": [[p.first + 1, p.stop] for p in plans],
-                "micro_batch": shared["micro_batch"],
-                "train_seconds": round(train_seconds, 3),
-                "train_samples_per_second": round(epochs * shared["num_train"] / train_seconds, 1),
-                # training only, summed over ranks; per rank in the lists
-                "activation_bytes_per_step": round(sum(self.tally["sent_bytes"]) / steps),
-                "allreduce_bytes_per_step": round(sum(self.tally["allreduce_bytes"]) / steps),
-                "sent_bytes": self.tally["sent_bytes"],
-                "wait_seconds": [round(w, 3) for w in self.tally["wait_seconds"]],
-                "cpu_seconds": [round(c, 3) for c in self.tally["cpu_seconds"]],
-                "timeout_seconds": timeout,
-            },
-        )
-        self.run_dir.write_summary(result)
-        return result
+            memory=memory,
+            pipeline=self.pipeline_section(layout, comm, shared, timeout),
+        ))  # fmt: skip
+
+    def pipeline_section(self, layout, comm, shared, timeout) -> dict:
+        """summary.json's "pipeline": the layout, and the traffic and time of training."""
+        epochs, plans = self.config.train.epochs, self.own["plans"]
+        steps = epochs * -(-shared["num_train"] // self.config.train.batch_size)
+        train_seconds = sum(self.train_seconds)
+        return {
+            "processes": layout.world,
+            "stages": layout.stages,
+            "replicas": layout.replicas,
+            "communication": comm,
+            "stage_blocks": [[p.first + 1, p.stop] for p in plans],
+            "micro_batch": shared["micro_batch"],
+            "train_seconds": round(train_seconds, 3),
+            "train_samples_per_second": round(epochs * shared["num_train"] / train_seconds, 1),
+            # training only, summed over ranks; per rank in the lists
+            "activation_bytes_per_step": round(sum(self.tally["sent_bytes"]) / steps),
+            "allreduce_bytes_per_step": round(sum(self.tally["allreduce_bytes"]) / steps),
+            "sent_bytes": self.tally["sent_bytes"],
+            "wait_seconds": [round(w, 3) for w in self.tally["wait_seconds"]],
+            "cpu_seconds": [round(c, 3) for c in self.tally["cpu_seconds"]],
+            "timeout_seconds": timeout,
+        }
