@@ -26,14 +26,13 @@ else:  # Python 3.10 (JetPack 6): the same parser, from PyPI
 
 from edge_svp.errors import DataWarning, EdgeSVPError, did_you_mean, unknown
 from edge_svp.memory.size import parse_size
+from edge_svp.registry import KINDS, names
 
-# The names the learning rule's pieces are registered under (DIVERGENCES, ALIGNMENTS and HEADS
-# in edge_svp/svp), written out so that reading a configuration does not import torch;
-# tests/test_config.py checks that both agree.
+# The names the learning rule's pieces go by: the modules of their packages (edge_svp/registry.py,
+# read without importing torch), and the projections (PROJECTIONS in edge_svp/svp, written out;
+# tests/test_config.py checks that both agree).
 SVP_CHOICES = {
-    "divergence": ("kl", "bhattacharyya", "none"),
-    "alignment": ("cosine", "mse", "none"),
-    "head": ("linear", "mlp"),
+    **{kind: names(kind) for kind in KINDS},
     "projection": ("gaussian", "hadamard"),
 }
 # train.method and SVP's train.schedule: the names of the schedules in edge_svp/training

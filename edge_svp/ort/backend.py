@@ -15,11 +15,19 @@ from edge_svp.ort import runtime
 from edge_svp.ort.export import export_training
 from edge_svp.ort.weights import load_trained_weights
 from edge_svp.progress import Reporter
+from edge_svp.registry import KINDS, piece
 from edge_svp.threads import choose_threads
 
 
 def check_supported(config: RunConfig) -> None:
     """What the ort backend cannot do beyond its schedule's refusal (Schedule.check)."""
+    for kind in KINDS:  # a piece trains here only if it has an ONNX form
+        name = getattr(config.svp, kind)
+        if not hasattr(piece(kind, name), "onnx"):
+            raise EdgeSVPError(
+                f"the ort backend has no ONNX form of svp.{kind} = {name!r}; train it with "
+                "--backend torch"
+            )
     memory = config.memory
     if memory.budget or memory.host_budget or memory.recompute or memory.cache_dtype != "float32":
         raise EdgeSVPError(

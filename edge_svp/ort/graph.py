@@ -1,6 +1,6 @@
-"""The SVP read-out written as ONNX nodes: pool, fixed projection, head, divergences and
-alignments. Each function mirrors its torch counterpart in edge_svp/svp/ and appends nodes to
-an existing graph, so the loss graph, the reference graph and the inference graph share one
+"""The SVP read-out written as ONNX nodes: pool, fixed projection, and the ONNX forms of the
+heads, divergences and alignments (each kept beside its torch form in edge_svp/svp/). Each
+function mirrors its torch counterpart and appends nodes to an existing graph, so the loss graph, the reference graph and the inference graph share one
 definition. Needs onnx, not torch or onnxruntime.
 
 Nodes use opset 18+ conventions (reduction axes as inputs), matching OPSET below.
@@ -12,6 +12,8 @@ import math
 
 import numpy as np
 from onnx import GraphProto, TensorProto, helper, numpy_helper
+
+from edge_svp.registry import piece
 
 OPSET = 20  # the legacy exporter's default; onnxruntime-training 1.19.2 supports up to 21
 
@@ -95,55 +97,25 @@ def linear(w: GraphWriter, x: str, weight: str, bias: str) -> str:
     return w.node("Gemm", [x, weight, bias], transB=1)
 
 
-def head(w: GraphWriter, v: str, kind: str, prefix: str = "head.") -> str:
-    """The head's layers, reading parameters named as in its torch state dict."""
-    if kind == "linear":
-        return linear(w, v, f"{prefix}weight", f"{prefix}bias")
-    hidden = w.node("Relu", [linear(w, v, f"{prefix}0.weight", f"{prefix}0.bias")])
-    return linear(w, hidden, f"{prefix}2.weight", f"{prefix}2.bias")
-
-
-def _log_softmax(w: GraphWriter, v: str, temperature: float) -> str:
+def log_softmax(w: GraphWriter, v: str, temperature: float) -> str:
     scaled = w.node("Div", [v, w.scalar(temperature)])
     return w.node("LogSoftmax", [scaled], axis=-1)
 
 
-def _batch_mean(w: GraphWriter, x: str) -> str:
+def batch_mean(w: GraphWriter, x: str) -> str:
     return w.node("ReduceMean", [x], keepdims=0)
 
 
-def kl(w: GraphWriter, v: str, v_ref: str, temperature: float) -> str:
-    log_p, log_q = _log_softmax(w, v, temperature), _log_softmax(w, v_ref, temperature)
-    terms = w.node("Mul", [w.node("Exp", [log_p]), w.node("Sub", [log_p, log_q])])
-    return _batch_mean(w, w.node("ReduceSum", [terms, w.axes(-1)], keepdims=0))
+def head(w: GraphWriter, v: str, kind: str, prefix: str = "head.") -> str:
+    """The head's layers (its ONNX form, edge_svp/svp/heads), reading parameters named as in
+    its torch state dict."""
+    return piece("head", kind).onnx(w, v, prefix)
 
 
-def bhattacharyya(w: GraphWriter, v: str, v_ref: str, temperature: float) -> str:
-    log_p, log_q = _log_softmax(w, v, temperature), _log_softmax(w, v_ref, temperature)
-    half = w.node("Mul", [w.node("Add", [log_p, log_q]), w.scalar(0.5)])
-    log_coefficient = w.node("ReduceLogSumExp", [half, w.axes(-1)], keepdims=0)
-    return w.node("Neg", [_batch_mean(w, log_coefficient)])
-
-
-def cosine(w: GraphWriter, v: str, v_ref: str) -> str:
-    """1 - cos(v, v_ref), each norm clamped at 1e-8 as torch.cosine_similarity does."""
-
-    def norm(x: str) -> str:
-        squares = w.node("ReduceSum", [w.node("Mul", [x, x]), w.axes(-1)], keepdims=0)
-        return w.node("Max", [w.node("Sqrt", [squares]), w.scalar(1e-8)])
-
-    dot = w.node("ReduceSum", [w.node("Mul", [v, v_ref]), w.axes(-1)], keepdims=0)
-    cos = w.node("Div", [dot, w.node("Mul", [norm(v), norm(v_ref)])])
-    return w.node("Sub", [w.scalar(1.0), _batch_mean(w, cos)])
-
-
-def mse(w: GraphWriter, v: str, v_ref: str) -> str:
-    diff = w.node("Sub", [v, v_ref])
-    return _batch_mean(w, w.node("Mul", [diff, diff]))
-
-
-DIVERGENCES = {"kl": kl, "bhattacharyya": bhattacharyya}
-ALIGNMENTS = {"cosine": cosine, "mse": mse}
+def term(w: GraphWriter, kind: str, name: str, *args) -> str | None:
+    """The ONNX form of divergence or alignment `name` (edge_svp/svp/divergences,
+    alignments); None where the piece adds no term."""
+    return piece(kind, name).onnx(w, *args)
 
 
 def float_input(name: str, shape: list) -> object:

@@ -79,10 +79,10 @@ class SVPLoss(onnxblock.Block):
         if spec.reference_projection is not None:
             ref = graph.project(w, V_REF, REFERENCE_PROJECTION)
         loss = ce
-        if spec.beta and spec.divergence != "none":
-            d = graph.DIVERGENCES[spec.divergence](w, v, ref, spec.temperature)
-            loss = w.node("Add", [loss, w.node("Mul", [d, w.scalar(spec.beta)])])
-        if spec.lam and spec.alignment != "none":
-            a = graph.ALIGNMENTS[spec.alignment](w, v, ref)
-            loss = w.node("Add", [loss, w.node("Mul", [a, w.scalar(spec.lam)])])
+        terms = [(spec.beta, "divergence", spec.divergence, (v, ref, spec.temperature)),
+                 (spec.lam, "alignment", spec.alignment, (v, ref))]  # fmt: skip
+        for weight, kind, name, args in terms:
+            value = graph.term(w, kind, name, *args) if weight else None
+            if value is not None:
+                loss = w.node("Add", [loss, w.node("Mul", [value, w.scalar(weight)])])
         return w.node("Identity", [loss], out=LOSS)

@@ -17,9 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edge_svp.svp.alignments import ALIGNMENTS
-from edge_svp.svp.divergences import DIVERGENCES
-from edge_svp.svp.heads import HEADS
+from edge_svp.registry import piece
 from edge_svp.svp.pooling import pool, pooled_dim
 from edge_svp.svp.projection import make_projection
 
@@ -51,6 +49,8 @@ class LocalObjective(nn.Module):
         self.lam = svp.lam
         self.divergence_name = svp.divergence
         self.alignment_name = svp.alignment
+        self.divergence = piece("divergence", svp.divergence).loss
+        self.alignment = piece("alignment", svp.alignment).loss
         self.posterior = svp.divergence_on == "posterior"
         self.compare = compare
         self.reference_dim = ref_dim
@@ -62,7 +62,7 @@ class LocalObjective(nn.Module):
             if ref_dim != compared and compare
             else nn.Identity()
         )
-        self.head = HEADS[svp.head](svp.proj_dim, num_classes)
+        self.head = piece("head", svp.head).build(svp.proj_dim, num_classes)
 
     def project(self, h: torch.Tensor) -> torch.Tensor:
         """v_l = R_l pool(h_l), without dropout."""
@@ -88,11 +88,11 @@ class LocalObjective(nn.Module):
         v_ref = self.reference(v_ref.detach())
         if self.beta and self.divergence_name != "none" and self.compare:
             compared = logits if self.posterior else v
-            d = DIVERGENCES[self.divergence_name](compared, v_ref, self.temperature)
+            d = self.divergence(compared, v_ref, self.temperature)
             loss = loss + self.beta * d
             terms["divergence"] = d.detach()
         if self.lam and self.alignment_name != "none":
-            a = ALIGNMENTS[self.alignment_name](v, v_ref)
+            a = self.alignment(v, v_ref)
             loss = loss + self.lam * a
             terms["alignment"] = a.detach()
         reference = self.head(v_clean) if self.posterior else v_clean  # reference_of(h)
