@@ -5,6 +5,10 @@
     python bench/study.py vit --data-dir ../shared/data --epochs 3 --reuse
     python bench/study.py cnn-deep --data-dir ../shared/data --train-limit 5000 --reuse
     python bench/study.py vit-deep --data-dir ../shared/data --train-limit 5000 --reuse
+    python bench/study.py cnn-projection --data-dir ../shared/data --seeds 0 1 2 --reuse
+    python bench/study.py cnn-deep-levers --data-dir ../shared/data --train-limit 5000 --reuse
+    python bench/study.py vit-deep-projection --data-dir ../shared/data --train-limit 5000 \
+        --seeds 0 1 2 --reuse
 
 Every grid trains on the first --train-limit training images (default 10,000) and tests on
 the full test set. Prints a markdown table (mean +- sample std over seeds; "vs baseline" is
@@ -114,6 +118,20 @@ VIT_DEEP = {  # cifar10-vit-deep-cpu: d0 10, token mean, linear head
 # every epoch with every head
 SCREENING_TEST = ["--test-limit", "2000"]
 
+# svp.projection: the Hadamard projection against the Gaussian (the baseline), paired by seed
+PROJECTION = {"baseline": [], "hadamard": s("svp.projection=hadamard")}
+# on the 12-block CNN, 10 epochs, layerwise (the baseline row: the profile's settings)
+CNN_DEEP_LEVERS = {
+    "baseline": [],
+    "hadamard": s("svp.projection=hadamard"),
+    "head linear": s("svp.head=linear"),
+    "d0 1024": s("svp.proj_dim=1024"),
+    "warmup 1 epoch": s("optim.warmup_epochs=1"),
+    "block_lr 1 / 0.7 / 0.5 by stage": s(
+        "optim.block_lr=[1.0,1.0,1.0,1.0,0.7,0.7,0.7,0.7,0.5,0.5,0.5,0.5]"),
+    "divergence on posteriors (SLL)": s("svp.divergence_on=posterior"),
+}
+
 GRIDS = {
     "cnn": {"profile": "cifar10-cnn", "epochs": 5, "base": EARLIER_CNN_HEAD, "rows": CNN},
     "cnn-seeds": {"profile": "cifar10-cnn", "epochs": 10, "base": EARLIER_CNN_HEAD,
@@ -123,6 +141,14 @@ GRIDS = {
                  "rows": CNN_DEEP},
     "vit-deep": {"profile": "cifar10-vit-deep-cpu", "epochs": 3, "base": SCREENING_TEST,
                  "rows": VIT_DEEP},
+    # cifar10-cnn with the profile's settings (pool 4, d0 512, MLP head): the size of
+    # cnn-seeds (10 epochs, 10,000 images, full test set)
+    "cnn-projection": {"profile": "cifar10-cnn", "epochs": 10, "base": [], "rows": PROJECTION},
+    "cnn-deep-levers": {"profile": "cifar10-cnn-deep", "epochs": 10,
+                        "base": SCREENING_TEST + ["--schedule", "layerwise"],
+                        "rows": CNN_DEEP_LEVERS},
+    "vit-deep-projection": {"profile": "cifar10-vit-deep-cpu", "epochs": 3,
+                            "base": SCREENING_TEST, "rows": PROJECTION},
 }  # fmt: skip
 
 
