@@ -71,13 +71,13 @@ class SVPNetwork(nn.Module):
         self.objectives = nn.ModuleList()
         ref_dim = svps[0].proj_dim
         for i, (shape, cfg) in enumerate(zip(shapes, svps, strict=True)):
-            posterior = cfg.divergence_on == "posterior"
             objective = LocalObjective(
                 shape, ref_dim, num_classes, cfg, projection_seed(seed, i + 1),
-                compare=not (posterior and i == 0),  # no posterior before the first block
+                # no posterior before the first block
+                compare=not (cfg.divergence_on == "posterior" and i == 0),
             )  # fmt: skip
             self.objectives.append(objective)
-            ref_dim = num_classes if posterior else cfg.proj_dim
+            ref_dim = objective.output_width  # the next block's reference
         self.classifier = StandardHead(shapes[-1], num_classes) if classifier else None
         if classifier:
             # Trained end to end, the network predicts through its classifier alone: the SVP

@@ -124,7 +124,6 @@ def fit_job(job: Job, reporter: Reporter) -> dict:
 
 def prepare_device(config: RunConfig) -> tuple[torch.device, Target | None]:
     """The training device and the run's target; torch's CPU threads (choose_threads)."""
-    config.validate()
     device = resolve_device(config.train.device)
     check_precision(config.train.precision, device)
     torch.set_num_threads(choose_threads(config.train.threads))
@@ -297,7 +296,7 @@ def resume_hints(run_dir: RunDir, state: TrainState | None):
 def plan_run(config: RunConfig) -> MemoryPlan:
     """The MemoryPlan `fit` would follow for `config`, without training."""
     set_host_allocator(exact=True)  # before any thread or matrix product, as fit does
-    _, target = prepare_device(config)
+    _, target = prepare_device(config.validate())
     try:
         dataset, preprocess = load_data(config.data)
         probed_on = None
