@@ -15,7 +15,7 @@ from __future__ import annotations
 import shutil
 import time
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -100,26 +100,187 @@ def fit(
     reporter = reporter or Reporter()
     job = resolve_job(config, out, overwrite, backend, resume, reporter)
     try:
-        return fit_job(job, reporter)
+        return Fit(job, reporter).run()
     finally:
         job.run_dir.unlock()
 
 
-def fit_job(job: Job, reporter: Reporter) -> dict:
-    # a resumed run's wall time goes on from its checkpoint's
-    job.started = time.perf_counter() - (job.checkpoint or {}).get("wall_seconds", 0.0)
-    dataset, preprocess = load_data(job.config.data)
-    if job.checkpoint:
-        preprocess = Preprocess(**job.checkpoint["preprocess"])
-    plan = plan_job(job, dataset, preprocess)
-    meter = MemoryMeter(job.device)  # baseline: after imports, data loading and the probe
-    net = build_job_network(job, dataset)
-    open_run_dir(job, plan)
-    resumed = str(job.run_dir) if job.resumed else None
-    reporter.run_started(job.config, job.schedule.label, job.backend, resume=resumed)
-    state = train_job(job, net, dataset, preprocess, plan, meter, reporter)
-    with resume_hints(job.run_dir, state):
-        return summarise(job, net, dataset, preprocess, plan, meter, state, reporter)
+@dataclass
+class Fit:
+    """One fit as it goes: its job, and what each step makes for the next (the data, the
+    memory plan, the meter, the network, the training state)."""
+
+    job: Job
+    reporter: Reporter
+    dataset: Dataset = field(init=False)
+    preprocess: Preprocess = field(init=False)
+    plan: MemoryPlan | None = field(init=False)  # None for the ort backend
+    meter: MemoryMeter = field(init=False)
+    net: SVPNetwork = field(init=False)
+    state: TrainState | None = field(init=False, default=None)
+
+    def run(self) -> dict:
+        job = self.job
+        # a resumed run's wall time goes on from its checkpoint's
+        job.started = time.perf_counter() - (job.checkpoint or {}).get("wall_seconds", 0.0)
+        self.dataset, self.preprocess = load_data(job.config.data)
+        if job.checkpoint:
+            self.preprocess = Preprocess(**job.checkpoint["preprocess"])
+        self.plan = self.plan_memory()
+        self.meter = MemoryMeter(job.device)  # baseline: after imports, data and the probe
+        self.net = self.build_network()
+        self.open_run_dir()
+        resumed = str(job.run_dir) if job.resumed else None
+        self.reporter.run_started(job.config, job.schedule.label, job.backend, resume=resumed)
+        self.train()
+        with resume_hints(job.run_dir, self.state):
+            return self.summarise()
+
+    def plan_memory(self) -> MemoryPlan | None:
+        """The memory plan training follows (a resumed run keeps its own); none for the ort
+        backend. The probe runs on a throwaway copy of the network, so that the network
+        itself is charged to the measured budget; it also runs every kernel once, so that
+        one-time set-up is charged to no method."""
+        job, dataset = self.job, self.dataset
+        if not job.torch_backend:
+            return None
+        if job.checkpoint and job.checkpoint.get("plan"):
+            return MemoryPlan.from_dict(job.checkpoint["plan"])
+        config = job.config
+        probe = build_network(config, dataset.input_shape, dataset.num_classes)
+        return plan_training(probe, dataset, self.preprocess, config.train, config.optim,
+                             config.memory, target=job.target)  # fmt: skip
+
+    def build_network(self) -> SVPNetwork:
+        """The network, restored from the checkpoint of a resumed run; under a CUDA budget,
+        the allocator capped so that an overrun fails fast."""
+        job = self.job
+        net = build_network(job.config, self.dataset.input_shape, self.dataset.num_classes)
+        if job.checkpoint:
+            net.restore(job.checkpoint, job.run_dir / LATEST, job.run_dir.weights_dir(job.config))
+        if job.device.type == "cuda" and job.budget:
+            cap_device_memory(job.device, job.budget)
+        return net
+
+    def open_run_dir(self) -> None:
+        """Only now, with the input known to be good and the plan feasible, does anything
+        appear on disk."""
+        job = self.job
+        if not job.resumed:
+            job.run_dir.create(job.config, job.overwrite)
+        if self.plan and not job.checkpoint:
+            with resume_hints(job.run_dir, None):
+                job.run_dir.write_plan(self.plan.to_dict())
+
+    def save(self, training: dict | None = None) -> None:
+        """A checkpoint: the network, what rebuilds it, the plan and the training state."""
+        job = self.job
+        job.run_dir.checkpoints.write({
+            # the parts of the network on disk are listed in the training state instead
+            "state_dict": resident_state(self.net, self.state.offloaded),
+            **checkpoint_contents(job.config, self.preprocess, self.dataset),
+            "plan": self.plan.to_dict() if self.plan else None,
+            "training": training,
+            "wall_seconds": time.perf_counter() - job.started,
+        })  # fmt: skip
+
+    def train(self) -> None:
+        """Train with the job's backend, checkpointing (torch) and logging every epoch."""
+        job, reporter = self.job, self.reporter
+        resumed = job.checkpoint["training"] if job.checkpoint else None
+        self.state = state = TrainState(job.config.train, self.save, resumed,
+                                        job.run_dir.cache_dir(job.config),
+                                        per_block=job.schedule.per_block)  # fmt: skip
+        if resumed:
+            reporter.message(
+                f"continuing from the checkpoint at {state.describe(state.resumed_from)}"
+            )
+        torch_backend = job.torch_backend
+        try:
+            with (
+                resume_hints(job.run_dir, state) if torch_backend else nullcontext(),
+                state.interruptible() if torch_backend else nullcontext(),
+                job.run_dir.open_metrics(state.records) as metrics,
+            ):
+                (self.train_torch if torch_backend else self.train_ort)(metrics.write)
+        except torch.OutOfMemoryError:  # no resume hint: the same plan would run out again
+            raise self.out_of_memory() from None
+        shutil.rmtree(state.cache_dir, ignore_errors=True)
+
+    def train_torch(self, on_epoch) -> None:
+        config = self.job.config
+        train(self.net, self.dataset, config.train, config.optim, self.preprocess,
+              self.reporter, on_epoch, config.memory, self.plan, self.meter, self.state)  # fmt: skip
+
+    def train_ort(self, on_epoch) -> None:
+        from edge_svp.ort.backend import train_ort
+
+        def epoch_done(records: list[dict]) -> None:
+            on_epoch(records)
+            self.save()  # the ort backend has no training state to keep
+
+        job = self.job
+        self.state.records = train_ort(self.net, self.dataset, job.config, self.preprocess,
+                                       job.run_dir / "ort", self.reporter, epoch_done)  # fmt: skip
+
+    def summarise(self) -> dict:
+        """Evaluate every head, write summary.json and return it."""
+        job, plan, state = self.job, self.plan, self.state
+        eval_batch = job.config.train.eval_batch_size
+        if plan and job.budget:  # evaluation must fit the budget too
+            eval_batch = min(eval_batch, *(b.micro_batch for b in plan.blocks))
+        accuracies = block_accuracies(self.net, self.dataset, self.preprocess, eval_batch)
+        return job.run_dir.write_summary(RunSummary(
+            RunHeader.of(job.config, self.dataset, job.backend, job.schedule.name, self.net),
+            job.schedule.trained_heads(accuracies),
+            bad_batches=state.bad_batches,
+            resumed_from=state.describe(state.resumed_from) if job.checkpoint else None,
+            peak_memory_bytes=self.meter.process_peak(),
+            device=str(job.device),
+            wall_seconds=time.perf_counter() - job.started,
+            run_dir=str(job.run_dir),
+            final_epoch=state.records[-1] if state.records else None,
+            memory=self.memory_report(),
+        ))  # fmt: skip
+
+    def memory_report(self) -> MemorySummary:
+        """Budget, predicted and measured peaks per block; an overrun is reported loudly."""
+        job, plan, meter = self.job, self.plan, self.meter
+        measured = job.schedule.measured_peaks(meter.peaks, plan) if plan else meter.peaks
+        report = MemorySummary(job.budget, meter.baseline, memory_kind(meter.device.type),
+                               measured)  # fmt: skip
+        if plan:
+            modules = job.schedule.planned_modules(self.net)
+            report.predicted_peak_bytes = [b.predicted_peak for b in plan.blocks]
+            report.micro_batch = [b.micro_batch for b in plan.blocks]
+            report.cache = [b.output_cache for b in plan.blocks]
+            report.recompute_activations = [b.recompute_activations for b in plan.blocks]
+            report.normalization_batch = [b.micro_batch if has_batchnorm(m) else None
+                                          for b, m in zip(plan.blocks, modules, strict=True)]  # fmt: skip
+            report.host_allocator = plan.host_allocator
+        if not report.within_budget:
+            self.reporter.message(
+                f"WARNING: measured peak {format_bytes(max(measured))} exceeded the budget "
+                f"{format_bytes(job.budget)}"
+            )
+        return report
+
+    def out_of_memory(self) -> EdgeSVPError:
+        """One line for a CUDA allocation that failed: under a budget the memory fraction
+        was capped at baseline + budget, so the plan's prediction fell short of the real
+        need."""
+        job = self.job
+        where, predicted = job.schedule.training_where(len(self.meter.peaks), self.plan)
+        if job.budget:
+            return EdgeSVPError(
+                f"{where} ran out of CUDA memory under the budget {job.config.memory.budget} "
+                f"(predicted peak {format_bytes(predicted)}); the last checkpoint is kept. "
+                "Retry with a larger --mem-budget"
+            )
+        return EdgeSVPError(
+            f"{where} ran out of CUDA memory; set --mem-budget to the memory you can give "
+            "it, and the planner will pick micro-batches that fit"
+        )
 
 
 def prepare_device(config: RunConfig) -> tuple[torch.device, Target | None]:
@@ -171,106 +332,6 @@ def resolve_job(config, out, overwrite, backend, resume, reporter) -> Job:
                resume is not None, checkpoint)  # fmt: skip
 
 
-def plan_job(job: Job, dataset: Dataset, preprocess: Preprocess) -> MemoryPlan | None:
-    """The memory plan training follows (a resumed run keeps its own); none for the ort
-    backend. The probe runs on a throwaway copy of the network, so that the network itself
-    is charged to the measured budget; it also runs every kernel once, so that one-time
-    set-up is charged to no method."""
-    if not job.torch_backend:
-        return None
-    config = job.config
-    probe = build_network(config, dataset.input_shape, dataset.num_classes)
-    plan = plan_training(probe, dataset, preprocess, config.train, config.optim, config.memory,
-                         target=job.target)  # fmt: skip
-    resumed = job.checkpoint and job.checkpoint.get("plan")
-    return MemoryPlan.from_dict(job.checkpoint["plan"]) if resumed else plan
-
-
-def build_job_network(job: Job, dataset: Dataset) -> SVPNetwork:
-    """The network, restored from the checkpoint of a resumed run; under a CUDA budget, the
-    allocator capped so that an overrun fails fast."""
-    net = build_network(job.config, dataset.input_shape, dataset.num_classes)
-    if job.checkpoint:
-        net.restore(job.checkpoint, job.run_dir / LATEST, job.run_dir.weights_dir(job.config))
-    if job.device.type == "cuda" and job.budget:
-        cap_device_memory(job.device, job.budget)
-    return net
-
-
-def open_run_dir(job: Job, plan: MemoryPlan | None) -> None:
-    """Only now, with the input known to be good and the plan feasible, does anything
-    appear on disk."""
-    if not job.resumed:
-        job.run_dir.create(job.config, job.overwrite)
-    if plan and not job.checkpoint:
-        with resume_hints(job.run_dir, None):
-            job.run_dir.write_plan(plan.to_dict())
-
-
-def train_job(job, net, dataset, preprocess, plan, meter, reporter) -> TrainState:
-    """Train with the job's backend, checkpointing (torch) and logging every epoch."""
-    config, run_dir = job.config, job.run_dir
-
-    def save(training: dict | None = None) -> None:
-        run_dir.checkpoints.write({
-            # the parts of the network on disk are listed in the training state instead
-            "state_dict": resident_state(net, state.offloaded),
-            **checkpoint_contents(config, preprocess, dataset),
-            "plan": plan.to_dict() if plan else None,
-            "training": training,
-            "wall_seconds": time.perf_counter() - job.started,
-        })  # fmt: skip
-
-    resumed = job.checkpoint["training"] if job.checkpoint else None
-    state = TrainState(config.train, save, resumed, run_dir.cache_dir(config),
-                       per_block=job.schedule.per_block)  # fmt: skip
-    if resumed:
-        reporter.message(f"continuing from the checkpoint at {state.describe(state.resumed_from)}")
-    try:
-        with (
-            resume_hints(run_dir, state) if job.torch_backend else nullcontext(),
-            state.interruptible() if job.torch_backend else nullcontext(),
-            run_dir.open_metrics(state.records) as metrics,
-        ):
-            if job.torch_backend:
-                train(net, dataset, config.train, config.optim, preprocess, reporter,
-                      metrics.write, config.memory, plan, meter, state)  # fmt: skip
-            else:
-                from edge_svp.ort.backend import train_ort
-
-                def on_epoch(records: list[dict]) -> None:
-                    metrics.write(records)
-                    save()  # the ort backend has no training state to keep
-
-                state.records = train_ort(net, dataset, config, preprocess, run_dir / "ort",
-                                          reporter, on_epoch)  # fmt: skip
-    except torch.OutOfMemoryError:  # no resume hint: the same plan would run out again
-        raise out_of_memory(job, plan, meter) from None
-    shutil.rmtree(state.cache_dir, ignore_errors=True)
-    return state
-
-
-def summarise(job, net, dataset, preprocess, plan, meter, state, reporter) -> dict:
-    """Evaluate every head, write summary.json and return it."""
-    config = job.config
-    eval_batch = config.train.eval_batch_size
-    if plan and job.budget:  # evaluation must fit the budget too
-        eval_batch = min(eval_batch, *(b.micro_batch for b in plan.blocks))
-    per_block = job.schedule.trained_heads(block_accuracies(net, dataset, preprocess, eval_batch))
-    return job.run_dir.write_summary(RunSummary(
-        RunHeader.of(config, dataset, job.backend, job.schedule.name, net),
-        per_block,
-        bad_batches=state.bad_batches,
-        resumed_from=state.describe(state.resumed_from) if job.checkpoint else None,
-        peak_memory_bytes=meter.process_peak(),
-        device=str(job.device),
-        wall_seconds=time.perf_counter() - job.started,
-        run_dir=str(job.run_dir),
-        final_epoch=state.records[-1] if state.records else None,
-        memory=memory_report(job, plan, meter, reporter, net),
-    ))  # fmt: skip
-
-
 @contextmanager
 def resume_hints(run_dir: RunDir, state: TrainState | None):
     """A run that stops on Ctrl-C, SIGTERM or an error of its environment (a full disk) ends
@@ -311,44 +372,6 @@ def plan_run(config: RunConfig) -> MemoryPlan:
     )
     plan.probed_on = probed_on
     return plan
-
-
-def memory_report(job: Job, plan, meter: MemoryMeter, reporter, net) -> MemorySummary:
-    """Budget, predicted and measured peaks per block; an overrun is reported loudly."""
-    schedule = job.schedule
-    measured = schedule.measured_peaks(meter.peaks, plan) if plan else meter.peaks
-    report = MemorySummary(job.budget, meter.baseline, memory_kind(meter.device.type), measured)
-    if plan:
-        modules = schedule.planned_modules(net)
-        report.predicted_peak_bytes = [b.predicted_peak for b in plan.blocks]
-        report.micro_batch = [b.micro_batch for b in plan.blocks]
-        report.cache = [b.output_cache for b in plan.blocks]
-        report.recompute_activations = [b.recompute_activations for b in plan.blocks]
-        report.normalization_batch = [b.micro_batch if has_batchnorm(m) else None
-                                      for b, m in zip(plan.blocks, modules, strict=True)]  # fmt: skip
-        report.host_allocator = plan.host_allocator
-    if not report.within_budget:
-        reporter.message(
-            f"WARNING: measured peak {format_bytes(max(measured))} exceeded the budget "
-            f"{format_bytes(job.budget)}"
-        )
-    return report
-
-
-def out_of_memory(job: Job, plan, meter: MemoryMeter) -> EdgeSVPError:
-    """One line for a CUDA allocation that failed: under a budget the memory fraction was
-    capped at baseline + budget, so the plan's prediction fell short of the real need."""
-    where, predicted = job.schedule.training_where(len(meter.peaks), plan)
-    if job.budget:
-        return EdgeSVPError(
-            f"{where} ran out of CUDA memory under the budget {job.config.memory.budget} "
-            f"(predicted peak {format_bytes(predicted)}); the last checkpoint is kept. Retry "
-            f"with a larger --mem-budget"
-        )
-    return EdgeSVPError(
-        f"{where} ran out of CUDA memory; set --mem-budget to the memory you can give it, "
-        f"and the planner will pick micro-batches that fit"
-    )
 
 
 def evaluate_run(
