@@ -17,8 +17,9 @@
       summary.json        written last: accuracies, peak and per-block memory, wall time,
                           versions, batches skipped for NaN/inf
 
-A single process (edge_svp/run.py) and a pipeline's rank 0 (edge_svp/distributed/worker.py)
-both write through RunDir and build summary.json with `summary`, so the two have one schema.
+A single process (edge_svp/run.py) and a pipeline's rank 0 (edge_svp/distributed/run_writer.py)
+both write through RunDir and build summary.json from the same typed records (RunHeader,
+MemorySummary, RunSummary), so the two have one schema.
 """
 
 from __future__ import annotations

@@ -4,12 +4,18 @@ edge-svp fit --nproc 2                          # two local ranks, one stage eac
 edge-svp fit --nproc 4 --stages 2               # two stages of two data-parallel replicas
 torchrun --nproc-per-node 2 -m edge_svp fit     # the same code, started by torchrun
 
-stages.py    which rank trains which blocks: contiguous stages balanced by the planner
-stream.py    activations and labels sent forward, point to point (gloo or NCCL)
-pipeline.py  one rank's training and evaluation loop
-worker.py    one rank of a fit: joining, set-up, the run directory (rank 0)
-launch.py    --nproc: start local ranks, watch them, stop all when one fails
-failure.py   how a failed rank is named, and a fault hook for tests
+schedule.py       the pipelined schedule: what a pipeline accepts, its label
+stages.py         which rank trains which blocks: contiguous stages balanced by the planner
+stream.py         activations and labels sent forward, point to point (gloo or NCCL)
+pipeline.py       one stage's training and evaluation loop
+process_group.py  a rank's device and its process groups
+setup.py          rank 0's set-up (data, stages, run directory, a resumed run's checkpoint)
+rank_training.py  a rank's epoch and its report; a resumed rank's start
+exchange.py       what ranks send rank 0 at an epoch's end, and it back on resume
+run_writer.py     rank 0's side of the run directory: metrics, checkpoint, summary
+worker.py         one rank of a fit, from joining to its last barrier
+launch.py         --nproc: start local ranks, watch them, stop all when one fails
+failure.py        how a failed rank is named, and how a stopped run resumes
 """
 
 import os

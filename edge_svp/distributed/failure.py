@@ -86,3 +86,7 @@ def stop_on_sigterm(who: str) -> None:
         raise Interrupted(f"stopped by SIGTERM, {who}; {resume_hint()}", 143)
 
     signal.signal(signal.SIGTERM, terminated)
+
+
+def first_line(e: Exception) -> str:
+    return (str(e).splitlines() or [""])[0]

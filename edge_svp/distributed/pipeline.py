@@ -24,8 +24,10 @@ import torch.distributed as dist
 from torch import nn
 
 from edge_svp.data import batches
+from edge_svp.distributed.stages import Layout
 from edge_svp.distributed.stream import Inbox, Outbox, wait
 from edge_svp.errors import NumericalFault
+from edge_svp.faults import rank_fault
 from edge_svp.training.optim import block_optim
 from edge_svp.training.step import BlockTrainer, step_blocks
 
@@ -219,3 +221,19 @@ def evaluate_stage(net, ctx: StageContext, data, num_test: int, batch_size: int)
         ctx.outbox.flush()
     net.train()
     return correct
+
+
+def stage_context(config, layout: Layout, rank: int, shared, groups, timeout, device):
+    """This rank's StageContext: its blocks and its links (`groups`: the stream's, the
+    replicas') to the neighbouring stages and its replicas."""
+    stream, replica_group = groups
+    stage, replica = layout.stage(rank), layout.replica(rank)
+    first, stop = shared["stages"][stage]
+    inbox = outbox = None
+    if stage:
+        inbox = Inbox(layout.rank(stage - 1, replica), stream, timeout,
+                      shared["block_inputs"][first], device)  # fmt: skip
+    if stage < layout.stages - 1:
+        outbox = Outbox(layout.rank(stage + 1, replica), stream, timeout)
+    return StageContext(first, stop, replica, layout.replicas, inbox, outbox, replica_group,
+                        timeout, rank_fault(rank), config.train.skip_bad_batches)  # fmt: skip
