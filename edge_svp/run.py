@@ -53,7 +53,6 @@ from edge_svp.training import (
     block_accuracies,
     plan_training,
     schedule_of,
-    train,
 )
 from edge_svp.training.backprop import has_batchnorm
 from edge_svp.training.precision import check_precision
@@ -74,10 +73,6 @@ class Job:
     resumed: bool = False
     checkpoint: dict | None = None  # a resumed run's latest good checkpoint, if it has one
     started: float = 0.0  # time.perf_counter() when the run began (before its checkpoint's)
-
-    @property
-    def torch_backend(self) -> bool:
-        return self.backend == "torch"
 
 
 def fit(
@@ -142,7 +137,7 @@ class Fit:
         itself is charged to the measured budget; it also runs every kernel once, so that
         one-time set-up is charged to no method."""
         job, dataset = self.job, self.dataset
-        if not job.torch_backend:
+        if not job.schedule.planned:
             return None
         if job.checkpoint and job.checkpoint.get("plan"):
             return MemoryPlan.from_dict(job.checkpoint["plan"])
@@ -195,33 +190,17 @@ class Fit:
             reporter.message(
                 f"continuing from the checkpoint at {state.describe(state.resumed_from)}"
             )
-        torch_backend = job.torch_backend
+        resumable = job.schedule.resumable
         try:
             with (
-                resume_hints(job.run_dir, state) if torch_backend else nullcontext(),
-                state.interruptible() if torch_backend else nullcontext(),
+                resume_hints(job.run_dir, state) if resumable else nullcontext(),
+                state.interruptible() if resumable else nullcontext(),
                 job.run_dir.open_metrics(state.records) as metrics,
             ):
-                (self.train_torch if torch_backend else self.train_ort)(metrics.write)
+                job.schedule.run_fit(self, metrics.write)
         except torch.OutOfMemoryError:  # no resume hint: the same plan would run out again
             raise self.out_of_memory() from None
         shutil.rmtree(state.cache_dir, ignore_errors=True)
-
-    def train_torch(self, on_epoch) -> None:
-        config = self.job.config
-        train(self.net, self.dataset, config.train, config.optim, self.preprocess,
-              self.reporter, on_epoch, config.memory, self.plan, self.meter, self.state)  # fmt: skip
-
-    def train_ort(self, on_epoch) -> None:
-        from edge_svp.ort.backend import train_ort
-
-        def epoch_done(records: list[dict]) -> None:
-            on_epoch(records)
-            self.save()  # the ort backend has no training state to keep
-
-        job = self.job
-        self.state.records = train_ort(self.net, self.dataset, job.config, self.preprocess,
-                                       job.run_dir / "ort", self.reporter, epoch_done)  # fmt: skip
 
     def summarise(self) -> dict:
         """Evaluate every head, write summary.json and return it."""
@@ -317,11 +296,11 @@ def resolve_job(config, out, overwrite, backend, resume, reporter) -> Job:
             run_dir.check_new(overwrite)
         device, target = prepare_device(config)
         schedule = schedule_of(config.train)
-        schedule.check(config, backend)
         if backend == "ort":
-            from edge_svp.ort.backend import check_supported
+            from edge_svp.ort.schedule import on_ort
 
-            check_supported(config)
+            schedule = on_ort(schedule, config)
+        schedule.check(config, backend)
     except BaseException:
         run_dir.unlock()
         raise

@@ -19,7 +19,10 @@ class Schedule:
     method: str  # the configuration's train.method that selects it: svp | bp
     label: str  # what progress lines, plans and reports call it
     per_block: bool = False  # trains one block after another; a position names its block
-    backends: tuple[str, ...] = ("torch",)
+    backend: str = "torch"  # what runs its steps
+    backends: tuple[str, ...] = ("torch",)  # the backends that have a schedule of this kind
+    planned: bool = True  # follows a MemoryPlan
+    resumable: bool = True  # keeps a training state that --resume goes on from
     follows_budget: bool = True  # a target's memory budget applies to it
     pipelines: bool = False  # stages on several processes can train it (distributed/)
     local: bool = True  # every block learns from its own head's loss
@@ -48,6 +51,14 @@ class Schedule:
     def train(self, ctx) -> None:
         """Train ctx.net in place as ctx.plan says (ctx: training/context.TrainContext)."""
         raise NotImplementedError
+
+    def run_fit(self, fit, on_epoch) -> None:
+        """Train a fit's network (run.Fit), `on_epoch` called with each epoch's records."""
+        import edge_svp.training as training  # the schedules are part of it
+
+        config = fit.job.config
+        training.train(fit.net, fit.dataset, config.train, config.optim, fit.preprocess,
+                       fit.reporter, on_epoch, config.memory, fit.plan, fit.meter, fit.state)  # fmt: skip
 
     def on_device_throughout(self) -> bool:
         """Is the whole network on the training device while it trains?"""

@@ -73,12 +73,12 @@ def test_plan_json_matches_what_fit_follows(tmp_path):
 
 def test_an_allocation_failure_under_a_budget_is_one_line(tmp_path, monkeypatch):
     # on CUDA the memory fraction turns an overrun into an allocation failure
-    import edge_svp.run
+    import edge_svp.training
 
     def exhausted(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 MiB")
 
-    monkeypatch.setattr(edge_svp.run, "train", exhausted)
+    monkeypatch.setattr(edge_svp.training, "train", exhausted)
     result, out = fit(tmp_path, "--mem-budget", "64MB")
     assert result.exit_code == 2
     line = result.stderr.strip()
