@@ -17,24 +17,28 @@ gradients (all-reduce) before each step, so they step on the whole batch's gradi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
+from edge_svp.config import TrainConfig
 from edge_svp.data import batches
 from edge_svp.distributed.stages import Layout
 from edge_svp.distributed.stream import Inbox, Outbox, wait
 from edge_svp.errors import NumericalFault
 from edge_svp.faults import rank_fault
+from edge_svp.training.batches import TrainData
 from edge_svp.training.optim import block_optim
 from edge_svp.training.step import BlockTrainer, step_blocks
 
 
 @dataclass
 class StageContext:
-    """Where this rank sits in the pipeline, and its links to its neighbours."""
+    """Where this rank sits in the pipeline, its links to its neighbours, and what its stage
+    trains with: the network (the stage's blocks kept: keep_stage), the data (the first stage
+    only) and a BlockTrainer per block."""
 
     first: int  # the stage's blocks: first .. stop-1
     stop: int
@@ -46,6 +50,9 @@ class StageContext:
     timeout: float
     fault: object  # called with the micro-step number (edge_svp/distributed/failure.py)
     skip_bad_batches: bool = False
+    net: nn.Module | None = None  # an SVPNetwork
+    data: TrainData | None = None  # None on a later stage, which receives its input
+    trainers: list[BlockTrainer] = field(default_factory=list)
     step: int = 0  # micro-steps done so far
     allreduce_bytes: int = 0
     bad_batches: int = 0  # skipped for NaN or inf
@@ -100,12 +107,12 @@ def merge_states(parts: list[dict]) -> dict:
     return merged
 
 
-def reference(net, ctx: StageContext, x: torch.Tensor) -> torch.Tensor:
+def reference(ctx: StageContext, x: torch.Tensor) -> torch.Tensor:
     """The reference v of the stage's first block, made from the stage's input."""
     if ctx.first == 0:
-        return net.reference(x)
+        return ctx.net.reference(x)
     with torch.no_grad():
-        return net.objectives[ctx.first - 1].reference_of(x)
+        return ctx.net.objectives[ctx.first - 1].reference_of(x)
 
 
 def all_reduce_gradients(params: list[nn.Parameter], ctx: StageContext) -> None:
@@ -119,51 +126,56 @@ def all_reduce_gradients(params: list[nn.Parameter], ctx: StageContext) -> None:
         p.grad = g.view_as(p)
 
 
-def average_buffers(net, ctx: StageContext) -> None:
+def average_buffers(ctx: StageContext) -> None:
     """Replicas' BatchNorm statistics, averaged, so that every replica evaluates alike."""
     for i in ctx.owned:
-        for buffer in net.blocks[i].buffers():
+        for buffer in ctx.net.blocks[i].buffers():
             if buffer.is_floating_point():
                 wait(dist.all_reduce(buffer, group=ctx.replica_group, async_op=True), None,
                      ctx.timeout)  # fmt: skip
                 buffer /= ctx.replicas
 
 
-def stage_trainers(net, ctx: StageContext, optim, steps_per_epoch: int, epochs: int,
-                   precision, device):  # fmt: skip
-    """A BlockTrainer for each of the stage's blocks, as TrainContext.block_trainer makes
-    one in a single process."""
+def stage_trainers(ctx: StageContext, optim, steps_per_epoch: int, train) -> list[BlockTrainer]:
+    """A BlockTrainer for each of the stage's blocks, over train.epochs, as
+    TrainContext.block_trainer makes one in a single process."""
+    net, device = ctx.net, next(ctx.net.parameters()).device
     warmup = round(optim.warmup_epochs * steps_per_epoch)
     return [
         BlockTrainer(i + 1, net.blocks[i], net.objectives[i], net.trainable_parameters(i),
-                     block_optim(optim, i), steps_per_epoch * epochs, precision, device, warmup)
+                     block_optim(optim, i), steps_per_epoch * train.epochs, train.precision,
+                     device, warmup)
         for i in ctx.owned
     ]  # fmt: skip
 
 
-def local_steps(net, ctx: StageContext, trainers, x, y, share: float) -> torch.Tensor:
+def local_steps(ctx: StageContext, x, y, share: float) -> torch.Tensor:
     """Forward and local backward of each of the stage's blocks; the last block's output."""
-    h, v_ref = x, reference(net, ctx, x)
-    for trainer in trainers:
+    h, v_ref = x, reference(ctx, x)
+    for trainer in ctx.trainers:
         h, out = trainer.micro_step(h, v_ref, y, share)
         v_ref = out.v
     return h
 
 
-def warm_up(net, ctx: StageContext, input_shape, num_classes: int, optim, device) -> None:
-    """A throwaway step of the stage on random input, as rank 0's probe of every block does:
+def warm_up(ctx: StageContext, probe, shared: dict, optim) -> None:
+    """A throwaway step of the stage with `optim`'s optimizer, on `probe` (a copy of the
+    network, its stage kept) and random input, as rank 0's probe of every block does:
     one-time set-up (tens of MiB on CPU) is then not charged to training."""
-    x = torch.randn(2, *input_shape, device=device)
-    y = torch.randint(0, num_classes, (2,), device=device)
-    trainers = stage_trainers(net, ctx, optim, 1, 1, "fp32", device)
-    local_steps(net, ctx, trainers, x, y, 1.0)
-    for trainer in trainers:
+    device = next(probe.parameters()).device
+    x = torch.randn(2, *shared["block_inputs"][ctx.first], device=device)
+    y = torch.randint(0, shared["num_classes"], (2,), device=device)
+    throwaway = replace(ctx, net=probe, trainers=[])
+    throwaway.trainers = stage_trainers(throwaway, optim, 1, TrainConfig(epochs=1))
+    local_steps(throwaway, x, y, 1.0)
+    for trainer in throwaway.trainers:
         trainer.step()
 
 
-def train_epoch(net, ctx: StageContext, data, steps, trainers, reporter, epoch) -> None:
+def train_epoch(ctx: StageContext, steps, reporter, epoch: int) -> None:
     """One epoch of this stage over `steps` (MicroSteps for this replica); the trainers
     keep the epoch's statistics."""
+    net, data, trainers = ctx.net, ctx.data, ctx.trainers
     net.train()
     for trainer in trainers:
         trainer.new_epoch()
@@ -178,7 +190,7 @@ def train_epoch(net, ctx: StageContext, data, steps, trainers, reporter, epoch) 
         elif len(idx):
             x, y = data.batch("train", idx, train=True)
         if len(idx):
-            h = local_steps(net, ctx, trainers, x, y, share)
+            h = local_steps(ctx, x, y, share)
             if ctx.outbox:
                 ctx.outbox.send(h, y)
         if last:
@@ -199,9 +211,10 @@ def train_epoch(net, ctx: StageContext, data, steps, trainers, reporter, epoch) 
 
 
 @torch.no_grad()
-def evaluate_stage(net, ctx: StageContext, data, num_test: int, batch_size: int) -> list[int]:
+def evaluate_stage(ctx: StageContext, num_test: int, batch_size: int) -> list[int]:
     """Correct test predictions of each of this stage's heads, on this replica's share of the
     test batches (every R-th batch)."""
+    net, data = ctx.net, ctx.data
     net.eval()
 
     def mine():  # made as used, twice: their sizes for the inbox, then the batches

@@ -34,21 +34,24 @@ class RankRun:
     control: object  # the gloo group of bookkeeping
     timeout: float
     order: torch.Generator  # the data order, the same on every rank
+    stage: StageContext  # what it trains, and its links
+    reporter: object  # edge_svp.progress.Reporter
 
     def gather(self, obj) -> list | None:
         return gather(obj, self.control, self.timeout, self.rank)
 
 
-def train_rank_epoch(net, ctx: StageContext, data, trainers, run: RankRun, epoch, reporter):
+def train_rank_epoch(run: RankRun, epoch: int) -> list[dict] | None:
     """One epoch of this rank, then its test accuracy; every rank's report on rank 0."""
-    train, device = run.config.train, next(net.parameters()).device
+    ctx, trainers = run.stage, run.stage.trainers
+    train, device = run.config.train, next(ctx.net.parameters()).device
     epoch_start = time.perf_counter()
     barrier(run.control, run.timeout)  # start the epoch's clock together
     train_start, cpu_start = time.perf_counter(), time.process_time()
     before = ctx.counters()
     steps = MicroSteps(run.shared["num_train"], train.batch_size, run.shared["micro_batch"],
                        run.order, ctx.replica, ctx.replicas)  # fmt: skip
-    train_epoch(net, ctx, data, steps, trainers, reporter, epoch)
+    train_epoch(ctx, steps, run.reporter, epoch)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - train_start
@@ -56,9 +59,9 @@ def train_rank_epoch(net, ctx: StageContext, data, trainers, run: RankRun, epoch
     cpu_seconds = time.process_time() - cpu_start
     during = {k: v - before[k] for k, v in ctx.counters().items()}  # training only
     if ctx.replicas > 1:
-        average_buffers(net, ctx)
+        average_buffers(ctx)
     eval_batch = min(train.eval_batch_size, run.shared["micro_batch"])
-    correct = evaluate_stage(net, ctx, data, run.shared["num_test"], eval_batch)
+    correct = evaluate_stage(ctx, run.shared["num_test"], eval_batch)
     return run.gather({
         "blocks": list(ctx.owned),
         "replica": ctx.replica,
@@ -77,7 +80,7 @@ def train_rank_epoch(net, ctx: StageContext, data, trainers, run: RankRun, epoch
     })  # fmt: skip
 
 
-def resume_rank(net, ctx: StageContext, trainers, run: RankRun, checkpoint) -> None:
+def resume_rank(run: RankRun, checkpoint: dict | None) -> None:
     """Rank 0 hands every rank what its checkpoint holds for it (its stage's weights, its
     trainers' optimizers and schedules, its RNG states, the data order), and each goes on
     from there."""
@@ -86,9 +89,10 @@ def resume_rank(net, ctx: StageContext, trainers, run: RankRun, checkpoint) -> N
     with peer_errors(0, run.timeout):
         dist.scatter_object_list(mine, payloads, src=0, group=run.control)
     (payload,) = mine
-    device = next(net.parameters()).device
-    net.load_state_dict({k: v.to(device) for k, v in payload["state"].items()}, strict=False)
-    for trainer, state in zip(trainers, payload["trainers"], strict=True):
+    ctx = run.stage
+    device = next(ctx.net.parameters()).device
+    ctx.net.load_state_dict({k: v.to(device) for k, v in payload["state"].items()}, strict=False)
+    for trainer, state in zip(ctx.trainers, payload["trainers"], strict=True):
         trainer.load_state_dict(state)
     set_rng_states(payload["rng"])
     run.order.set_state(payload["order"])

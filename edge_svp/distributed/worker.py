@@ -122,17 +122,15 @@ def _fit(config, rank, layout, device, comm, store, where, timeout, reporter):
                              resume=str(run_dir) if where.resume else None)  # fmt: skip
         reporter.message(_describe(layout, own["plans"], shared["micro_batch"], comm))
     ctx = stage_context(config, layout, rank, shared, (stream, replica_group), timeout, device)
-    data = None
     if layout.stage(rank) == 0:
         dataset, preprocess = (
             (own["dataset"], own["preprocess"]) if rank == 0 else load_data(config.data)
         )
-        data = TrainData(dataset, preprocess, device)
+        ctx.data = TrainData(dataset, preprocess, device)
     if rank != 0 or shared["resumed_epoch"]:  # a new run's rank 0 probed every kernel already
         probe = build_network(config, shared["input_shape"], shared["num_classes"])
         keep_stage(probe, ctx.first, ctx.stop, device)
-        warm_up(probe, ctx, shared["block_inputs"][ctx.first], shared["num_classes"],
-                config.optim, device)  # fmt: skip
+        warm_up(ctx, probe, shared, config.optim)
         del probe
     with peer_errors(None, SETUP_SECONDS):  # set-up ends together: a slow warm-up is no hang
         dist.barrier()  # the default group, whose waits are set-up's
@@ -145,17 +143,18 @@ def _fit(config, rank, layout, device, comm, store, where, timeout, reporter):
     shapes = {k: (v.shape, v.dtype) for k, v in net.state_dict().items()}  # the whole network's
     keep_stage(net, ctx.first, ctx.stop, device)
     train = config.train
-    trainers = stage_trainers(net, ctx, config.optim, -(-shared["num_train"] // train.batch_size),
-                              train.epochs, train.precision, device)  # fmt: skip
+    ctx.net = net
+    ctx.trainers = stage_trainers(ctx, config.optim, -(-shared["num_train"] // train.batch_size),
+                                  train)  # fmt: skip
     run = RankRun(config, layout, rank, shared, control, timeout,
-                  torch.Generator().manual_seed(train.seed))  # fmt: skip
+                  torch.Generator().manual_seed(train.seed), ctx, reporter)  # fmt: skip
     torch.manual_seed(train.seed + rank)  # augmentation and dropout draws
     if shared["resumed_epoch"]:
-        resume_rank(net, ctx, trainers, run, own.get("checkpoint"))
+        resume_rank(run, own.get("checkpoint"))
     writer = RunWriter(config, own, reporter, start) if rank == 0 else None
     with meter.section():
         for epoch in range(shared["resumed_epoch"] + 1, train.epochs + 1):
-            reports = train_rank_epoch(net, ctx, data, trainers, run, epoch, reporter)
+            reports = train_rank_epoch(run, epoch)
             states = collect_states(net, layout, rank, shared["stages"], shapes, control, timeout)
             if writer:
                 writer.epoch(epoch, reports, states, shared)

@@ -57,15 +57,19 @@ class BlockInputs:
 
 
 @torch.no_grad()
-def _fill_cache(block, inputs: BlockInputs, split, plan, memory, device, out_shape, path):
+def _fill_cache(ctx, i: int, inputs: BlockInputs, split: str) -> ActivationCache:
+    """Block i's (0-based) outputs on `split`, in the cache its plan says, written at its
+    micro-batch."""
+    block_plan, memory = ctx.plan.blocks[i], ctx.memory
     n = len(getattr(inputs.data.dataset, f"y_{split}"))
     cache = ActivationCache(
-        n, out_shape, plan.output_cache, memory.cache_dtype, device, memory.cache_dir, path
-    )
-    chunks = batches(n, plan.micro_batch, shuffle=False)
+        n, ctx.plan.costs[i].output_shape, block_plan.output_cache, memory.cache_dtype,
+        ctx.data.device, memory.cache_dir, ctx.state.cache_path(i + 1, split),
+    )  # fmt: skip
+    chunks = batches(n, block_plan.micro_batch, shuffle=False)
     start = 0
     for x, _, _ in inputs.stream(split, chunks, train=False):
-        out = block(x)
+        out = ctx.net.blocks[i](x)
         cache.write(start, out)
         start += len(out)
     return cache
@@ -157,12 +161,7 @@ class Layerwise(Schedule):
                     _train_block(ctx, i, inputs, block_plan.micro_batch)
                 _freeze(block)  # frozen from here on
                 if block_plan.output_cache:
-                    shape = plan.costs[i].output_shape
-                    new = {
-                        split: _fill_cache(block, inputs, split, block_plan, ctx.memory, device,
-                                           shape, state.cache_path(i + 1, split))
-                        for split in ("train", "test")
-                    }  # fmt: skip
+                    new = {split: _fill_cache(ctx, i, inputs, split) for split in ("train", "test")}
                     state.caches = [
                         {"block": i + 1, "split": k, **c.seal()} for k, c in new.items()
                     ]
