@@ -23,6 +23,7 @@ import os
 import sys
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -93,9 +94,9 @@ def fit_rank(
         layout = Layout(int(os.environ["WORLD_SIZE"]), stages or int(os.environ["WORLD_SIZE"]))
         device, comm = rank_device(config.train.device)
         store = join(rank, layout.world, timeout)
-        where = RunPlace(out, overwrite, resume)
-        return _fit(config, rank, layout, device, comm, store, where, timeout,
-                    reporter or Reporter())  # fmt: skip
+        job = RankJob(config, rank, layout, device, comm, store, RunPlace(out, overwrite, resume),
+                      timeout, reporter or Reporter())  # fmt: skip
+        return _fit(job)
     except Interrupted as e:
         code = report(rank, "signal", str(e))
     except EdgeSVPError as e:
@@ -110,30 +111,27 @@ def fit_rank(
     os._exit(code)  # without waiting on process-group teardown, which may wait on the dead
 
 
-def _fit(config, rank, layout, device, comm, store, where, timeout, reporter):
+@dataclass
+class RankJob:
+    """What a rank is to do, resolved: the run, its place in the pipeline, its device and
+    the stream's backend (gloo or NCCL), the rendezvous store, where the run writes."""
+
+    config: RunConfig
+    rank: int
+    layout: Layout
+    device: torch.device
+    comm: str
+    store: object
+    where: RunPlace
+    timeout: float
+    reporter: Reporter
+
+
+def _fit(job: RankJob):
+    config, rank, layout, device, comm = job.config, job.rank, job.layout, job.device, job.comm
+    timeout, reporter = job.timeout, job.reporter
     start = time.perf_counter()
-    shared, own = share_setup(store, rank, lambda: plan_pipeline(config, layout, device, where,
-                                                                 reporter))  # fmt: skip
-    stream, control, replica_group = groups(layout, rank, comm, timeout)
-    if rank == 0:
-        run_dir = own["run_dir"]
-        set_resume_hint(run_dir.resume_command(pipeline_layout(layout)))
-        reporter.run_started(config, PIPELINED.label, "torch",
-                             resume=str(run_dir) if where.resume else None)  # fmt: skip
-        reporter.message(_describe(layout, own["plans"], shared["micro_batch"], comm))
-    ctx = stage_context(config, layout, rank, shared, (stream, replica_group), timeout, device)
-    if layout.stage(rank) == 0:
-        dataset, preprocess = (
-            (own["dataset"], own["preprocess"]) if rank == 0 else load_data(config.data)
-        )
-        ctx.data = TrainData(dataset, preprocess, device)
-    if rank != 0 or shared["resumed_epoch"]:  # a new run's rank 0 probed every kernel already
-        probe = build_network(config, shared["input_shape"], shared["num_classes"])
-        keep_stage(probe, ctx.first, ctx.stop, device)
-        warm_up(ctx, probe, shared, config.optim)
-        del probe
-    with peer_errors(None, SETUP_SECONDS):  # set-up ends together: a slow warm-up is no hang
-        dist.barrier()  # the default group, whose waits are set-up's
+    shared, own, ctx, control = _set_up(job)
     allocator = host_allocator(config.memory, budgeted=shared["budget"] is not None)
     set_host_allocator(exact=allocator == "exact")  # after the probe, as training.train does
     meter = MemoryMeter(device)  # baseline: after imports, data and set-up
@@ -169,6 +167,37 @@ def _fit(config, rank, layout, device, comm, store, where, timeout, reporter):
     barrier(control, timeout)  # no rank leaves while another still needs it
     dist.destroy_process_group()
     return summary
+
+
+def _set_up(job: RankJob):
+    """(what every rank shares, what rank 0 keeps, this rank's StageContext, the gloo group
+    of bookkeeping): rank 0's set-up shared, the process groups made, the stage's data
+    loaded and its kernels warmed up; every rank leaves together."""
+    config, rank, layout, device, comm = job.config, job.rank, job.layout, job.device, job.comm
+    where, timeout, reporter = job.where, job.timeout, job.reporter
+    shared, own = share_setup(job.store, rank, lambda: plan_pipeline(config, layout, device,
+                                                                     where, reporter))  # fmt: skip
+    stream, control, replica_group = groups(layout, rank, comm, timeout)
+    if rank == 0:
+        run_dir = own["run_dir"]
+        set_resume_hint(run_dir.resume_command(pipeline_layout(layout)))
+        reporter.run_started(config, PIPELINED.label, "torch",
+                             resume=str(run_dir) if where.resume else None)  # fmt: skip
+        reporter.message(_describe(layout, own["plans"], shared["micro_batch"], comm))
+    ctx = stage_context(config, layout, rank, shared, (stream, replica_group), timeout, device)
+    if layout.stage(rank) == 0:
+        dataset, preprocess = (
+            (own["dataset"], own["preprocess"]) if rank == 0 else load_data(config.data)
+        )
+        ctx.data = TrainData(dataset, preprocess, device)
+    if rank != 0 or shared["resumed_epoch"]:  # a new run's rank 0 probed every kernel already
+        probe = build_network(config, shared["input_shape"], shared["num_classes"])
+        keep_stage(probe, ctx.first, ctx.stop, device)
+        warm_up(ctx, probe, shared, config.optim)
+        del probe
+    with peer_errors(None, SETUP_SECONDS):  # set-up ends together: a slow warm-up is no hang
+        dist.barrier()  # the default group, whose waits are set-up's
+    return shared, own, ctx, control
 
 
 def _describe(layout: Layout, plans, micro_batch: int, comm: str) -> str:

@@ -184,6 +184,39 @@ def accuracy(trainer: BlockSession, inputs: Inputs, batch_size: int) -> float:
     return correct / len(inputs.split.y)
 
 
+class LearningRate:
+    """The learning rate of each optimizer step in turn, as the torch schedule gives it."""
+
+    def __init__(self, lr: float, kind: str, total_steps: int):
+        self.lr, self.kind, self.total, self.step = lr, kind, total_steps, 0
+
+    @property
+    def now(self) -> float:
+        return self.lr * lr_factor(self.kind, self.step, self.total)
+
+    def take(self) -> float:
+        """The rate of the next step, which is then taken."""
+        rate = self.now
+        self.step += 1
+        return rate
+
+
+def train_epoch(trainer: BlockSession, inputs: Inputs, index_batches, lr: LearningRate):
+    """(summed loss, correct predictions) of one epoch of `trainer` over `index_batches`."""
+    loss_sum, correct = 0.0, 0
+    for idx in index_batches:
+        feeds = inputs(idx)
+        out = trainer.step(feeds, lr.take())
+        loss = float(out[LOSS])
+        if not math.isfinite(loss):
+            raise EdgeSVPError(
+                "the loss became NaN or inf; lower the learning rate (--lr) and try again"
+            )
+        loss_sum += loss * len(idx)
+        correct += int((out[LOGITS].argmax(-1) == feeds[LABELS]).sum())
+    return loss_sum, correct
+
+
 def train(
     export_dir: str | Path,
     train_split: Split,
@@ -198,51 +231,30 @@ def train(
     manifest = Manifest.read(export_dir)
     onnxruntime, _ = ort_api()
     reporter = reporter or Reporter()
-    schedule, lr = manifest.schedule, manifest.optimizer["lr"]
+    schedule = manifest.schedule
     preprocess = Preprocessor(manifest.preprocessing)
     reference = onnxruntime.InferenceSession(
         str(export_dir / manifest.reference_model), providers=["CPUExecutionProvider"]
     )
     inputs = {name: Inputs(split, preprocess, reference)
               for name, split in (("train", train_split), ("test", test_split))}  # fmt: skip
-    epochs, batch_size = schedule["epochs"], schedule["batch_size"]
-    steps = -(-len(train_split.y) // batch_size)
+    epochs, batch_size, n = schedule["epochs"], schedule["batch_size"], len(train_split.y)
+    steps = -(-n // batch_size)
     order = np.random.default_rng(schedule["seed"])
-
-    def lr_at(step: int) -> float:
-        return lr * lr_factor(schedule["lr_schedule"], step, steps * epochs)
-
     records: list[dict] = []
     for block in manifest.blocks:
         trainer = BlockSession(export_dir, block, threads)
-        step = 0
+        lr = LearningRate(manifest.optimizer["lr"], schedule["lr_schedule"], steps * epochs)
         for epoch in range(1, epochs + 1):
             start = time.perf_counter()
-            loss_sum, correct = 0.0, 0
             label = f"block {block.index} epoch {epoch}"
-            for idx in reporter.track(batches(len(train_split.y), batch_size, order), steps, label):
-                feeds = inputs["train"](idx)
-                out = trainer.step(feeds, lr_at(step))
-                step += 1
-                loss = float(out[LOSS])
-                if not math.isfinite(loss):
-                    raise EdgeSVPError(
-                        "the loss became NaN or inf; lower the learning rate (--lr) and try again"
-                    )
-                loss_sum += loss * len(idx)
-                correct += int((out[LOGITS].argmax(-1) == feeds[LABELS]).sum())
+            index_batches = reporter.track(batches(n, batch_size, order), steps, label)
+            loss_sum, correct = train_epoch(trainer, inputs["train"], index_batches, lr)
             test = accuracy(trainer, inputs["test"], schedule["eval_batch_size"])
             trainer.save()
-            n = len(train_split.y)
-            record = {
-                "block": block.index,
-                "epoch": epoch,
-                "test_accuracy": test,
-                "seconds": time.perf_counter() - start,
-                "lr": lr_at(step),
-                "loss": loss_sum / n,
-                "train_accuracy": correct / n,
-            }
+            record = {"block": block.index, "epoch": epoch, "test_accuracy": test,
+                      "seconds": time.perf_counter() - start, "lr": lr.now,
+                      "loss": loss_sum / n, "train_accuracy": correct / n}  # fmt: skip
             records.append(record)
             reporter.epoch([record])
             if on_epoch:
