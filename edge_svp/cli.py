@@ -248,14 +248,13 @@ def fit(profile, settings, out, overwrite, backend, nproc, stages, timeout, resu
             raise EdgeSVPError(
                 f"--resume continues {resume} with its own config.toml; drop {', '.join(given)}"
             )
-        config = RunDir(resume).resumable_config()
-    else:
+    mode = distributed.mode(nproc, stages)  # None: this process trains alone
+    if resume and mode:  # the pipeline goes on in its own directory, with its configuration
+        config, out = RunDir(resume).resumable_config(), resume
+    elif not resume:
         # the ort backend plans no budget: a target's default budget does not apply to it
         keep = ["memory.budget"] if backend == "ort" else []
         config = resolve_config(profile, settings, keep=keep, **options)
-    mode = distributed.mode(nproc, stages)  # None: this process trains alone
-    if resume and mode:
-        out = resume  # the pipeline goes on in its own directory
     if mode == "launch":
         from edge_svp.distributed.launch import launch
 
@@ -270,7 +269,7 @@ def fit(profile, settings, out, overwrite, backend, nproc, stages, timeout, resu
         if distributed.rank() != 0:  # rank 0 speaks for the run
             fit_rank(config, out, overwrite, stages, timeout, Reporter(), backend, bool(resume))
             return
-    reporter = ConsoleReporter(config.train.epochs)
+    reporter = ConsoleReporter()
     if mode == "rank":
         summary = fit_rank(config, out, overwrite, stages, timeout, reporter, backend,
                            bool(resume))  # fmt: skip

@@ -31,8 +31,8 @@ class Reporter:
 
 
 class ConsoleReporter(Reporter):
-    def __init__(self, epochs: int):
-        self.epochs = epochs
+    def __init__(self, epochs: int = 0):
+        self.epochs = epochs  # shown as "epoch k/epochs"; a run's is set when it starts
 
     def track(self, iterable, total: int, label: str):
         if not sys.stderr.isatty():
@@ -60,6 +60,7 @@ class ConsoleReporter(Reporter):
         """One line: what (a schedule's label) is about to train, on what (after the input
         was checked, so that a refusal is the only line)."""
         train = config.train
+        self.epochs = train.epochs
         budget = f" | budget {_size(config.memory.budget)}" if config.memory.budget else ""
         target = f" | target {config.target}" if config.target else ""
         precision = f" | {train.precision}" if train.precision != "fp32" else ""
