@@ -1,13 +1,13 @@
 """Parts of a network on disk while others train.
 
 The layerwise schedule holds only the block in training, its objective and what makes its
-reference (the input projection, or the previous block's objective); every other block and
-objective waits in a file, so that neither frozen nor untrained blocks count against the
+reference (the input projection, or the previous block's fixed projection R_{l-1}); every
+other block and every other part of an objective waits in a file, so that neither frozen nor untrained blocks count against the
 budget, whatever the depth. A part on disk is a module whose tensors hold no data (the same
 Parameter objects, emptied) and a checksummed file of its state dict.
 
     offload = OffloadedModules(net, directory)
-    offload.keep_only({"blocks.1", "objectives.1", "objectives.0"}, device)
+    offload.keep_only({"blocks.1", "objectives.1", "objectives.0.projection"}, device)
     offload.manifest()         # for the checkpoint: what is on disk, with SHA-256 digests
     offload.bring_all_back(device)   # the whole network again
 
@@ -48,10 +48,11 @@ class OffloadedModules:
         return self.directory / f"{name}.pt"
 
     def keep_only(self, names: set[str], device: torch.device) -> None:
-        """Send every top-level part of the network (blocks.i, objectives.i,
-        input_projection) not in `names` to disk, and bring those in `names` to `device`."""
+        """Send every part of the network (blocks.i, each piece of objectives.i, the
+        input_projection) not under `names` to disk, and bring those under them to
+        `device`."""
         for name, module in _parts(self.net):
-            if name in names:
+            if any(name == n or name.startswith(f"{n}.") for n in names):
                 self._bring_back(name, module, device)
             else:
                 self._send_away(name, module)
@@ -87,9 +88,14 @@ class OffloadedModules:
 
 
 def _parts(net: nn.Module):
-    """(name, module) of each part the layerwise schedule moves as a whole."""
+    """(name, module) of each part the layerwise schedule moves as a whole: every block, every
+    piece of every objective (its projection, reference projection and head: the next block
+    needs only the first), the input projection."""
     for name, child in net.named_children():
-        if isinstance(child, nn.ModuleList):
+        if name == "objectives":
+            for i, objective in enumerate(child):
+                yield from ((f"{name}.{i}.{piece}", m) for piece, m in objective.named_children())
+        elif isinstance(child, nn.ModuleList):
             yield from ((f"{name}.{i}", m) for i, m in enumerate(child))
         elif child is not None:
             yield name, child

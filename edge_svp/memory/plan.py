@@ -63,7 +63,10 @@ class BlockCost:
     # measured: (micro-batch, the step's bytes at its peak: optimizer state, gradients,
     # activations, input and workspace), ascending by micro-batch
     steps: list[tuple[int, int]]
-    objective_bytes: int = 0  # head and projection: the next block's reference needs them
+    objective_bytes: int = 0  # the whole objective: head and projections
+    # what the next block's reference needs of the objective (LocalObjective.reference_parts:
+    # R_l, and the head for posteriors); 0 in plans made before it was counted
+    reference_bytes: int = 0
 
     def __post_init__(self):
         self.steps = sorted((int(m), int(b)) for m, b in self.steps)
@@ -253,10 +256,13 @@ def _cache_bytes(cost: BlockCost, s: _Setting) -> int:
 
 def _block_plan(i, costs, m, source, target, s: _Setting) -> BlockPlan:
     cost = costs[i]
-    # the block and what makes its reference (the input projection, or the objective before
-    # it); every other block waits on disk (edge_svp/memory/offload.py)
+    # the block and what makes its reference (the input projection, or R_{l-1} of the
+    # objective before it); every other block waits on disk (edge_svp/memory/offload.py)
     resident = cost.param_bytes + cost.buffer_bytes
-    resident += costs[i - 1].objective_bytes if i else s.input_projection_bytes
+    if i:
+        resident += costs[i - 1].reference_bytes or costs[i - 1].objective_bytes
+    else:
+        resident += s.input_projection_bytes
     if source == "recompute":
         resident += sum(c.param_bytes + c.buffer_bytes for c in costs[:i])
     cache_in = _cache_bytes(costs[i - 1], s) if i and s.counted(source) else 0

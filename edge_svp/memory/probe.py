@@ -89,6 +89,10 @@ class Probe:
                     optimizer_bytes=optimizer_bytes,
                     steps=steps,
                     objective_bytes=tensor_bytes([*objective.parameters(), *objective.buffers()]),
+                    reference_bytes=sum(
+                        tensor_bytes([*part.parameters(), *part.buffers()])
+                        for part in map(objective.get_submodule, objective.reference_parts())
+                    ),
                 )
             )
         return costs

@@ -74,6 +74,11 @@ class LocalObjective(nn.Module):
         v = self.project(h)
         return self.head(F.dropout(v, self.proj_dropout, self.training))
 
+    def reference_parts(self) -> list[str]:
+        """The submodules reference_of uses: R_l, and the head where posteriors are compared
+        (the next block holds only these of this objective)."""
+        return ["projection", "head"] if self.posterior else ["projection"]
+
     def reference_of(self, h: torch.Tensor) -> torch.Tensor:
         """What the next block compares with: the clean projection v_l, or with
         divergence_on = "posterior" the clean logits g_l(v_l)."""

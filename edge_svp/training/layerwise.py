@@ -149,7 +149,7 @@ class Layerwise(Schedule):
             done = state.stage_done(i)  # trained before a resume
             skipped = done and not (rebuild and block_plan.output_cache)
             if not skipped:  # what goes to disk here is not charged to this block's peak
-                parts.keep_only(_resident(i, block_plan), device)
+                parts.keep_only(_resident(net, i, block_plan), device)
                 state.offloaded = parts.manifest()
                 release_memory(device)
             with ctx.meter.section():
@@ -180,11 +180,15 @@ class Layerwise(Schedule):
         net.requires_grad_(True)
 
 
-def _resident(i: int, block_plan) -> set[str]:
+def _resident(net, i: int, block_plan) -> set[str]:
     """What block i (0-based) trains with: itself, its objective, and what makes its
-    reference (the input projection, or the previous objective); with `recompute`, the
-    frozen blocks before it too."""
-    names = {f"blocks.{i}", f"objectives.{i}", f"objectives.{i - 1}" if i else "input_projection"}
+    reference (the input projection, or R_{i-1} of the objective before: reference_parts);
+    with `recompute`, the frozen blocks before it too."""
+    names = {f"blocks.{i}", f"objectives.{i}"}
+    if i == 0:
+        names.add("input_projection")
+    else:
+        names |= {f"objectives.{i - 1}.{part}" for part in net.objectives[i - 1].reference_parts()}
     if block_plan.input_source == "recompute":
         names |= {f"blocks.{j}" for j in range(i)}
     return names

@@ -23,11 +23,16 @@ def test_parts_on_disk_hold_no_data_and_come_back_as_they_were(tmp_path):
     before = {k: v.clone() for k, v in net.state_dict().items()}
     weight = net.blocks[2][0].weight
     parts = OffloadedModules(net, tmp_path)
-    parts.keep_only({"blocks.1", "objectives.1", "objectives.0"}, CPU)
+    # block 2 in training: its objective, and of the one before only what makes its
+    # reference, R_1 (the head stays on disk)
+    parts.keep_only({"blocks.1", "objectives.1", "objectives.0.projection"}, CPU)
     assert weight.numel() == 0 and net.blocks[0][1].weight.numel() == 0
     assert net.blocks[1][0].weight.shape == (32, 32)  # resident
+    assert net.objectives[0].projection.weight.shape == (8, 32)
+    assert net.objectives[0].head.weight.numel() == 0
     on_disk = {e["module"] for e in parts.manifest()}
-    assert on_disk == {"blocks.0", "blocks.2", "objectives.2", "input_projection"}
+    assert on_disk == {"blocks.0", "blocks.2", "objectives.0.head", "objectives.2.projection",
+                       "objectives.2.head", "input_projection"}  # fmt: skip
     state = resident_state(net, parts.manifest())
     assert not any(k.startswith(("blocks.0.", "blocks.2.", "input_projection.")) for k in state)
     # a checkpoint's resident tensors and the files make the whole state dict again
