@@ -85,7 +85,7 @@ def fit(
 ) -> dict:
     """Train as `config` says, write the run directory, return the summary.
 
-    backend "ort" trains with ONNX Runtime (edge_svp/ort/backend.py) and keeps its export
+    backend "ort" trains with ONNX Runtime (edge_svp/ort/schedule.py) and keeps its export
     directory in run_dir/ort. `resume`, a run directory, continues that run from its
     latest good checkpoint with its own configuration; give nothing else with it.
     `reporter` shows progress (edge_svp.progress.ConsoleReporter prints a line per epoch)."""

@@ -23,6 +23,7 @@ import os
 from edge_svp.errors import EdgeSVPError
 
 DEFAULT_TIMEOUT = 300.0  # seconds a rank waits for another before it stops
+SETUP_SECONDS = 600  # joining, loading data and probing may take this long
 TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 

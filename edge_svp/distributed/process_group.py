@@ -10,7 +10,7 @@ import torch
 import torch.distributed as dist
 
 from edge_svp.device import resolve_device
-from edge_svp.distributed.setup import SETUP_SECONDS
+from edge_svp.distributed import SETUP_SECONDS
 from edge_svp.distributed.stages import Layout
 from edge_svp.errors import EdgeSVPError
 

@@ -1,6 +1,7 @@
-"""Rank 0's set-up of a pipelined run, shared with the other ranks through the rendezvous
+"""A pipelined run's set-up. Rank 0's, shared with the other ranks through the rendezvous
 store: the data loaded, the blocks probed and split into stages, the run directory opened (or,
-for a resumed run, its checkpoint read and its stages kept)."""
+for a resumed run, its checkpoint read and its stages kept). Then every rank's: its process
+groups, its stage's data, its kernels warmed up (set_up_rank)."""
 
 from __future__ import annotations
 
@@ -9,18 +10,27 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
+import torch
+import torch.distributed as dist
+
+from edge_svp.config import RunConfig
 from edge_svp.data import Preprocess, load_data
-from edge_svp.distributed.failure import PeerFailure, first_line
+from edge_svp.distributed import SETUP_SECONDS
+from edge_svp.distributed.failure import PeerFailure, first_line, set_resume_hint
+from edge_svp.distributed.pipeline import keep_stage, stage_context, warm_up
+from edge_svp.distributed.process_group import groups
 from edge_svp.distributed.schedule import PIPELINED
 from edge_svp.distributed.stages import Layout, StagePlan, assign_stages
+from edge_svp.distributed.stream import peer_errors
 from edge_svp.errors import EdgeSVPError
 from edge_svp.memory.size import parse_size
 from edge_svp.network import build_network
+from edge_svp.progress import Reporter
 from edge_svp.rundir import RunDir, RunHeader, default_run_dir
 from edge_svp.training import measure_network
 from edge_svp.training.backprop import has_batchnorm
+from edge_svp.training.batches import TrainData
 
-SETUP_SECONDS = 600
 SETUP_KEY = "setup"
 
 
@@ -115,3 +125,56 @@ def share_setup(store, rank: int, make) -> tuple[dict, dict]:
     if "error" in shared:
         raise PeerFailure(0, f"rank 0 failed: {shared['error']}")
     return shared, {}
+
+
+@dataclass
+class RankJob:
+    """What a rank is to do, resolved: the run, its place in the pipeline, its device and
+    the stream's backend (gloo or NCCL), the rendezvous store, where the run writes."""
+
+    config: RunConfig
+    rank: int
+    layout: Layout
+    device: torch.device
+    comm: str
+    store: object
+    where: RunPlace
+    timeout: float
+    reporter: Reporter
+
+
+def set_up_rank(job: RankJob):
+    """(what every rank shares, what rank 0 keeps, this rank's StageContext, the gloo group
+    of bookkeeping): rank 0's set-up shared, the process groups made, the stage's data
+    loaded and its kernels warmed up; every rank leaves together."""
+    config, rank, layout, device, comm = job.config, job.rank, job.layout, job.device, job.comm
+    where, timeout, reporter = job.where, job.timeout, job.reporter
+    shared, own = share_setup(job.store, rank, lambda: plan_pipeline(config, layout, device,
+                                                                     where, reporter))  # fmt: skip
+    stream, control, replica_group = groups(layout, rank, comm, timeout)
+    if rank == 0:
+        run_dir = own["run_dir"]
+        set_resume_hint(run_dir.resume_command(pipeline_layout(layout)))
+        reporter.run_started(config, PIPELINED.label, "torch",
+                             resume=str(run_dir) if where.resume else None)  # fmt: skip
+        reporter.message(describe(layout, own["plans"], shared["micro_batch"], comm))
+    ctx = stage_context(config, layout, rank, shared, (stream, replica_group), timeout, device)
+    if layout.stage(rank) == 0:
+        dataset, preprocess = (
+            (own["dataset"], own["preprocess"]) if rank == 0 else load_data(config.data)
+        )
+        ctx.data = TrainData(dataset, preprocess, device)
+    if rank != 0 or shared["resumed_epoch"]:  # a new run's rank 0 probed every kernel already
+        probe = build_network(config, shared["input_shape"], shared["num_classes"])
+        keep_stage(probe, ctx.first, ctx.stop, device)
+        warm_up(ctx, probe, shared, config.optim)
+        del probe
+    with peer_errors(None, SETUP_SECONDS):  # set-up ends together: a slow warm-up is no hang
+        dist.barrier()  # the default group, whose waits are set-up's
+    return shared, own, ctx, control
+
+
+def describe(layout: Layout, plans, micro_batch: int, comm: str) -> str:
+    stages = " | ".join(p.blocks() for p in plans)
+    return (f"pipeline: {layout.world} processes, {layout.stages} stage(s) of "
+            f"{layout.replicas} replica(s): {stages}; micro-batch {micro_batch}, {comm}")  # fmt: skip

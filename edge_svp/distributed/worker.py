@@ -23,14 +23,12 @@ import os
 import sys
 import time
 import traceback
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
 from edge_svp.config import RunConfig
-from edge_svp.data import load_data
 from edge_svp.distributed import DEFAULT_TIMEOUT
 from edge_svp.distributed.exchange import barrier, collect_states
 from edge_svp.distributed.failure import (
@@ -38,28 +36,22 @@ from edge_svp.distributed.failure import (
     first_line,
     note,
     report,
-    set_resume_hint,
     stop_on_sigterm,
 )
 from edge_svp.distributed.pipeline import (
     keep_stage,
-    stage_context,
     stage_trainers,
-    warm_up,
 )
-from edge_svp.distributed.process_group import groups, join, rank_device
+from edge_svp.distributed.process_group import join, rank_device
 from edge_svp.distributed.rank_training import RankRun, resume_rank, train_rank_epoch
 from edge_svp.distributed.run_writer import RunWriter
 from edge_svp.distributed.schedule import PIPELINED
 from edge_svp.distributed.setup import (
-    SETUP_SECONDS,
+    RankJob,
     RunPlace,
-    pipeline_layout,
-    plan_pipeline,
-    share_setup,
+    set_up_rank,
 )
 from edge_svp.distributed.stages import Layout
-from edge_svp.distributed.stream import peer_errors
 from edge_svp.errors import EdgeSVPError, Interrupted
 from edge_svp.memory.meter import (
     MemoryMeter,
@@ -68,7 +60,6 @@ from edge_svp.memory.meter import (
 )
 from edge_svp.network import build_network
 from edge_svp.progress import Reporter
-from edge_svp.training.batches import TrainData
 from edge_svp.training.probe_plan import host_allocator
 
 
@@ -111,27 +102,11 @@ def fit_rank(
     os._exit(code)  # without waiting on process-group teardown, which may wait on the dead
 
 
-@dataclass
-class RankJob:
-    """What a rank is to do, resolved: the run, its place in the pipeline, its device and
-    the stream's backend (gloo or NCCL), the rendezvous store, where the run writes."""
-
-    config: RunConfig
-    rank: int
-    layout: Layout
-    device: torch.device
-    comm: str
-    store: object
-    where: RunPlace
-    timeout: float
-    reporter: Reporter
-
-
 def _fit(job: RankJob):
     config, rank, layout, device, comm = job.config, job.rank, job.layout, job.device, job.comm
     timeout, reporter = job.timeout, job.reporter
     start = time.perf_counter()
-    shared, own, ctx, control = _set_up(job)
+    shared, own, ctx, control = set_up_rank(job)
     allocator = host_allocator(config.memory, budgeted=shared["budget"] is not None)
     set_host_allocator(exact=allocator == "exact")  # after the probe, as training.train does
     meter = MemoryMeter(device)  # baseline: after imports, data and set-up
@@ -167,40 +142,3 @@ def _fit(job: RankJob):
     barrier(control, timeout)  # no rank leaves while another still needs it
     dist.destroy_process_group()
     return summary
-
-
-def _set_up(job: RankJob):
-    """(what every rank shares, what rank 0 keeps, this rank's StageContext, the gloo group
-    of bookkeeping): rank 0's set-up shared, the process groups made, the stage's data
-    loaded and its kernels warmed up; every rank leaves together."""
-    config, rank, layout, device, comm = job.config, job.rank, job.layout, job.device, job.comm
-    where, timeout, reporter = job.where, job.timeout, job.reporter
-    shared, own = share_setup(job.store, rank, lambda: plan_pipeline(config, layout, device,
-                                                                     where, reporter))  # fmt: skip
-    stream, control, replica_group = groups(layout, rank, comm, timeout)
-    if rank == 0:
-        run_dir = own["run_dir"]
-        set_resume_hint(run_dir.resume_command(pipeline_layout(layout)))
-        reporter.run_started(config, PIPELINED.label, "torch",
-                             resume=str(run_dir) if where.resume else None)  # fmt: skip
-        reporter.message(_describe(layout, own["plans"], shared["micro_batch"], comm))
-    ctx = stage_context(config, layout, rank, shared, (stream, replica_group), timeout, device)
-    if layout.stage(rank) == 0:
-        dataset, preprocess = (
-            (own["dataset"], own["preprocess"]) if rank == 0 else load_data(config.data)
-        )
-        ctx.data = TrainData(dataset, preprocess, device)
-    if rank != 0 or shared["resumed_epoch"]:  # a new run's rank 0 probed every kernel already
-        probe = build_network(config, shared["input_shape"], shared["num_classes"])
-        keep_stage(probe, ctx.first, ctx.stop, device)
-        warm_up(ctx, probe, shared, config.optim)
-        del probe
-    with peer_errors(None, SETUP_SECONDS):  # set-up ends together: a slow warm-up is no hang
-        dist.barrier()  # the default group, whose waits are set-up's
-    return shared, own, ctx, control
-
-
-def _describe(layout: Layout, plans, micro_batch: int, comm: str) -> str:
-    stages = " | ".join(p.blocks() for p in plans)
-    return (f"pipeline: {layout.world} processes, {layout.stages} stage(s) of "
-            f"{layout.replicas} replica(s): {stages}; micro-batch {micro_batch}, {comm}")  # fmt: skip

@@ -18,7 +18,7 @@ from onnx import TensorProto, helper  # noqa: E402
 from edge_svp.config import RunConfig  # noqa: E402
 from edge_svp.errors import EdgeSVPError  # noqa: E402
 from edge_svp.ort import graph  # noqa: E402
-from edge_svp.ort.backend import check_supported  # noqa: E402
+from edge_svp.ort.schedule import OrtLayerwise  # noqa: E402
 from edge_svp.registry import names, piece  # noqa: E402
 
 TERMS = [(kind, name) for kind in ("divergence", "alignment") for name in names(kind)]
@@ -64,7 +64,7 @@ def test_a_piece_without_an_onnx_form_is_refused(monkeypatch):
     config.train.schedule = "layerwise"
     config.svp.divergence = "torch_only"
     with pytest.raises(EdgeSVPError, match="no ONNX form of svp.divergence = 'torch_only'"):
-        check_supported(config)
+        OrtLayerwise().check(config)
 
 
 @pytest.mark.parametrize("kind", ["divergence", "alignment", "head"])
@@ -74,7 +74,7 @@ def test_every_registered_piece_has_an_onnx_form_or_is_refused(kind):
         config.train.schedule = "layerwise"
         setattr(config.svp, kind, name)
         if hasattr(piece(kind, name), "onnx"):
-            check_supported(config)
+            OrtLayerwise().check(config)
         else:
             with pytest.raises(EdgeSVPError, match="no ONNX form"):
-                check_supported(config)
+                OrtLayerwise().check(config)
