@@ -6,7 +6,7 @@ Host side (torch, onnx, onnxruntime-training):
   patches.py    the graph patches onnxruntime-training 1.19.2 needs
   inference.py  one chained inference model of all blocks and the final head
   weights.py    ORT-trained weights back into the torch network
-  backend.py    `edge-svp fit --backend ort`; commands.py: `edge-svp export`
+  schedule.py   `edge-svp fit --backend ort`: its schedule; commands.py: `edge-svp export`
   parity.py     ORT's first training step against torch's
 
 Device side (numpy and onnxruntime-training only, never torch):
