@@ -69,6 +69,9 @@ class SVPConfig:
     # R_l: a dense Gaussian matrix, or a subsampled randomized Hadamard transform (n log n
     # additions instead of a d0 x n product; svp/hadamard.py)
     projection: str = "gaussian"
+    # false: a Gaussian R_l is not held but drawn again from its seed, a few rows at a time,
+    # at every use (the same v_l; less memory, more arithmetic: docs/memory.md)
+    store_projection: bool = True
     proj_dropout: float = 0.0
     pool_size: int = 2  # conv outputs are average-pooled to pool_size x pool_size
     token_pool: str = "mean"  # transformer outputs: mean over tokens, or "first"

@@ -66,8 +66,9 @@ class SVPNetwork(nn.Module):
             else pooled_dim(self.input_shape, svps[0].pool_size)
         )
         self.input_projection = make_projection(
-            svps[0].projection, input_dim, svps[0].proj_dim, projection_seed(seed, 0)
-        )
+            svps[0].projection, input_dim, svps[0].proj_dim, projection_seed(seed, 0),
+            svps[0].store_projection,
+        )  # fmt: skip
         self.objectives = nn.ModuleList()
         ref_dim = svps[0].proj_dim
         for i, (shape, cfg) in enumerate(zip(shapes, svps, strict=True)):
@@ -226,7 +227,8 @@ def check_fits_in_memory(config: RunConfig, input_shape, every_block: bool) -> N
         math.prod(input_shape) if len(shapes[0]) == 1 else pooled_dim(input_shape, svp.pool_size)
     )
     projection = [svp.proj_dim * pooled_dim(shape, svp.pool_size) for shape in shapes]
-    weights = sum(sizes) + svp.proj_dim * first + sum(projection)
+    held = svp.store_projection or svp.projection != "gaussian"  # else drawn at every use
+    weights = sum(sizes) + (svp.proj_dim * first + sum(projection) if held else 0)
     if every_block:  # every block: a copy (the probe's), gradients, Adam
         trained = 4 * sum(sizes)
     else:  # one block at a time, and its projection

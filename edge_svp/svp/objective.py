@@ -55,12 +55,13 @@ class LocalObjective(nn.Module):
         self.compare = compare
         self.reference_dim = ref_dim
         in_dim = pooled_dim(tuple(feature_shape), svp.pool_size)
-        self.projection = make_projection(svp.projection, in_dim, svp.proj_dim, seed)
+        self.projection = make_projection(svp.projection, in_dim, svp.proj_dim, seed,
+                                          svp.store_projection)  # fmt: skip
         # what this block compares with its reference, and hands the next block as its own:
         # its class posterior, or its projection
         compared = self.output_width = num_classes if self.posterior else svp.proj_dim
         self.reference = (
-            make_projection(svp.projection, ref_dim, compared, seed + 500_000)
+            make_projection(svp.projection, ref_dim, compared, seed + 500_000, svp.store_projection)
             if ref_dim != compared and compare
             else nn.Identity()
         )

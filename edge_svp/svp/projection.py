@@ -7,36 +7,85 @@ from torch import nn
 
 from edge_svp.svp.hadamard import HadamardProjection
 
+# Rows of R drawn at a time when it is regenerated: a multiple of 16, so that the chunks'
+# draws are, bit for bit, the rows of one draw of R (torch's CPU normal sampler transforms its
+# uniforms 16 at a time); about 256 KiB of R at once.
+CHUNK_BYTES = 256 * 1024
+
 
 class RandomProjection(nn.Module):
     """v = R z with R of shape (out_dim, in_dim), entries N(0, 1/out_dim), never trained.
 
-    R is a buffer, not a parameter: it is saved in the state dict (so a checkpoint
-    reproduces it exactly) but no optimizer ever sees it. It is drawn from its own seeded
-    generator, so the same seed gives the same R on every machine and run.
+    R is drawn on the CPU from its own seeded generator, so the same seed gives the same R on
+    every machine and run. `stored`: R is a buffer, not a parameter (saved in the state dict,
+    seen by no optimizer). Otherwise (svp.store_projection = false) R is never held: every
+    use draws it again from the seed, a few rows at a time, and multiplies by each chunk in
+    turn: the same v, bit for bit on CPU, for d0 x in_dim normal draws per use instead of
+    4 d0 in_dim bytes held.
     """
 
-    def __init__(self, in_dim: int, out_dim: int, seed: int):
+    def __init__(self, in_dim: int, out_dim: int, seed: int, stored: bool = True):
         super().__init__()
-        generator = torch.Generator().manual_seed(seed)
-        weight = torch.randn(out_dim, in_dim, generator=generator) / out_dim**0.5
-        self.register_buffer("weight", weight)
-        self.seed = seed
+        self.in_dim, self.out_dim, self.seed, self.stored = in_dim, out_dim, seed, stored
+        if stored:
+            self.register_buffer("weight", self._draw(torch.Generator().manual_seed(seed), out_dim))
+
+    def _draw(self, generator: torch.Generator, rows: int) -> torch.Tensor:
+        return torch.randn(rows, self.in_dim, generator=generator) / self.out_dim**0.5
+
+    def chunks(self):
+        """(first row, rows of R) in order, drawn from the seed."""
+        generator = torch.Generator().manual_seed(self.seed)
+        step = max(16, CHUNK_BYTES // (4 * self.in_dim) // 16 * 16)
+        for start in range(0, self.out_dim, step):
+            yield start, self._draw(generator, min(step, self.out_dim - start))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return z @ self.weight.t()
+        if self.stored:
+            return z @ self.weight.t()
+        return _Regenerated.apply(z, self)
 
     def dense(self) -> torch.Tensor:
-        return self.weight
+        """R itself (the ONNX export's initializer)."""
+        if self.stored:
+            return self.weight
+        return torch.cat([rows for _, rows in self.chunks()])
 
     def extra_repr(self) -> str:
-        out_dim, in_dim = self.weight.shape
-        return f"in_dim={in_dim}, out_dim={out_dim}, seed={self.seed}"
+        stored = "" if self.stored else ", regenerated"
+        return f"in_dim={self.in_dim}, out_dim={self.out_dim}, seed={self.seed}{stored}"
+
+
+class _Regenerated(torch.autograd.Function):
+    """z @ R^T with R drawn chunk by chunk, in the backward pass too (grad z = grad v @ R):
+    autograd would otherwise keep every chunk for the backward pass, which is R whole."""
+
+    @staticmethod
+    def forward(ctx, z: torch.Tensor, projection: RandomProjection) -> torch.Tensor:
+        ctx.projection = projection
+        out = z.new_empty(*z.shape[:-1], projection.out_dim)
+        for start, rows in projection.chunks():
+            out[..., start : start + len(rows)] = z @ rows.to(z.device, z.dtype).t()
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        grad = None
+        for start, rows in ctx.projection.chunks():
+            part = grad_out[..., start : start + len(rows)] @ rows.to(
+                grad_out.device, grad_out.dtype
+            )
+            grad = part if grad is None else grad + part
+        return grad, None
 
 
 PROJECTIONS = {"gaussian": RandomProjection, "hadamard": HadamardProjection}
 
 
-def make_projection(kind: str, in_dim: int, out_dim: int, seed: int) -> nn.Module:
-    """R_l of `kind` (svp.projection), mapping in_dim features to out_dim, drawn from `seed`."""
+def make_projection(kind: str, in_dim: int, out_dim: int, seed: int, stored: bool = True):
+    """R_l of `kind` (svp.projection), mapping in_dim features to out_dim, drawn from `seed`;
+    a Gaussian R_l not `stored` is drawn again at every use (a Hadamard one holds only a few
+    signs and indices either way)."""
+    if kind == "gaussian":
+        return RandomProjection(in_dim, out_dim, seed, stored)
     return PROJECTIONS[kind](in_dim, out_dim, seed)

@@ -30,3 +30,52 @@ def test_projection_is_a_buffer_not_a_parameter():
 def test_entries_have_variance_one_over_d0():
     p = RandomProjection(2000, 100, seed=0)
     assert abs(p.weight.var().item() * 100 - 1.0) < 0.05
+
+
+def test_a_regenerated_projection_gives_the_stored_one_s_v_bit_for_bit():
+    """svp.store_projection = false: R_l drawn again from the seed, chunk by chunk, at every
+    use; nothing of it is held or saved."""
+    for in_dim, out_dim in [(1000, 512), (2048, 512), (10, 512), (512, 10), (20, 8)]:
+        stored = RandomProjection(in_dim, out_dim, seed=5)
+        regenerated = RandomProjection(in_dim, out_dim, seed=5, stored=False)
+        assert len(list(regenerated.chunks())) == -(-out_dim // len(next(regenerated.chunks())[1]))
+        z = torch.randn(37, in_dim)
+        assert torch.equal(regenerated(z), stored(z)), (in_dim, out_dim)
+        assert torch.equal(regenerated.dense(), stored.weight)  # what the ONNX export holds
+        assert regenerated.state_dict() == {} and list(regenerated.buffers()) == []
+
+
+def test_a_network_with_regenerated_projections_trains_as_the_stored_one_and_saves_less():
+    from edge_svp.config import MLPOptions, SVPConfig
+    from edge_svp.models import build_blocks
+    from edge_svp.network import SVPNetwork
+
+    def net(store: bool) -> SVPNetwork:
+        torch.manual_seed(0)
+        blocks = build_blocks("mlp", MLPOptions(widths=[64, 64]), (30,))
+        return SVPNetwork(blocks, (30,), 4, SVPConfig(proj_dim=32, store_projection=store), seed=0)
+
+    stored, regenerated = net(True), net(False)
+    x, y = torch.randn(16, 30), torch.randint(0, 4, (16,))
+    for a, b in zip(stored.all_logits(x), regenerated.all_logits(x), strict=True):
+        assert torch.equal(a, b)
+    v_ref = stored.reference(x)
+    assert torch.equal(v_ref, regenerated.reference(x))
+    out_a = stored.objectives[0](stored.blocks[0](x), v_ref, y)
+    out_b = regenerated.objectives[0](regenerated.blocks[0](x), v_ref, y)
+    assert torch.equal(out_a.loss, out_b.loss) and torch.equal(out_a.v, out_b.v)
+    saved = {k: v.numel() for k, v in stored.state_dict().items()}
+    kept = {k: v.numel() for k, v in regenerated.state_dict().items()}
+    projections = 32 * 30 + 2 * 32 * 64  # R_0, R_1, R_2
+    assert sum(saved.values()) - sum(kept.values()) == projections
+
+
+def test_a_regenerated_projection_gives_the_stored_one_s_gradients():
+    stored = RandomProjection(300, 64, seed=2)
+    regenerated = RandomProjection(300, 64, seed=2, stored=False)
+    z = torch.randn(9, 300, requires_grad=True)
+    z2 = z.detach().clone().requires_grad_()
+    weights = torch.randn(9, 64)
+    (stored(z) * weights).sum().backward()
+    (regenerated(z2) * weights).sum().backward()
+    torch.testing.assert_close(z2.grad, z.grad)  # summed chunk by chunk: rounding may differ
