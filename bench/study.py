@@ -128,7 +128,8 @@ CNN_DEEP_LEVERS = {
     "d0 1024": s("svp.proj_dim=1024"),
     "warmup 1 epoch": s("optim.warmup_epochs=1"),
     "block_lr 1 / 0.7 / 0.5 (blocks 1-4, 5-8, 9-12)": s(
-        "optim.block_lr=[1.0,1.0,1.0,1.0,0.7,0.7,0.7,0.7,0.5,0.5,0.5,0.5]"),
+        "optim.block_lr=[1.0,1.0,1.0,1.0,0.7,0.7,0.7,0.7,0.5,0.5,0.5,0.5]"
+    ),
     "divergence on posteriors (SLL)": s("svp.divergence_on=posterior"),
 }
 
