@@ -186,7 +186,6 @@ class RunConfig:
     def validate(self) -> RunConfig:
         checks = [
             *((name, getattr(self.svp, name), choices) for name, choices in SVP_CHOICES.items()),
-            ("token_pool", self.svp.token_pool, ("mean", "first")),
             ("divergence_on", self.svp.divergence_on, ("projection", "posterior")),
             ("optimizer", self.optim.name, ("adam", "adamw", "sgd")),
             ("lr_schedule", self.optim.lr_schedule, ("cosine", "constant")),

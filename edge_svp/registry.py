@@ -20,6 +20,7 @@ KINDS = {
     "divergence": "edge_svp.svp.divergences",
     "alignment": "edge_svp.svp.alignments",
     "head": "edge_svp.svp.heads",
+    "token_pool": "edge_svp.svp.token_pools",
 }
 
 

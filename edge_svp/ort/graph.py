@@ -73,9 +73,7 @@ def pool(w: GraphWriter, h: str, shape: tuple[int, ...], size: int, token_pool: 
     if len(shape) == 1:
         return h
     if len(shape) == 2:
-        if token_pool == "mean":
-            return w.node("ReduceMean", [h, w.axes(1)], keepdims=0)
-        return w.node("Gather", [h, w.constant(np.array(0, np.int64), "index")], axis=1)
+        return piece("token_pool", token_pool).onnx(w, h)
     if len(shape) == 3:
         c, height, width = shape
         flat = w.node("Reshape", [h, w.constant(np.array([0, c, height * width], np.int64))])

@@ -2,19 +2,21 @@
 
 Dispatch is by shape, so the same rule serves inputs and every block kind:
   (B, D)        MLP features      -> unchanged
-  (B, N, D)     transformer tokens -> mean over tokens (or the first token)
+  (B, N, D)     transformer tokens -> svp.token_pool: the mean over tokens, or the first
   (B, C, H, W)  conv feature maps  -> adaptive average pool to s x s, flattened
 """
 
 import torch
 import torch.nn.functional as F
 
+from edge_svp.registry import piece
+
 
 def pool(h: torch.Tensor, size: int = 2, token_pool: str = "mean") -> torch.Tensor:
     if h.dim() == 2:
         return h
     if h.dim() == 3:
-        return h.mean(dim=1) if token_pool == "mean" else h[:, 0]
+        return piece("token_pool", token_pool).pool(h)  # edge_svp/svp/token_pools
     if h.dim() == 4:
         return F.adaptive_avg_pool2d(h, size).flatten(1)
     raise ValueError(f"cannot pool a tensor of shape {tuple(h.shape)}")

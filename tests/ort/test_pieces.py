@@ -67,7 +67,7 @@ def test_a_piece_without_an_onnx_form_is_refused(monkeypatch):
         OrtLayerwise().check(config)
 
 
-@pytest.mark.parametrize("kind", ["divergence", "alignment", "head"])
+@pytest.mark.parametrize("kind", ["divergence", "alignment", "head", "token_pool"])
 def test_every_registered_piece_has_an_onnx_form_or_is_refused(kind):
     for name in names(kind):
         config = RunConfig()
@@ -78,3 +78,18 @@ def test_every_registered_piece_has_an_onnx_form_or_is_refused(kind):
         else:
             with pytest.raises(EdgeSVPError, match="no ONNX form"):
                 OrtLayerwise().check(config)
+
+
+@pytest.mark.parametrize("name", names("token_pool"))
+def test_a_token_pool_computes_the_same_in_onnx_as_in_torch(name):
+    h = torch.randn(3, 5, 7, generator=torch.Generator().manual_seed(1))
+    inputs = [helper.make_tensor_value_info("h", TensorProto.FLOAT, [3, 5, 7])]
+    g = helper.make_graph([], "pool", inputs, [])
+    out = piece("token_pool", name).onnx(graph.GraphWriter(g), "h")
+    g.output.append(helper.make_tensor_value_info(out, TensorProto.FLOAT, [3, 7]))
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", graph.OPSET)])
+    model.ir_version = 8
+    session = onnxruntime.InferenceSession(model.SerializeToString(),
+                                           providers=["CPUExecutionProvider"])  # fmt: skip
+    (got,) = session.run(None, {"h": h.numpy()})
+    np.testing.assert_allclose(got, piece("token_pool", name).pool(h).numpy(), rtol=1e-6)
