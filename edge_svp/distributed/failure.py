@@ -64,17 +64,23 @@ def report(rank: int, kind: str, message: str, peer: int | None = None, store=No
     return EXIT_CODES[kind]
 
 
-# What a stopped pipeline leaves, and how it goes on: set once the run directory is known.
-_resume_hint = ["no epoch has finished yet, so nothing was checkpointed"]
+# How a stopped pipeline goes on: (the command, its run directory), once they are known.
+_resume = [None]
 
 
-def set_resume_hint(command: str) -> None:
-    """From now on, a stop names `command`, which resumes the run."""
-    _resume_hint[0] = f"the checkpoint of its last finished epoch is kept; resume with: {command}"
+def set_resume_hint(command: str, run_dir: Path) -> None:
+    """From now on, a stop names `command`, which continues the run in `run_dir`."""
+    _resume[0] = (command, Path(run_dir))
 
 
 def resume_hint() -> str:
-    return _resume_hint[0]
+    """What a stop leaves, and the command that goes on from there."""
+    if _resume[0] is None:
+        return "it stopped during set-up, before anything was written"
+    command, run_dir = _resume[0]
+    if (run_dir / "checkpoint.pt").exists():
+        return f"the checkpoint of its last finished epoch is kept; resume with: {command}"
+    return f"no epoch had finished, so it starts over with: {command}"
 
 
 def stop_on_sigterm(who: str) -> None:

@@ -70,11 +70,15 @@ def launch(
     PIPELINED.check(config, backend)
     layout = Layout(nproc, stages or nproc)
     out = out or default_run_dir(config, PIPELINED)  # named here, so that a stop can name it
-    set_resume_hint(RunDir(out).resume_command({"processes": nproc, "stages": layout.stages}))
+    set_resume_hint(RunDir(out).resume_command({"processes": nproc, "stages": layout.stages}),
+                    out)  # fmt: skip
     previous = signal.getsignal(signal.SIGTERM)
     stop_on_sigterm("and every rank with it")
     try:
-        return _launch(config, layout, out, overwrite, timeout, resume)
+        code, reason = _launch(config, layout, out, overwrite, timeout, resume)
+        if code == EXIT_CODES["error"] and (Path(out) / "config.toml").exists():
+            reason = f"{reason}; {resume_hint()}"  # a rank failed in training: it can go on
+        return code, reason
     except KeyboardInterrupt:  # Ctrl-C reaches every rank too: they stop with it
         raise Interrupted(f"stopped by Ctrl-C, and every rank with it; {resume_hint()}") from None
     finally:

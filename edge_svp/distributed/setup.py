@@ -154,7 +154,7 @@ def set_up_rank(job: RankJob):
     stream, control, replica_group = groups(layout, rank, comm, timeout)
     if rank == 0:
         run_dir = own["run_dir"]
-        set_resume_hint(run_dir.resume_command(pipeline_layout(layout)))
+        set_resume_hint(run_dir.resume_command(pipeline_layout(layout)), run_dir.path)
         reporter.run_started(config, PIPELINED.label, "torch",
                              resume=str(run_dir) if where.resume else None)  # fmt: skip
         reporter.message(describe(layout, own["plans"], shared["micro_batch"], comm))
