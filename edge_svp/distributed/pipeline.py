@@ -31,7 +31,7 @@ from edge_svp.errors import NumericalFault
 from edge_svp.faults import rank_fault
 from edge_svp.training.batches import TrainData
 from edge_svp.training.optim import block_optim
-from edge_svp.training.step import BlockTrainer, step_blocks
+from edge_svp.training.step import BlockTrainer, StepSettings, step_blocks
 
 
 @dataclass
@@ -142,9 +142,9 @@ def stage_trainers(ctx: StageContext, optim, steps_per_epoch: int, train) -> lis
     net, device = ctx.net, next(ctx.net.parameters()).device
     warmup = round(optim.warmup_epochs * steps_per_epoch)
     return [
-        BlockTrainer(i + 1, net.blocks[i], net.objectives[i], net.trainable_parameters(i),
-                     block_optim(optim, i), steps_per_epoch * train.epochs, train.precision,
-                     device, warmup)
+        BlockTrainer(i + 1, (net.blocks[i], net.objectives[i], net.trainable_parameters(i)),
+                     StepSettings(block_optim(optim, i), steps_per_epoch * train.epochs,
+                                  train.precision, device, warmup))
         for i in ctx.owned
     ]  # fmt: skip
 

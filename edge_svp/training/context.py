@@ -17,7 +17,7 @@ from edge_svp.progress import Reporter
 from edge_svp.training.batches import MicroSteps, TrainData
 from edge_svp.training.optim import block_optim
 from edge_svp.training.state import TrainState
-from edge_svp.training.step import BlockTrainer, step_blocks
+from edge_svp.training.step import BlockTrainer, StepSettings, step_blocks
 
 
 @dataclass
@@ -46,10 +46,9 @@ class TrainContext:
         """A BlockTrainer for block `number` (1-based), its LR schedule (and warm-up) over
         the whole run."""
         steps = self.steps_per_epoch
-        return BlockTrainer(
-            number, module, objective, params, optim or self.optim, steps * self.train.epochs,
-            self.train.precision, self.data.device, round(self.optim.warmup_epochs * steps),
-        )  # fmt: skip
+        settings = StepSettings(optim or self.optim, steps * self.train.epochs, self.train.precision,
+                                self.data.device, round(self.optim.warmup_epochs * steps))  # fmt: skip
+        return BlockTrainer(number, (module, objective, params), settings)
 
     def block_trainer(self, i: int) -> BlockTrainer:
         """The trainer of SVP block i (0-based): the block, its objective and its head, at

@@ -1,7 +1,7 @@
 """One block in training: the one function that trains it on a micro-batch, and the one
 place its optimizer steps.
 
-    trainer = BlockTrainer(2, net.blocks[1], net.objectives[1], params, optim, steps, "fp32", dev)
+    trainer = BlockTrainer(2, (net.blocks[1], net.objectives[1], params), StepSettings(optim, steps))
     h, out = trainer.micro_step(x, v_ref, y, share)   # every micro-batch: forward, backward
     step_blocks([trainer], skip_bad, fault)           # every batch: optimizer, LR schedule
 
@@ -15,9 +15,9 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import torch
-from torch import nn
 
 from edge_svp.config import OptimConfig
 from edge_svp.svp import LocalOutput
@@ -59,27 +59,33 @@ class BatchStats:
         }
 
 
+@dataclass
+class StepSettings:
+    """How a BlockTrainer steps: its optimizer and learning-rate schedule over `total_steps`
+    (rising over the first `warmup_steps`), in what precision, on what device."""
+
+    optim: OptimConfig
+    total_steps: int
+    precision: str = "fp32"
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    warmup_steps: int = 0
+
+
 class BlockTrainer:
     """A block, its local objective, its optimizer with LR schedule and gradient scaler
-    (fp16), and the running statistics of the epoch in progress."""
+    (fp16), and the running statistics of the epoch in progress.
 
-    def __init__(
-        self,
-        number: int,
-        module: nn.Module,
-        objective: nn.Module,
-        params: list[nn.Parameter],
-        optim: OptimConfig,
-        total_steps: int,
-        precision: str,
-        device: torch.device,
-        warmup_steps: int = 0,
-    ):
+    `trained` is (module, objective, parameters): a block, its local objective and what the
+    step trains (backprop_step gives the whole network's)."""
+
+    def __init__(self, number: int, trained: tuple, settings: StepSettings):
         self.number = number  # 1-based, as messages and metrics count blocks
-        self.module, self.objective = module, objective
+        self.module, self.objective, params = trained
         self.params = list(params)
+        optim, precision, device = settings.optim, settings.precision, settings.device
         self.optimizer = make_optimizer(self.params, optim)
-        self.schedule = make_lr_schedule(self.optimizer, optim, total_steps, warmup_steps)
+        self.schedule = make_lr_schedule(self.optimizer, optim, settings.total_steps,
+                                         settings.warmup_steps)  # fmt: skip
         self.scaler = grad_scaler(precision, device)
         self.precision, self.device = precision, device
         self.stats = BatchStats()

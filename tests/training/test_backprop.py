@@ -7,7 +7,7 @@ from edge_svp import SVPConfig, SVPNetwork
 from edge_svp.config import CNNOptions, OptimConfig
 from edge_svp.models import build_blocks
 from edge_svp.training.backprop import backprop_step
-from edge_svp.training.step import BlockTrainer
+from edge_svp.training.step import BlockTrainer, StepSettings
 
 CPU = torch.device("cpu")
 SHAPE = (3, 8, 8)
@@ -20,8 +20,7 @@ def cnn() -> SVPNetwork:
 
 
 def backprop_trainer(net, recompute: bool) -> BlockTrainer:
-    return BlockTrainer(len(net), *backprop_step(net, recompute), OptimConfig(), 10, "fp32",
-                        CPU)  # fmt: skip
+    return BlockTrainer(len(net), backprop_step(net, recompute), StepSettings(OptimConfig(), 10))
 
 
 def batch():
@@ -77,9 +76,8 @@ def test_backprop_trains_the_standard_head_or_for_ablations_the_svp_head():
     assert svp_head.classifier is None
     for net in (standard, svp_head):
         module, objective, params = backprop_step(net, recompute=False)
-        BlockTrainer(2, module, objective, params, OptimConfig(), 10, "fp32", CPU).micro_step(
-            x, None, y, 1.0
-        )
+        trainer = BlockTrainer(2, (module, objective, params), StepSettings(OptimConfig(), 10))
+        trainer.micro_step(x, None, y, 1.0)
         head = net.classifier if net.classifier is not None else net.objectives[-1].head
         assert params == [*net.blocks.parameters(), *head.parameters()]
         trained = {id(p) for p in params}

@@ -13,7 +13,7 @@ from edge_svp.config import override
 from edge_svp.errors import EdgeSVPError
 from edge_svp.memory.probe import Probe
 from edge_svp.training.precision import autocast, grad_scaler
-from edge_svp.training.step import BlockTrainer, step_blocks
+from edge_svp.training.step import BlockTrainer, StepSettings, step_blocks
 
 
 @pytest.fixture(scope="module")
@@ -78,8 +78,7 @@ def test_an_fp16_overflow_skips_that_step_and_a_finite_step_is_unscaled():
     the scaler's business (skip the step, lower the scale), not a NaN fault of the run."""
     param = nn.Parameter(torch.ones(2))
     optim = override(config_for(), **{"optim.name": "sgd", "optim.momentum": 0.0}).optim
-    trainer = BlockTrainer(1, nn.Identity(), nn.Identity(), [param], optim, 10, "fp32",
-                           torch.device("cpu"))  # fmt: skip
+    trainer = BlockTrainer(1, (nn.Identity(), nn.Identity(), [param]), StepSettings(optim, 10))
     trainer.scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)  # as fp16 on CUDA has
 
     def fault(block, what):

@@ -7,7 +7,7 @@ from edge_svp import SVPConfig, SVPNetwork, load_dataset
 from edge_svp.config import MLPOptions, OptimConfig
 from edge_svp.data import Preprocess
 from edge_svp.models import build_blocks
-from edge_svp.training.step import BlockTrainer, step_blocks
+from edge_svp.training.step import BlockTrainer, StepSettings, step_blocks
 
 CPU = torch.device("cpu")
 
@@ -21,8 +21,8 @@ def mlp(seed: int = 0) -> SVPNetwork:
 def trainers(net) -> list[BlockTrainer]:
     optim = OptimConfig(name="adam", lr=1e-2)
     return [
-        BlockTrainer(i + 1, net.blocks[i], net.objectives[i], net.trainable_parameters(i),
-                     optim, 10, "fp32", CPU)
+        BlockTrainer(i + 1, (net.blocks[i], net.objectives[i], net.trainable_parameters(i)),
+                     StepSettings(optim, 10, "fp32", CPU))
         for i in range(len(net))
     ]  # fmt: skip
 
