@@ -65,7 +65,6 @@ class Job:
     config: RunConfig
     run_dir: RunDir
     overwrite: bool
-    backend: str  # torch | ort
     device: torch.device
     target: Target | None
     schedule: Schedule
@@ -126,7 +125,8 @@ class Fit:
         self.net = self.build_network()
         self.open_run_dir()
         resumed = str(job.run_dir) if job.resumed else None
-        self.reporter.run_started(job.config, job.schedule.label, job.backend, resume=resumed)
+        self.reporter.run_started(job.config, job.schedule.label, job.schedule.backend,
+                                  resume=resumed)  # fmt: skip
         self.train()
         with resume_hints(job.run_dir, self.state):
             return self.summarise()
@@ -210,7 +210,8 @@ class Fit:
             eval_batch = min(eval_batch, *(b.micro_batch for b in plan.blocks))
         accuracies = block_accuracies(self.net, self.dataset, self.preprocess, eval_batch)
         return job.run_dir.write_summary(RunSummary(
-            RunHeader.of(job.config, self.dataset, job.backend, job.schedule.name, self.net),
+            RunHeader.of(job.config, self.dataset, job.schedule.backend, job.schedule.name,
+                         self.net),
             job.schedule.trained_heads(accuracies),
             bad_batches=state.bad_batches,
             resumed_from=state.describe(state.resumed_from) if job.checkpoint else None,
@@ -307,7 +308,7 @@ def resolve_job(config, out, overwrite, backend, resume, reporter) -> Job:
     if config.data.data_dir:
         config.data.data_dir = str(Path(config.data.data_dir).resolve())
     budget = parse_size(config.memory.budget) if config.memory.budget else None
-    return Job(config, run_dir, overwrite, backend, device, target, schedule, budget,
+    return Job(config, run_dir, overwrite, device, target, schedule, budget,
                resume is not None, checkpoint)  # fmt: skip
 
 
