@@ -39,6 +39,8 @@ SVP_CHOICES = {
 # (Schedule.method, Schedule.name), likewise written out and checked
 METHODS = ("svp", "bp")
 SVP_SCHEDULES = ("joint", "layerwise")
+# optimizer state precisions, cheapest in accuracy first (training/optim.py)
+STATE_PRECISIONS = ("fp32", "bf16", "fp8")
 
 
 @dataclass
@@ -88,6 +90,12 @@ class OptimConfig:
     warmup_epochs: float = 0.0  # the learning rate rises linearly from 0 over these first epochs
     # per-block multipliers of lr, block 1 first (the last one holds for deeper blocks); [] all 1
     block_lr: list[float] = field(default_factory=list)
+    # Adam's state (its two moments) in fp32, bf16 or fp8 (torchao; docs/memory.md); "auto":
+    # fp32 unless a budget needs less
+    state_precision: str = "auto"
+    # each parameter steps as soon as its gradient is complete, inside backward, so that the
+    # gradients never all exist at once (micro-batch = batch); "auto": where a budget needs it
+    step_in_backward: str = "auto"  # auto | on | off
 
 
 @dataclass
@@ -189,6 +197,8 @@ class RunConfig:
             ("divergence_on", self.svp.divergence_on, ("projection", "posterior")),
             ("optimizer", self.optim.name, ("adam", "adamw", "sgd")),
             ("lr_schedule", self.optim.lr_schedule, ("cosine", "constant")),
+            ("state_precision", self.optim.state_precision, ("auto", *STATE_PRECISIONS)),
+            ("step_in_backward", self.optim.step_in_backward, ("auto", "on", "off")),
             ("method", self.train.method, METHODS),
             ("bp_head", self.train.bp_head, ("standard", "svp")),
             ("schedule", self.train.schedule, SVP_SCHEDULES),
@@ -207,6 +217,16 @@ class RunConfig:
             raise EdgeSVPError(
                 "an alignment term compares projections; with svp.divergence_on = posterior "
                 "set svp.alignment = none"
+            )
+        if self.optim.name == "sgd" and self.optim.state_precision not in ("auto", "fp32"):
+            raise EdgeSVPError(
+                f"optim.state_precision = {self.optim.state_precision} is for Adam's moments; "
+                "SGD keeps fp32 momentum (use optim.name = adam or adamw)"
+            )
+        if self.train.precision == "fp16" and self.optim.step_in_backward == "on":
+            raise EdgeSVPError(
+                "optim.step_in_backward = on cannot run with precision fp16: its gradient "
+                "scaler checks every gradient before any parameter steps (use bf16 or fp32)"
             )
         for size in (self.memory.budget, self.memory.host_budget):
             if size is not None:

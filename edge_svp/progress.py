@@ -132,6 +132,7 @@ def print_plan(plan, config, what: str) -> None:
         click.echo(f"costs probed on this machine's {plan.probe_device}: estimates of "
                    f"the {plan.device} device's until run there")  # fmt: skip
     click.echo(plan.table())
+    click.echo(f"{'optimizer':<28}{plan.optimizer_memory}")
     footer = {"predicted peak": plan.predicted_peak}
     if plan.margin:
         footer["kept free below the budget"] = plan.margin

@@ -235,6 +235,8 @@ class Fit:
             report.micro_batch = [b.micro_batch for b in plan.blocks]
             report.cache = [b.output_cache for b in plan.blocks]
             report.recompute_activations = [b.recompute_activations for b in plan.blocks]
+            report.optimizer_state = plan.state_precision
+            report.step_in_backward = plan.step_in_backward
             report.normalization_batch = [b.micro_batch if has_batchnorm(m) else None
                                           for b, m in zip(plan.blocks, modules, strict=True)]  # fmt: skip
             report.host_allocator = plan.host_allocator

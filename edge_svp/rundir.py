@@ -375,7 +375,7 @@ class MemorySummary:
     of a pipeline, each on its own rank: `per_rank`; backprop's plan has one entry, the
     whole network), whether it kept within the budget, and how each trained: its
     micro-batch, where its output cache went, whether it recomputed activations
-    (backprop), and the batch its BatchNorm layers normalised over (None: it has none).
+    (backprop), its optimizer's state precision and whether it stepped in backward, and the batch its BatchNorm layers normalised over (None: it has none).
     `host_allocator` "reuse": on CPU, freed memory stayed resident for reuse, so the measured
     peaks run above the predicted ones, which count live memory."""
 
@@ -387,6 +387,8 @@ class MemorySummary:
     micro_batch: list[int] | None = None
     cache: list | None = None
     recompute_activations: list[bool] | None = None
+    optimizer_state: str | None = None  # the plan's state precision (None: unplanned)
+    step_in_backward: bool | None = None
     normalization_batch: list[int | None] | None = None
     per_rank: bool = False
     host_allocator: str = "exact"

@@ -62,6 +62,12 @@ def test_int_is_accepted_where_float_is_expected():
         ({"train": {"epochs": 0}}, "epochs must be positive"),
         ({"svp": {"proj_dropout": 1.0}}, "proj_dropout"),
         ({"model": {"kind": "resnet"}}, "unknown model kind"),
+        ({"optim": {"state_precision": "int4"}}, "unknown state_precision"),
+        ({"optim": {"name": "sgd", "state_precision": "fp8"}}, "SGD keeps fp32 momentum"),
+        (
+            {"optim": {"step_in_backward": "on"}, "train": {"precision": "fp16"}},
+            "cannot run with precision fp16",
+        ),  # fmt: skip
     ],
 )
 def test_invalid_values_are_rejected(raw, message):

@@ -94,6 +94,8 @@ class RunWriter:
             predicted_peak_bytes=[p.predicted_peak for p in plans],
             micro_batch=[micro_batch] * layout.stages,
             recompute_activations=[False] * layout.stages,
+            optimizer_state="fp32",  # a pipeline's levers are off (Pipelined.check)
+            step_in_backward=False,
             normalization_batch=[micro_batch if bn else None for bn in self.own["batchnorm"]],
             per_rank=True,
             host_allocator=host_allocator(self.config.memory, shared["budget"] is not None),

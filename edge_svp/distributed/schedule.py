@@ -25,6 +25,12 @@ class Pipelined(Schedule):
             raise EdgeSVPError("a pipeline trains with torch; --backend ort runs in one process")
         if config.train.precision != "fp32":
             raise EdgeSVPError("a pipeline trains in fp32; add --precision fp32")
+        optim = config.optim
+        if optim.step_in_backward == "on" or optim.state_precision not in ("auto", "fp32"):
+            raise EdgeSVPError(
+                "a pipeline's optimizers keep fp32 state and step after backward; drop "
+                "optim.state_precision and optim.step_in_backward"
+            )
 
     def measured_peaks(self, peaks, plan):
         return peaks  # one per stage, the most of its replicas'

@@ -67,6 +67,9 @@ class BlockCost:
     # what the next block's reference needs of the objective (LocalObjective.reference_parts:
     # R_l, and the head for posteriors); 0 in plans made before it was counted
     reference_bytes: int = 0
+    # the optimizer steps inside backward: no gradients held between micro-batches, and a
+    # micro-batch is the whole batch
+    step_in_backward: bool = False
 
     def __post_init__(self):
         self.steps = sorted((int(m), int(b)) for m, b in self.steps)
@@ -77,11 +80,20 @@ class BlockCost:
     def add_step(self, m: int, step_bytes: int) -> None:
         self.steps = sorted([*self.steps, (m, step_bytes)])
 
+    @property
+    def gradient_bytes(self) -> int:
+        """The gradients held from one micro-batch to the next."""
+        return 0 if self.step_in_backward else self.param_bytes
+
+    def micro_batches(self, batch_size: int) -> list[int]:
+        """Candidate micro-batches, largest first."""
+        return [batch_size] if self.step_in_backward else micro_batches(batch_size)
+
     def step_bytes(self, m: int) -> int:
         """A step's bytes at micro-batch m: as measured where it was, else on the straight line
         through the measured micro-batches on either side of m (outside them, the nearest two),
         and never below the optimizer state and gradients, which no micro-batch sheds."""
-        floor = self.optimizer_bytes + self.param_bytes
+        floor = self.optimizer_bytes + self.gradient_bytes
         if len(self.steps) == 1:
             return max(self.steps[0][1], floor)
         k = min(
@@ -140,10 +152,18 @@ class MemoryPlan:
     # CPU: whether training returns freed tensors to the OS ("exact", as the probe measured) or
     # keeps them for reuse ("reuse": faster, resident memory above the prediction)
     host_allocator: str = "exact"
+    # the optimizer's memory levers the plan was made with (training/optim.py, OptimizerLevers)
+    state_precision: str = "fp32"
+    step_in_backward: bool = False
 
     @property
     def predicted_peak(self) -> int:
         return max(b.predicted_peak for b in self.blocks)
+
+    @property
+    def optimizer_memory(self) -> str:
+        """How the optimizer holds its memory, in words."""
+        return f"{self.state_precision} state" + ", step in backward" * self.step_in_backward
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -272,7 +292,7 @@ def _block_plan(i, costs, m, source, target, s: _Setting) -> BlockPlan:
     if source == "recompute":  # the frozen prefix runs without autograd, one output at a time
         stream = 2 * m * max(c.output_example_bytes for c in costs[:i])
     step = cost.step_bytes(m)
-    activations = max(step - cost.optimizer_bytes - cost.param_bytes, 0)
+    activations = max(step - cost.optimizer_bytes - cost.gradient_bytes, 0)
     resident += s.overhead
     train_peak = resident + step + cache_in + stream
     # writing the next cache: a forward pass, no gradients, the optimizer not yet let go
@@ -285,7 +305,7 @@ def _block_plan(i, costs, m, source, target, s: _Setting) -> BlockPlan:
         output_cache=target,
         resident_bytes=resident,
         optimizer_bytes=cost.optimizer_bytes,
-        gradient_bytes=cost.param_bytes,
+        gradient_bytes=cost.gradient_bytes,
         activation_bytes=activations,
         cache_bytes=cache_in + cache_out,
         predicted_peak=max(train_peak, cache_peak) if target else train_peak,
@@ -294,7 +314,7 @@ def _block_plan(i, costs, m, source, target, s: _Setting) -> BlockPlan:
 
 def _best(i, costs, source, target, s: _Setting) -> BlockPlan | None:
     """The plan with the largest micro-batch that fits, or None."""
-    for m in micro_batches(s.batch_size):
+    for m in costs[i].micro_batches(s.batch_size):
         plan = _block_plan(i, costs, m, source, target, s)
         if s.fits(plan.predicted_peak):
             return plan
@@ -347,11 +367,11 @@ def plan_joint(costs: list[BlockCost], s: _Setting) -> list[BlockPlan]:
     resident = sum(c.param_bytes + c.buffer_bytes for c in costs) + s.input_projection_bytes
     resident += s.overhead
     optimizers = sum(c.optimizer_bytes for c in costs)
-    gradients = sum(c.param_bytes for c in costs)
+    gradients = sum(c.gradient_bytes for c in costs)
     held = optimizers + gradients
-    for m in micro_batches(s.batch_size):
+    for m in costs[0].micro_batches(s.batch_size):
         peaks = [
-            resident + held - c.optimizer_bytes - c.param_bytes + c.step_bytes(m) for c in costs
+            resident + held - c.optimizer_bytes - c.gradient_bytes + c.step_bytes(m) for c in costs
         ]
         if s.fits(max(peaks)):
             return [
@@ -382,11 +402,12 @@ def plan_blocks(
     s = _Setting(device_type, budget, host_budget, batch_size, num_examples, cache_dtype,
                  recompute, input_projection_bytes, unified)  # fmt: skip
     planner = plan_joint if all_resident else plan_layerwise
-    unlimited = replace(s, budget=None, batch_size=1)
+    smallest = min(costs[0].micro_batches(batch_size))  # 1, unless stepping in backward
+    unlimited = replace(s, budget=None, batch_size=smallest)
     if all_resident or recompute:
         floor = planner(costs, unlimited)
     else:  # the smallest layerwise plan streams every cache from disk at micro-batch 1
-        floor = [_block_plan(i, costs, 1, "data" if i == 0 else "disk",
+        floor = [_block_plan(i, costs, smallest, "data" if i == 0 else "disk",
                              None if i == len(costs) - 1 else "disk", unlimited)
                  for i in range(len(costs))]  # fmt: skip
     min_budget = smallest_budget(max(p.predicted_peak for p in floor), device_type, unified)
@@ -411,7 +432,8 @@ def infeasible(all_resident, costs, floor, min_budget: int, s: _Setting) -> Budg
             )
     worst = max(floor, key=lambda p: p.predicted_peak)
     return BudgetTooSmall(
-        f"block {worst.block} needs {format_bytes(min_budget)} at micro-batch 1, more than the "
+        f"block {worst.block} needs {format_bytes(min_budget)} at micro-batch "
+        f"{worst.micro_batch}, more than the "
         f"budget {format_bytes(s.budget)}; the smallest budget that works is "
         f"{format_bytes(min_budget)}",
         min_budget,
@@ -441,23 +463,25 @@ def plan_backprop(
         return BlockPlan(
             block=num_blocks, micro_batch=m, accumulation=math.ceil(batch_size / m),
             input_source="data", output_cache=None, resident_bytes=resident,
-            optimizer_bytes=cost.optimizer_bytes, gradient_bytes=cost.param_bytes,
-            activation_bytes=max(step - cost.optimizer_bytes - cost.param_bytes, 0),
+            optimizer_bytes=cost.optimizer_bytes, gradient_bytes=cost.gradient_bytes,
+            activation_bytes=max(step - cost.optimizer_bytes - cost.gradient_bytes, 0),
             cache_bytes=0, predicted_peak=resident + step, recompute_activations=recompute,
         )  # fmt: skip
 
-    floor = min((option(1, c) for c in costs), key=lambda p: p.predicted_peak)
+    floor = min((option(min(costs[c].micro_batches(batch_size)), c) for c in costs),
+                key=lambda p: p.predicted_peak)  # fmt: skip
     min_budget = smallest_budget(floor.predicted_peak, device_type, unified)
     best = None
     for recompute in sorted(costs):  # without recomputation first: it is faster
-        fitting = (option(m, recompute) for m in micro_batches(batch_size))
+        fitting = (option(m, recompute) for m in costs[recompute].micro_batches(batch_size))
         plan = next((p for p in fitting if s.fits(p.predicted_peak)), None)
         if plan and (best is None or plan.micro_batch > best.micro_batch):
             best = plan
     if best is None:
         how = " recomputing activations" if floor.recompute_activations else ""
         raise BudgetTooSmall(
-            f"backprop needs {format_bytes(min_budget)} at micro-batch 1{how}, more than the "
+            f"backprop needs {format_bytes(min_budget)} at micro-batch {floor.micro_batch}{how}, "
+            "more than the "
             f"budget {format_bytes(budget)}; the smallest budget that works for backprop is "
             f"{format_bytes(min_budget)}",
             min_budget,

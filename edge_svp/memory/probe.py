@@ -33,7 +33,9 @@ class Probe:
 
     `first_input(m)` makes a batch for the first block exactly as training will (for example
     uint8 images through preprocessing), so its temporaries are measured too. `autocast()`
-    is the context the training forward runs in (mixed precision).
+    is the context the training forward runs in (mixed precision). `stepping_in_backward`,
+    if given, is training/optim.py's: the optimizer steps inside backward, and no gradients
+    are held between micro-batches.
     """
 
     def __init__(
@@ -43,8 +45,10 @@ class Probe:
         device: torch.device,
         first_input: Callable[[int], torch.Tensor],
         autocast: Callable = contextlib.nullcontext,
+        stepping_in_backward: Callable | None = None,
     ):
         self.net, self.optimizer_factory, self.device = net, optimizer_factory, device
+        self.stepping_in_backward = stepping_in_backward
         self.first_input, self.autocast = first_input, autocast
         self.shapes = [tuple(net.input_shape)] + _output_shapes(net)
 
@@ -88,6 +92,7 @@ class Probe:
                     buffer_bytes=tensor_bytes([*block.buffers(), *objective.buffers()]),
                     optimizer_bytes=optimizer_bytes,
                     steps=steps,
+                    step_in_backward=self.stepping_in_backward is not None,
                     objective_bytes=tensor_bytes([*objective.parameters(), *objective.buffers()]),
                     reference_bytes=sum(
                         tensor_bytes([*part.parameters(), *part.buffers()])
@@ -116,14 +121,23 @@ class _Steps:
             self.objective(self.module(x), v_ref, y).loss.backward()
 
     def step(self, optimizer, m: int) -> None:
-        self.backward(m)
-        optimizer.step()
+        if self.probe.stepping_in_backward:
+            with self.probe.stepping_in_backward(optimizer, self.params):
+                self.backward(m)
+        else:
+            self.backward(m)
+            optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
     def accumulating_peak(self, optimizer, m: int) -> int:
         """The peak of a micro-batch and optimizer step above the memory in use when it
-        starts, with the gradients of a micro-batch before it alive."""
-        self.backward(m)  # the first micro-batch at this size also sets its kernels up
+        starts, with the gradients of a micro-batch before it alive (stepping in backward:
+        none are)."""
+        # the first micro-batch at this size also sets its kernels up
+        if self.probe.stepping_in_backward:
+            self.step(optimizer, m)
+        else:
+            self.backward(m)
         accumulating = MemoryMeter(self.probe.device)
         with accumulating.section() as section:
             self.step(optimizer, m)
@@ -144,7 +158,8 @@ class _Steps:
         self.step(optimizer, sizes[0])  # the optimizer's state appears with its first step
         release_memory(device)
         optimizer_bytes = max(meter.in_use() - meter.baseline, 0)
-        held = optimizer_bytes + tensor_bytes(self.params)  # optimizer state and gradients
+        held = optimizer_bytes  # and the gradients, unless the optimizer steps in backward
+        held += 0 if self.probe.stepping_in_backward else tensor_bytes(self.params)
         steps = []
         for m in sizes:
             try:

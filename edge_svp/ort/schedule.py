@@ -47,6 +47,12 @@ class OrtLayerwise(Layerwise):
             )
         if config.train.precision != "fp32":
             raise EdgeSVPError("the ort backend trains in fp32; drop --precision")
+        optim = config.optim
+        if optim.step_in_backward == "on" or optim.state_precision not in ("auto", "fp32"):
+            raise EdgeSVPError(
+                "the ort backend steps ONNX Runtime's optimizer, with fp32 state, after "
+                "backward; drop optim.state_precision and optim.step_in_backward"
+            )
         if (
             config.svp.divergence_on != "projection"
             or config.optim.warmup_epochs

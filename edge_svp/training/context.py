@@ -15,7 +15,7 @@ from edge_svp.memory.meter import MemoryMeter
 from edge_svp.memory.plan import MemoryPlan
 from edge_svp.progress import Reporter
 from edge_svp.training.batches import MicroSteps, TrainData
-from edge_svp.training.optim import block_optim
+from edge_svp.training.optim import block_optim, levers_of
 from edge_svp.training.state import TrainState
 from edge_svp.training.step import BlockTrainer, StepSettings, step_blocks
 
@@ -27,7 +27,7 @@ class TrainContext:
     train: TrainConfig
     optim: OptimConfig
     memory: MemoryConfig
-    plan: MemoryPlan | None  # None for backprop, which follows no plan
+    plan: MemoryPlan
     reporter: Reporter
     on_epoch: Callable[[list[dict]], None] | None  # the caller's hook, after every epoch
     meter: MemoryMeter
@@ -44,10 +44,11 @@ class TrainContext:
 
     def trainer(self, number: int, module, objective, params, optim=None) -> BlockTrainer:
         """A BlockTrainer for block `number` (1-based), its LR schedule (and warm-up) over
-        the whole run."""
+        the whole run, its optimizer holding memory as the plan says."""
         steps = self.steps_per_epoch
         settings = StepSettings(optim or self.optim, steps * self.train.epochs, self.train.precision,
-                                self.data.device, round(self.optim.warmup_epochs * steps))  # fmt: skip
+                                self.data.device, round(self.optim.warmup_epochs * steps),
+                                levers_of(self.optim, self.plan))  # fmt: skip
         return BlockTrainer(number, (module, objective, params), settings)
 
     def block_trainer(self, i: int) -> BlockTrainer:

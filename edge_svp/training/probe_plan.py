@@ -25,13 +25,20 @@ from edge_svp.memory.plan import (
 from edge_svp.memory.probe import Probe, probe_sizes, tensor_bytes
 from edge_svp.memory.size import format_bytes, parse_size
 from edge_svp.training.backprop import backprop_step
-from edge_svp.training.optim import make_optimizer
+from edge_svp.training.optim import (
+    DEFAULT_LEVERS,
+    OptimizerLevers,
+    lever_options,
+    make_optimizer,
+    stepping_in_backward,
+)
 from edge_svp.training.precision import autocast, check_precision
 
 
-def network_probe(net, dataset: Dataset, preprocess: Preprocess, train, optim) -> Probe:
+def network_probe(net, dataset: Dataset, preprocess: Preprocess, train, optim,
+                  levers: OptimizerLevers = DEFAULT_LEVERS) -> Probe:  # fmt: skip
     """A Probe of `net`'s blocks (left untouched) on the training device, in the training
-    precision, fed as training feeds them."""
+    precision, fed as training feeds them, their optimizers holding memory as `levers` say."""
     device = resolve_device(train.device)
     check_precision(train.precision, device)
     n = len(dataset.y_train)
@@ -40,9 +47,10 @@ def network_probe(net, dataset: Dataset, preprocess: Preprocess, train, optim) -
         return preprocess(dataset.x_train[torch.randint(0, n, (m,))], train=True)
 
     def optimizer(params):
-        return make_optimizer(params, optim)
+        return make_optimizer(params, optim, levers.state_precision)
 
-    return Probe(net, optimizer, device, first_input, lambda: autocast(train.precision, device))
+    return Probe(net, optimizer, device, first_input, lambda: autocast(train.precision, device),
+                 stepping_in_backward if levers.step_in_backward else None)  # fmt: skip
 
 
 def measure_network(net, dataset: Dataset, preprocess: Preprocess, train, optim) -> list:
@@ -66,6 +74,7 @@ def end_to_end_cost(net, probe: Probe, recompute: bool, sizes: list[int]) -> Blo
         buffer_bytes=tensor_bytes(net.buffers()),
         optimizer_bytes=optimizer_bytes,
         steps=steps,
+        step_in_backward=probe.stepping_in_backward is not None,
     )
 
 
@@ -107,7 +116,15 @@ class Planner:
     memory: MemoryConfig
     device_type: str
     unified: bool
-    costs: list | None = None  # SVP's per-block costs, if measured already
+    levers: OptimizerLevers = DEFAULT_LEVERS  # what the probe's optimizers hold
+
+    def with_levers(self, levers: OptimizerLevers) -> Planner:
+        """This planner, probing optimizers that hold memory as `levers` say."""
+        if levers == self.levers:
+            return self
+        probe = network_probe(self.probe.net, self.dataset, self.preprocess, self.train,
+                              self.optim, levers)  # fmt: skip
+        return replace(self, probe=probe, levers=levers)
 
     @property
     def budget(self) -> int | None:
@@ -115,7 +132,7 @@ class Planner:
 
     def plan_svp(self, net, all_resident: bool) -> MemoryPlan:
         """SVP's blocks, all resident at once (joint) or one after another (layerwise)."""
-        costs = self.costs or self.probe.costs(self.train.batch_size)
+        costs = self.probe.costs(self.train.batch_size)
         memory = self.memory
 
         def make_plan() -> MemoryPlan:
@@ -157,22 +174,16 @@ class Planner:
                 net, probe, block.recompute_activations, [block.micro_batch]
             ).steps[0][1]
 
-        try:
-            return _checked(make_plan, lambda b: costs[b.recompute_activations], measure)
-        except BudgetTooSmall as e:  # the user's choice: say what SVP would need
-            svp_net = net.svp_counterpart() if net.classifier is not None else net
-            svp = replace(
-                self,
-                probe=network_probe(svp_net, self.dataset, self.preprocess, train, self.optim),
-                costs=None,
-                memory=MemoryConfig(),
-            )
-            floor = svp.plan_svp(svp_net, all_resident=False).min_budget  # fmt: skip
-            raise BudgetTooSmall(
-                f"{e}; SVP layerwise trains this profile from {format_bytes(floor)} "
-                "(--method svp --schedule layerwise)",
-                e.min_budget,
-            ) from None
+        return _checked(make_plan, lambda b: costs[b.recompute_activations], measure)
+
+    def svp_floor(self, net) -> int:
+        """The smallest budget of SVP layerwise on `net`'s blocks (what a refusal of backprop
+        names instead), with the levers of this planner's optimizers."""
+        svp_net = net.svp_counterpart() if net.classifier is not None else net
+        probe = network_probe(svp_net, self.dataset, self.preprocess, self.train, self.optim,
+                              self.levers)  # fmt: skip
+        svp = replace(self, probe=probe, memory=MemoryConfig())
+        return svp.plan_svp(svp_net, all_resident=False).min_budget
 
 
 @batchnorm_fits
@@ -183,17 +194,17 @@ def plan_training(
     train: TrainConfig,
     optim: OptimConfig,
     memory: MemoryConfig,
-    costs: list | None = None,
     target=None,
 ) -> MemoryPlan:
-    """Probe `net` as its schedule trains it and plan within memory.budget (SVP's blocks,
-    unless their `costs` are given, or backprop's step through the whole network).
+    """Probe `net` as its schedule trains it and plan within memory.budget (SVP's blocks, or
+    backprop's step through the whole network).
 
     The costs of micro-batches between the probed ones are interpolated; the micro-batches
     the plan picks are then probed too, and the plan made again, so that every predicted
-    peak rests on a step measured at the micro-batch it will train with. With a `target`,
-    the plan is for the target's device and memory (unified or not), from costs probed on
-    this machine's training device."""
+    peak rests on a step measured at the micro-batch it will train with. Under a budget the
+    optimizer's memory levers are reached for only where the budget needs them
+    (_with_levers). With a `target`, the plan is for the target's device and memory (unified
+    or not), from costs probed on this machine's training device."""
     from edge_svp.training import schedule_of
 
     set_host_allocator(exact=True)  # a probe measures the memory that is alive
@@ -201,14 +212,54 @@ def plan_training(
     device = resolve_device(train.device)
     planner = Planner(probe, dataset, preprocess, train, optim, memory,
                       device_type=target.device if target else device.type,
-                      unified=target.unified_memory if target else unified_memory(device),
-                      costs=costs)  # fmt: skip
+                      unified=target.unified_memory if target else unified_memory(device))  # fmt: skip
     schedule = schedule_of(train)
-    plan = schedule.plan(planner, net)
+    options = lever_options(optim, planner.budget is not None, train.precision)
+    try:
+        plan = _with_levers(options, lambda levers: schedule.plan(planner.with_levers(levers), net))
+    except BudgetTooSmall as e:
+        if schedule.local:
+            raise
+        # the user's choice: say what SVP would need, its optimizer state as compact
+        svp_floor = planner.with_levers(OptimizerLevers(options[-1].state_precision)).svp_floor(net)
+        raise BudgetTooSmall(
+            f"{e}; SVP layerwise trains this profile from {format_bytes(svp_floor)} "
+            "(--method svp --schedule layerwise)",
+            e.min_budget,
+        ) from None
     plan.schedule = schedule.name
     plan.precision, plan.probe_device = train.precision, device.type
     plan.host_allocator = host_allocator(memory, budgeted=planner.budget is not None)
     return plan
+
+
+def _with_levers(options: list[OptimizerLevers], plan_with) -> MemoryPlan:
+    """The plan (plan_with(levers)) under the first of `options`, in the order they are
+    preferred, that trains every block at the whole batch; failing that, the one whose
+    smallest micro-batch is largest (the earlier on a tie). If none fits: the refusal that
+    quotes the smallest budget."""
+    best, refusals = None, []
+    for levers in options:
+        try:
+            plan = plan_with(levers)
+        except BudgetTooSmall as e:
+            refusals.append(e)
+            continue
+        plan.state_precision, plan.step_in_backward = (
+            levers.state_precision,
+            levers.step_in_backward,
+        )
+        if best is None or _smallest_micro_batch(plan) > _smallest_micro_batch(best):
+            best = plan
+        if all(b.accumulation == 1 for b in plan.blocks):
+            break
+    if best is None:
+        raise min(refusals, key=lambda e: e.min_budget)
+    return best
+
+
+def _smallest_micro_batch(plan: MemoryPlan) -> int:
+    return min(b.micro_batch for b in plan.blocks)
 
 
 def host_allocator(memory: MemoryConfig, budgeted: bool) -> str:

@@ -21,7 +21,12 @@ import torch
 
 from edge_svp.config import OptimConfig
 from edge_svp.svp import LocalOutput
-from edge_svp.training.optim import make_lr_schedule, make_optimizer
+from edge_svp.training.optim import (
+    OptimizerLevers,
+    make_lr_schedule,
+    make_optimizer,
+    stepping_in_backward,
+)
 from edge_svp.training.precision import autocast, grad_scaler
 
 
@@ -62,13 +67,15 @@ class BatchStats:
 @dataclass
 class StepSettings:
     """How a BlockTrainer steps: its optimizer and learning-rate schedule over `total_steps`
-    (rising over the first `warmup_steps`), in what precision, on what device."""
+    (rising over the first `warmup_steps`), in what precision, on what device, with what
+    memory levers."""
 
     optim: OptimConfig
     total_steps: int
     precision: str = "fp32"
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     warmup_steps: int = 0
+    levers: OptimizerLevers = field(default_factory=OptimizerLevers)
 
 
 class BlockTrainer:
@@ -83,7 +90,8 @@ class BlockTrainer:
         self.module, self.objective, params = trained
         self.params = list(params)
         optim, precision, device = settings.optim, settings.precision, settings.device
-        self.optimizer = make_optimizer(self.params, optim)
+        self.optimizer = make_optimizer(self.params, optim, settings.levers.state_precision)
+        self.step_in_backward = settings.levers.step_in_backward
         self.schedule = make_lr_schedule(self.optimizer, optim, settings.total_steps,
                                          settings.warmup_steps)  # fmt: skip
         self.scaler = grad_scaler(precision, device)
@@ -93,13 +101,22 @@ class BlockTrainer:
     def micro_step(self, x, v_ref, y, share: float) -> tuple[torch.Tensor, LocalOutput]:
         """Forward under autocast, the local loss, and its backward, weighted by the
         micro-batch's share of its batch (gradients accumulate until `step`). A loss that is
-        NaN or inf is left out of the statistics and flagged for step_blocks."""
+        NaN or inf is left out of the statistics and flagged for step_blocks.
+
+        Stepping in backward, the optimizer steps during backward (one micro-batch per batch),
+        which a NaN or inf loss skips."""
         with autocast(self.precision, self.device):
             # detach: the block boundary; no gradient reaches the previous block
             h = self.module(x.detach())
             out = self.objective(h, v_ref, y)
-        self.scaler.scale(out.loss * share).backward()
         self.stats.update(out.loss, out.logits, y)
+        if not self.step_in_backward:
+            self.scaler.scale(out.loss * share).backward()
+        elif share != 1:
+            raise ValueError("stepping in backward needs one micro-batch per batch")
+        elif not self.stats.nonfinite:
+            with stepping_in_backward(self.optimizer, self.params):
+                out.loss.backward()
         return h, out
 
     def gradient_sum(self) -> torch.Tensor:
@@ -114,7 +131,7 @@ class BlockTrainer:
     def step(self, skip: bool = False) -> None:
         """End of a batch: step the optimizer (through the scaler) unless `skip`, advance the
         LR schedule, and clear the gradients."""
-        if not skip:
+        if not skip and not self.step_in_backward:  # stepping in backward: stepped already
             self.scaler.step(self.optimizer)  # fp16: skipped if its gradients overflowed
             self.scaler.update()
         with warnings.catch_warnings():
@@ -125,7 +142,7 @@ class BlockTrainer:
 
     @property
     def lr(self) -> float:
-        return self.schedule.get_last_lr()[0]
+        return float(self.schedule.get_last_lr()[0])  # a tensor for torchao's optimizers
 
     def new_epoch(self) -> BatchStats:
         self.stats = BatchStats()

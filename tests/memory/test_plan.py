@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import pytest
 
 from edge_svp.errors import EdgeSVPError
@@ -248,3 +250,26 @@ def test_backprop_refuses_below_its_minimum_and_names_it():
     with pytest.raises(BudgetTooSmall, match="smallest budget that works for backprop") as e:
         bp_plan(budget=p.min_budget - 1)
     assert e.value.min_budget == p.min_budget  # on CUDA, which a step measures exactly
+
+
+def in_backward(cost: BlockCost) -> BlockCost:
+    """`cost` with its optimizer stepping inside backward: the same steps without the
+    gradients held between micro-batches."""
+    held = cost.param_bytes
+    return replace(cost, steps=[(m, b - held) for m, b in cost.steps], step_in_backward=True)
+
+
+def test_stepping_in_backward_holds_no_gradients_and_only_the_whole_batch():
+    costs = [in_backward(c) for c in toy_costs()]
+    p = plan_blocks(costs, False, "cuda", 64, num_examples=1000, budget=100 * MB)
+    assert all(b.micro_batch == 64 and b.gradient_bytes == 0 for b in p.blocks)
+    last = plan(budget=100 * MB).blocks[-1]  # writes no cache: its peak is the training step's
+    assert p.blocks[-1].predicted_peak == last.predicted_peak - MB
+    # the smallest budget is the whole batch's: there is no micro-batch to fall back on
+    assert p.min_budget == plan_blocks(costs, False, "cuda", 64, num_examples=1000).min_budget
+    with pytest.raises(BudgetTooSmall, match="at micro-batch 64"):
+        plan_blocks(costs, False, "cuda", 64, num_examples=1000, budget=p.min_budget - 1)
+    joint = plan_blocks(costs, True, "cuda", 64, num_examples=1000, budget=100 * MB)
+    assert joint.blocks[0].gradient_bytes == 0
+    stepped = bp_plan(costs={False: in_backward(toy_cost((10,)))})
+    assert stepped.min_budget == 2 * MB + step(64)  # params and the step: no gradients held

@@ -170,3 +170,26 @@ def test_training_without_a_budget_reuses_freed_host_memory_unless_asked_not_to(
     memory = json.loads((out / "summary.json").read_text())["memory"]
     assert memory["host_allocator"] == allocator
     assert json.loads((out / "plan.json").read_text())["host_allocator"] == allocator
+
+
+def test_below_its_plain_floor_backprop_holds_less_optimizer_memory_and_stays_under(tmp_path):
+    """Two 1024-wide layers: Adam's state (9 MB) outweighs the activations. Below the
+    smallest budget of fp32 state stepped after backward, the plan reaches for the
+    optimizer's levers, summary.json says which, and the run stays within the budget."""
+    wide = ["--set", "model.widths=[1024, 1024]", "--epochs", "1", "--method", "bp"]
+
+    def run(command, *args):
+        cmd = [sys.executable, "-m", "edge_svp", command, *wide, *args]
+        return subprocess.run(cmd, capture_output=True, text=True)
+
+    roomy = run("plan", "--mem-budget", "1TB", "--json")
+    assert roomy.returncode == 0, roomy.stderr
+    plain = json.loads(roomy.stdout)
+    assert (plain["state_precision"], plain["step_in_backward"]) == ("fp32", False)
+    budget = plain["min_budget"] - 2_000_000
+    out = tmp_path / "run"
+    fit = run("fit", "--mem-budget", str(budget), "--out", str(out))
+    assert fit.returncode == 0, fit.stderr
+    memory = json.loads((out / "summary.json").read_text())["memory"]
+    assert memory["optimizer_state"] != "fp32" or memory["step_in_backward"]
+    assert memory["within_budget"] and max(memory["measured_peak_bytes"]) <= budget

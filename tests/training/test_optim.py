@@ -7,7 +7,16 @@ import pytest
 import torch
 
 from edge_svp.config import OptimConfig
-from edge_svp.training.optim import block_optim, make_lr_schedule, make_optimizer
+from edge_svp.training.optim import (
+    OptimizerLevers,
+    block_optim,
+    lever_options,
+    levers_of,
+    low_precision_state,
+    make_lr_schedule,
+    make_optimizer,
+    stepping_in_backward,
+)
 
 
 def test_warm_up_rises_linearly_then_the_cosine_decays():
@@ -46,3 +55,49 @@ def test_optimizers_are_fused_and_step_as_the_plain_ones_do(name):
             param.grad = grad.clone()
             opt.step()
     assert torch.allclose(fused, plain, atol=1e-6)
+
+
+def test_levers_are_offered_only_under_a_budget_and_as_configured():
+    plain = OptimizerLevers()
+    assert lever_options(OptimConfig(), budgeted=False, precision="fp32") == [plain]
+    offered = lever_options(OptimConfig(), budgeted=True, precision="fp32")
+    assert offered[0] == plain and len(offered) == (6 if low_precision_state() else 2)
+    assert offered[1] == OptimizerLevers("fp32", step_in_backward=True)
+    assert [o.state_precision for o in offered[::2]] == ["fp32", "bf16", "fp8"][: len(offered) // 2]
+    # SGD has no Adam moments to shrink; fp16's scaler needs every gradient before a step
+    assert lever_options(OptimConfig(name="sgd"), True, "fp32") == offered[:2]
+    assert lever_options(OptimConfig(), True, "fp16") == offered[::2]
+    fixed = OptimConfig(state_precision="bf16", step_in_backward="on")
+    assert lever_options(fixed, False, "fp32") == [OptimizerLevers("bf16", True)]
+    assert levers_of(fixed, None) == OptimizerLevers("bf16", True)
+    assert levers_of(OptimConfig(), None) == plain
+
+
+def test_stepping_in_backward_steps_as_after_backward_and_skips_a_bad_gradient():
+    torch.manual_seed(0)
+    nets = [torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+            for _ in range(2)]  # fmt: skip
+    nets[1].load_state_dict(nets[0].state_dict())
+    x, y = torch.randn(32, 8), torch.randint(0, 3, (32,))
+    optimizers = [make_optimizer(n.parameters(), OptimConfig(lr=0.1)) for n in nets]
+    seen = []
+    for _ in range(3):
+        loss = torch.nn.functional.cross_entropy(nets[0](x), y)
+        loss.backward()
+        optimizers[0].step()
+        optimizers[0].zero_grad(set_to_none=True)
+        params = list(nets[1].parameters())
+        with stepping_in_backward(optimizers[1], params):
+            torch.nn.functional.cross_entropy(nets[1](x), y).backward()
+            seen.append([p.grad for p in params])
+    assert all(g is None for grads in seen for g in grads)  # each dropped once stepped
+    for p, q in zip(nets[0].parameters(), nets[1].parameters(), strict=True):
+        assert torch.equal(p, q)
+    before = [p.detach().clone() for p in nets[1].parameters()]
+    with stepping_in_backward(optimizers[1], list(nets[1].parameters())):
+        (nets[1](x).sum() * float("nan")).backward()
+    for p, b in zip(nets[1].parameters(), before, strict=True):
+        assert torch.equal(p, b) and p.grad is None
+    # outside the context, backward leaves gradients for a step as usual
+    nets[1](x).sum().backward()
+    assert all(p.grad is not None for p in nets[1].parameters())

@@ -162,3 +162,34 @@ def test_posterior_divergence_warm_up_and_block_learning_rates_train(digits, sch
     assert records[-1]["test_accuracy"] > 0.8
     first = [r["lr"] for r in records if r["block"] == 1]
     assert first[0] > first[-1]  # warmed up within the first epoch, then decayed
+
+
+@pytest.mark.parametrize(
+    "method, schedule", [("svp", "joint"), ("svp", "layerwise"), ("bp", "joint")]
+)
+def test_stepping_in_backward_trains_the_same_weights(digits, method, schedule):
+    """An optimizer stepped inside backward (no budget: the configuration fixes it) takes
+    the very steps it takes after backward."""
+    nets = []
+    for in_backward in ("off", "on"):
+        config = small_config(**{"train.method": method, "train.schedule": schedule,
+                                 "train.epochs": 2, "optim.step_in_backward": in_backward})  # fmt: skip
+        torch.manual_seed(0)
+        nets.append(net_for(config, digits))
+        train(nets[-1], digits, config.train, config.optim)
+    for (key, a), b in zip(
+        nets[0].state_dict().items(), nets[1].state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b), key
+
+
+@pytest.mark.parametrize(
+    "method, schedule", [("svp", "joint"), ("svp", "layerwise"), ("bp", "joint")]
+)
+def test_optimizer_state_in_fp8_learns_digits(digits, method, schedule):
+    pytest.importorskip("torchao")
+    config = small_config(**{"train.method": method, "train.schedule": schedule,
+                             "train.epochs": 8, "optim.state_precision": "fp8"})  # fmt: skip
+    net = net_for(config, digits)
+    records = train(net, digits, config.train, config.optim)
+    assert records[-1]["test_accuracy"] > 0.8  # chance is 0.1
