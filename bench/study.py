@@ -9,6 +9,8 @@
     python bench/study.py cnn-deep-levers --data-dir ../shared/data --train-limit 5000 --reuse
     python bench/study.py vit-deep-projection --data-dir ../shared/data --train-limit 5000 \
         --seeds 0 1 2 --reuse
+    python bench/study.py mnist-state --data-dir ../shared/data --seeds 0 1 2 --reuse
+    python bench/study.py cnn-state-bp --data-dir ../shared/data --seeds 0 1 2 --reuse
 
 Every grid trains on the first --train-limit training images (default 10,000) and tests on
 the full test set. Prints a markdown table (mean +- sample std over seeds; "vs baseline" is
@@ -132,6 +134,13 @@ CNN_DEEP_LEVERS = {
     ),
     "divergence on posteriors (SLL)": s("svp.divergence_on=posterior"),
 }
+# optim.state_precision: Adam's moments in bf16 and fp8 against fp32 (the baseline), paired
+# by seed, for SVP (the profile's schedule) and backprop ("-bp" grids). The other lever,
+# optim.step_in_backward, takes the very steps of a step after backward
+# (tests/training/test_schedules.py): it costs no accuracy
+STATE = {"baseline": [], "bf16 state": s("optim.state_precision=bf16"),
+         "fp8 state": s("optim.state_precision=fp8")}  # fmt: skip
+BP = ["--method", "bp"]
 
 GRIDS = {
     "cnn": {"profile": "cifar10-cnn", "epochs": 5, "base": EARLIER_CNN_HEAD, "rows": CNN},
@@ -150,6 +159,10 @@ GRIDS = {
                         "rows": CNN_DEEP_LEVERS},
     "vit-deep-projection": {"profile": "cifar10-vit-deep-cpu", "epochs": 3,
                             "base": SCREENING_TEST, "rows": PROJECTION},
+    "mnist-state": {"profile": "mnist-mlp", "epochs": 20, "base": [], "rows": STATE},
+    "mnist-state-bp": {"profile": "mnist-mlp", "epochs": 20, "base": BP, "rows": STATE},
+    "cnn-state": {"profile": "cifar10-cnn", "epochs": 10, "base": [], "rows": STATE},
+    "cnn-state-bp": {"profile": "cifar10-cnn", "epochs": 10, "base": BP, "rows": STATE},
 }  # fmt: skip
 
 
