@@ -349,9 +349,9 @@ def plan_run(config: RunConfig) -> MemoryPlan:
         dataset, preprocess = synthetic_data(config.data)
         probed_on = f"synthetic {config.data.dataset} inputs ({e})"
     net = build_network(config, dataset.input_shape, dataset.num_classes)
-    plan = plan_training(
-        net, dataset, preprocess, config.train, config.optim, config.memory, target=target
-    )
+    # every lever planned: the smallest budget quoted is the smallest fit would accept
+    plan = plan_training(net, dataset, preprocess, config.train, config.optim, config.memory,
+                         target=target, every_lever=True)  # fmt: skip
     plan.probed_on = probed_on
     return plan
 

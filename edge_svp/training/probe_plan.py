@@ -195,6 +195,7 @@ def plan_training(
     optim: OptimConfig,
     memory: MemoryConfig,
     target=None,
+    every_lever: bool = False,
 ) -> MemoryPlan:
     """Probe `net` as its schedule trains it and plan within memory.budget (SVP's blocks, or
     backprop's step through the whole network).
@@ -203,7 +204,8 @@ def plan_training(
     the plan picks are then probed too, and the plan made again, so that every predicted
     peak rests on a step measured at the micro-batch it will train with. Under a budget the
     optimizer's memory levers are reached for only where the budget needs them
-    (_with_levers). With a `target`, the plan is for the target's device and memory (unified
+    (_with_levers); with `every_lever`, all of them are planned, so that min_budget is the
+    smallest with any of them. With a `target`, the plan is for the target's device and memory (unified
     or not), from costs probed on this machine's training device."""
     from edge_svp.training import schedule_of
 
@@ -216,7 +218,8 @@ def plan_training(
     schedule = schedule_of(train)
     options = lever_options(optim, planner.budget is not None, train.precision)
     try:
-        plan = _with_levers(options, lambda levers: schedule.plan(planner.with_levers(levers), net))
+        plan = _with_levers(options, lambda levers: schedule.plan(planner.with_levers(levers), net),
+                            every_lever)  # fmt: skip
     except BudgetTooSmall as e:
         if schedule.local:
             raise
@@ -233,12 +236,15 @@ def plan_training(
     return plan
 
 
-def _with_levers(options: list[OptimizerLevers], plan_with) -> MemoryPlan:
+def _with_levers(options: list[OptimizerLevers], plan_with, every: bool = False) -> MemoryPlan:
     """The plan (plan_with(levers)) under the first of `options`, in the order they are
     preferred, that trains every block at the whole batch; failing that, the one whose
     smallest micro-batch is largest (the earlier on a tie). If none fits: the refusal that
-    quotes the smallest budget."""
-    best, refusals = None, []
+    quotes the smallest budget.
+
+    The options after the chosen one are planned only if `every`: then the plan's min_budget
+    is the smallest of all of them (what `edge-svp plan` quotes), else its own."""
+    plans, refusals = [], []
     for levers in options:
         try:
             plan = plan_with(levers)
@@ -249,13 +255,19 @@ def _with_levers(options: list[OptimizerLevers], plan_with) -> MemoryPlan:
             levers.state_precision,
             levers.step_in_backward,
         )
-        if best is None or _smallest_micro_batch(plan) > _smallest_micro_batch(best):
-            best = plan
-        if all(b.accumulation == 1 for b in plan.blocks):
+        plans.append(plan)
+        if _whole_batch(plan) and not every:
             break
-    if best is None:
+    if not plans:
         raise min(refusals, key=lambda e: e.min_budget)
+    whole = [p for p in plans if _whole_batch(p)]
+    best = whole[0] if whole else max(plans, key=_smallest_micro_batch)  # max: the first of ties
+    best.min_budget = min(p.min_budget for p in [*plans, *refusals])
     return best
+
+
+def _whole_batch(plan: MemoryPlan) -> bool:
+    return all(b.accumulation == 1 for b in plan.blocks)
 
 
 def _smallest_micro_batch(plan: MemoryPlan) -> int:

@@ -33,6 +33,16 @@ def test_levers_are_reached_for_only_when_the_budget_needs_them():
     assert (plan.state_precision, plan.step_in_backward) == ("fp32", False)
 
 
+def test_planning_every_lever_quotes_the_smallest_budget_of_any_and_chooses_alike():
+    budgets = {OPTIONS[0]: ([64, 64], 9), OPTIONS[1]: (None, 7), OPTIONS[2]: ([64, 64], 5)}
+    plan_with, tried = planner(budgets)
+    assert _with_levers(OPTIONS, plan_with).min_budget == 9
+    plan_with, tried = planner(budgets)
+    plan = _with_levers(OPTIONS, plan_with, every=True)
+    assert tried == OPTIONS and plan.min_budget == 5
+    assert (plan.state_precision, plan.step_in_backward) == ("fp32", False)
+
+
 def test_the_levers_that_fit_the_largest_micro_batch_win_and_record_themselves():
     plan_with, tried = planner({OPTIONS[0]: ([64, 16], 1), OPTIONS[1]: (None, 5),
                                 OPTIONS[2]: ([32, 64], 2)})  # fmt: skip
