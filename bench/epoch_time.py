@@ -2,6 +2,7 @@
 
     python bench/epoch_time.py mnist-mlp --data-dir ../shared/data
     python bench/epoch_time.py cifar10-cnn --data-dir ../shared/data --train-limit 5000 --reps 3
+    python bench/epoch_time.py mnist-mlp --data-dir ../shared/data --levers --reps 3
 
 Each repetition runs every configuration once, one after another (A B C A B C ...), each in
 its own process on one thread (`edge-svp fit --threads 1`, one epoch): a machine whose speed
@@ -23,6 +24,18 @@ CONFIGS = {
     "svp joint, hadamard": ["--set", 'svp.projection="hadamard"'],
     "bp": ["--method", "bp"],
 }
+# --levers: what the optimizer's memory levers (docs/memory.md) cost in time, for both methods
+STATE = {p: ["--set", f"optim.state_precision={p}"] for p in ("bf16", "fp8")}
+IN_BACKWARD = ["--set", "optim.step_in_backward=on"]
+LEVERS = {
+    "bp": ["--method", "bp"],
+    "bp, bf16 state": ["--method", "bp", *STATE["bf16"]],
+    "bp, fp8 state": ["--method", "bp", *STATE["fp8"]],
+    "bp, fp8 state, step in backward": ["--method", "bp", *STATE["fp8"], *IN_BACKWARD],
+    "svp joint": [],
+    "svp joint, fp8 state": STATE["fp8"],
+    "svp joint, fp8 state, step in backward": [*STATE["fp8"], *IN_BACKWARD],
+}
 
 
 def epoch_seconds(summary: dict) -> float:
@@ -37,13 +50,16 @@ def main() -> None:
     parser.add_argument("--train-limit", type=int, default=20000)
     parser.add_argument("--test-limit", type=int, default=1000)
     parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--levers", action="store_true",
+                        help="time the optimizer's memory levers instead")  # fmt: skip
     args = parser.parse_args()
     base = ["--profile", args.profile, "--epochs", "1", "--threads", "1",
             "--train-limit", str(args.train_limit), "--test-limit", str(args.test_limit)]  # fmt: skip
     base += ["--data-dir", args.data_dir] if args.data_dir else []
-    seconds = {name: [] for name in CONFIGS}
+    configs = LEVERS if args.levers else CONFIGS
+    seconds = {name: [] for name in configs}
     for _ in range(args.reps):
-        for name, extra in CONFIGS.items():
+        for name, extra in configs.items():
             tag = f"{args.profile}-{name.replace(', ', '-').replace(' ', '-')}"
             seconds[name].append(round(epoch_seconds(fit(tag, [*base, *extra], "epoch-time")), 2))
         print({name: s[-1] for name, s in seconds.items()}, flush=True)
@@ -58,7 +74,8 @@ def main() -> None:
                        ("median s", "median_seconds"), ("/ bp, each repetition", "ratio"),
                        ("median / bp", "median_ratio")]))  # fmt: skip
     command = " ".join(["python", "bench/epoch_time.py", *sys.argv[1:]])
-    write_results(f"epoch-time-{args.profile}", {"command": command, "rows": rows})
+    name = f"epoch-time-{args.profile}" + ("-levers" if args.levers else "")
+    write_results(name, {"command": command, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -3,9 +3,10 @@
     python bench/plan_accuracy.py --data-dir ../shared/data
     python bench/plan_accuracy.py --profiles digits-mlp --epochs 1
 
-Per profile, three SVP runs, each in its own process: layerwise under a tight budget (the
+Per profile, five runs, each in its own process: SVP layerwise under a tight budget (the
 planner's own prediction for micro-batch --micro, every cache on disk), layerwise with no
-budget (full batch, caches in host RAM) and joint with no budget. Each block's predicted
+budget (full batch, caches in host RAM), joint with no budget, and layerwise and backprop
+with Adam's state in fp8 stepped inside backward (the optimizer's memory levers). Each block's predicted
 peak is compared with its measured peak (CPU: resident memory above the baseline; CUDA:
 the allocator's peak; every run's host allocator returns freed memory, as a budgeted one
 does). Prints a markdown table and writes bench/results/plan-accuracy.json
@@ -18,6 +19,7 @@ import sys
 from common import DISK_ONLY, fit, table, tight_budget, write_results
 
 MIB = 2**20
+LEVERS = ["--set", "optim.state_precision=fp8", "--set", "optim.step_in_backward=on"]
 NEEDS_DATA = {"mnist-mlp", "cifar10-cnn", "cifar10-vit", "cifar10-vit-deep"}
 
 
@@ -73,6 +75,9 @@ def main():
             ],
             "layerwise, no budget": ["--schedule", "layerwise"],
             "joint, no budget": ["--schedule", "joint"],
+            # the optimizer's levers (docs/memory.md), fixed, for both methods
+            "layerwise, fp8 state stepped in backward": ["--schedule", "layerwise", *LEVERS],
+            "backprop, fp8 state stepped in backward": ["--method", "bp", *LEVERS],
         }  # fmt: skip
         for name, extra in configs.items():
             run = f"{profile}-{name.split(',')[0]}-{name.split(', ')[1].replace(' ', '-')}"
