@@ -26,6 +26,13 @@ SCHEDULES = {
     "joint": {"train.schedule": "joint", "svp.proj_dropout": 0.2},
     "layerwise": {"train.schedule": "layerwise", "svp.proj_dropout": 0.2},
     "bp": {"train.method": "bp", "data.augment": True},
+    # the optimizer's levers: fp8 state (layers of 4,096 values and more) stepped in backward
+    "levers": {
+        "train.schedule": "joint",
+        "model.widths": [128, 128],
+        "optim.state_precision": "fp8",
+        "optim.step_in_backward": "on",
+    },
 }
 
 
@@ -35,6 +42,7 @@ SCHEDULES = {
         ("joint", "epoch 2", 2),  # mid-epoch, after a periodic checkpoint at step 3
         ("layerwise", "block 2 epoch 1", 4),  # block 2: block 1's host caches are rebuilt
         ("bp", "epoch 1", 5),
+        ("levers", "epoch 2", 2),
     ],
 )
 def test_interrupted_then_resumed_run_ends_exactly_like_a_straight_one(tmp_path, kind, label, item):
@@ -123,6 +131,16 @@ def test_a_nan_gradient_under_a_finite_loss_is_caught_too():
         "NaN or inf in the gradients at block 2, epoch 1, step 1; training stopped and no "
         "checkpoint was written before it"
     )
+
+
+def test_a_nan_gradient_is_caught_where_the_optimizer_steps_in_backward():
+    digits = load_dataset("digits").limit(200)
+    config = tiny_config(**{"train.schedule": "layerwise", "optim.step_in_backward": "on"})
+    net = build_network(config, digits.input_shape, digits.num_classes)
+    net.blocks[1][0].weight.register_hook(lambda grad: grad * float("nan"))
+    with pytest.raises(NumericalFault, match="NaN or inf in the gradients at block 2"):
+        train(net, digits, config.train, config.optim)
+    assert all(torch.isfinite(p).all() for p in net.parameters())
 
 
 def test_skip_bad_batches_skips_and_counts_a_poisoned_batch():

@@ -95,18 +95,22 @@ def stepping_in_backward(optimizer: torch.optim.Optimizer, params):
     """Within: each of `params` steps `optimizer` the moment backward has accumulated its
     gradient, and drops that gradient (the recipe of torch's "optimizer step in backward"
     tutorial, with one optimizer: a step skips every parameter without a gradient, and only
-    this one has one). A gradient that is NaN or inf is dropped without a step."""
+    this one has one). A gradient that is NaN or inf is dropped without a step; the context
+    yields the list such parameters are added to."""
+    skipped = []
 
     def step_now(p: torch.Tensor) -> None:
         # a sum is NaN or inf if any of its terms is, and needs no gradient-sized temporaries,
         # which isfinite(grad).all() does on a CPU
         if torch.isfinite(p.grad.sum()):
             optimizer.step()
+        else:
+            skipped.append(p)
         p.grad = None
 
     handles = [p.register_post_accumulate_grad_hook(step_now) for p in params]
     try:
-        yield
+        yield skipped
     finally:
         for handle in handles:
             handle.remove()

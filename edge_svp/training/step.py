@@ -92,6 +92,7 @@ class BlockTrainer:
         optim, precision, device = settings.optim, settings.precision, settings.device
         self.optimizer = make_optimizer(self.params, optim, settings.levers.state_precision)
         self.step_in_backward = settings.levers.step_in_backward
+        self.nonfinite_gradients = False  # stepping in backward: a gradient was NaN or inf
         self.schedule = make_lr_schedule(self.optimizer, optim, settings.total_steps,
                                          settings.warmup_steps)  # fmt: skip
         self.scaler = grad_scaler(precision, device)
@@ -115,14 +116,17 @@ class BlockTrainer:
         elif share != 1:
             raise ValueError("stepping in backward needs one micro-batch per batch")
         elif not self.stats.nonfinite:
-            with stepping_in_backward(self.optimizer, self.params):
+            with stepping_in_backward(self.optimizer, self.params) as skipped:
                 out.loss.backward()
+            self.nonfinite_gradients = bool(skipped)
         return h, out
 
     def gradient_sum(self) -> torch.Tensor:
         """The sum of every gradient: NaN or inf if any gradient is. fp16 gradients are
         scaled and overflow by design now and then; their scaler skips such a step and
         lowers its scale, so they count as finite here."""
+        if self.nonfinite_gradients:  # stepped in backward, where the gradients are gone
+            return self.params[0].new_tensor(float("nan"))
         grads = [p.grad.sum() for p in self.params if p.grad is not None]
         if not grads or self.scaler.is_enabled():
             return self.params[0].new_zeros(())
@@ -139,6 +143,7 @@ class BlockTrainer:
             warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step", UserWarning)
             self.schedule.step()
         self.optimizer.zero_grad(set_to_none=True)
+        self.nonfinite_gradients = False
 
     @property
     def lr(self) -> float:
