@@ -61,6 +61,7 @@ def test_plan_prints_a_table_and_the_smallest_budget():
     assert result.exit_code == 0, result.output
     assert "predicted peak" in result.output and "smallest budget that works" in result.output
     assert result.output.count("\n") >= 5
+    assert re.search(r"optimizer +fp32 state\n", result.output)  # 64 MB needs no lever
 
 
 def test_plan_json_matches_what_fit_follows(tmp_path):
