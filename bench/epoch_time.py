@@ -31,10 +31,10 @@ LEVERS = {
     "bp": ["--method", "bp"],
     "bp, bf16 state": ["--method", "bp", *STATE["bf16"]],
     "bp, fp8 state": ["--method", "bp", *STATE["fp8"]],
-    "bp, fp8 state, step in backward": ["--method", "bp", *STATE["fp8"], *IN_BACKWARD],
+    "bp, bf16 state, step in backward": ["--method", "bp", *STATE["bf16"], *IN_BACKWARD],
     "svp joint": [],
-    "svp joint, fp8 state": STATE["fp8"],
-    "svp joint, fp8 state, step in backward": [*STATE["fp8"], *IN_BACKWARD],
+    "svp joint, bf16 state": STATE["bf16"],
+    "svp joint, bf16 state, step in backward": [*STATE["bf16"], *IN_BACKWARD],
 }
 
 

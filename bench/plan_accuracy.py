@@ -6,7 +6,7 @@
 Per profile, five runs, each in its own process: SVP layerwise under a tight budget (the
 planner's own prediction for micro-batch --micro, every cache on disk), layerwise with no
 budget (full batch, caches in host RAM), joint with no budget, and layerwise and backprop
-with Adam's state in fp8 stepped inside backward (the optimizer's memory levers). Each block's predicted
+with Adam's state in bf16 stepped inside backward (the optimizer's memory levers). Each block's predicted
 peak is compared with its measured peak (CPU: resident memory above the baseline; CUDA:
 the allocator's peak; every run's host allocator returns freed memory, as a budgeted one
 does). Prints a markdown table and writes bench/results/plan-accuracy.json
@@ -19,7 +19,7 @@ import sys
 from common import DISK_ONLY, fit, table, tight_budget, write_results
 
 MIB = 2**20
-LEVERS = ["--set", "optim.state_precision=fp8", "--set", "optim.step_in_backward=on"]
+LEVERS = ["--set", "optim.state_precision=bf16", "--set", "optim.step_in_backward=on"]
 NEEDS_DATA = {"mnist-mlp", "cifar10-cnn", "cifar10-vit", "cifar10-vit-deep"}
 
 
@@ -76,8 +76,8 @@ def main():
             "layerwise, no budget": ["--schedule", "layerwise"],
             "joint, no budget": ["--schedule", "joint"],
             # the optimizer's levers (docs/memory.md), fixed, for both methods
-            "layerwise, fp8 state stepped in backward": ["--schedule", "layerwise", *LEVERS],
-            "backprop, fp8 state stepped in backward": ["--method", "bp", *LEVERS],
+            "layerwise, bf16 state stepped in backward": ["--schedule", "layerwise", *LEVERS],
+            "backprop, bf16 state stepped in backward": ["--method", "bp", *LEVERS],
         }  # fmt: skip
         for name, extra in configs.items():
             run = f"{profile}-{name.split(',')[0]}-{name.split(', ')[1].replace(' ', '-')}"

@@ -8,7 +8,7 @@ import math
 
 import torch
 
-from edge_svp.config import STATE_PRECISIONS, OptimConfig
+from edge_svp.config import PLANNED_STATE_PRECISIONS, OptimConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,13 +26,14 @@ DEFAULT_LEVERS = OptimizerLevers()
 
 def lever_options(cfg: OptimConfig, budgeted: bool, precision: str) -> list[OptimizerLevers]:
     """The levers a plan may choose from, in the order it prefers them (cheapest in time and
-    accuracy first): what the configuration fixes, and under a budget every "auto" lever.
-    Without a budget an "auto" lever stays off."""
+    accuracy first): what the configuration fixes, and under a budget every "auto" lever (of
+    the state precisions, fp32 and bf16). Without a budget an "auto" lever stays off."""
     adam = cfg.name != "sgd"
     if cfg.state_precision != "auto":
         states = [cfg.state_precision]
     else:
-        states = list(STATE_PRECISIONS) if budgeted and adam and low_precision_state() else ["fp32"]
+        planned = budgeted and adam and low_precision_state()
+        states = list(PLANNED_STATE_PRECISIONS) if planned else ["fp32"]
     if cfg.step_in_backward != "auto":
         in_backward = [cfg.step_in_backward == "on"]
     else:  # fp16's gradient scaler needs every gradient before any parameter steps

@@ -61,9 +61,10 @@ def test_levers_are_offered_only_under_a_budget_and_as_configured():
     plain = OptimizerLevers()
     assert lever_options(OptimConfig(), budgeted=False, precision="fp32") == [plain]
     offered = lever_options(OptimConfig(), budgeted=True, precision="fp32")
-    assert offered[0] == plain and len(offered) == (6 if low_precision_state() else 2)
+    assert offered[0] == plain and len(offered) == (4 if low_precision_state() else 2)
     assert offered[1] == OptimizerLevers("fp32", step_in_backward=True)
-    assert [o.state_precision for o in offered[::2]] == ["fp32", "bf16", "fp8"][: len(offered) // 2]
+    # fp8 only where asked for: it failed cifar10-cnn (docs/memory.md)
+    assert [o.state_precision for o in offered[::2]] == ["fp32", "bf16"][: len(offered) // 2]
     # SGD has no Adam moments to shrink; fp16's scaler needs every gradient before a step
     assert lever_options(OptimConfig(name="sgd"), True, "fp32") == offered[:2]
     assert lever_options(OptimConfig(), True, "fp16") == offered[::2]
