@@ -12,7 +12,6 @@ This module is the Python API under `edge-svp fit`, `edge-svp eval` and `edge-sv
 
 from __future__ import annotations
 
-import gc
 import shutil
 import time
 from contextlib import contextmanager, nullcontext
@@ -122,10 +121,6 @@ class Fit:
         if job.checkpoint:
             self.preprocess = Preprocess(**job.checkpoint["preprocess"])
         self.plan = self.plan_memory()
-        # every generation, once (release_memory collects the young ones): garbage the
-        # planner's probes left in the old ones (copies of blocks, optimizers) would otherwise
-        # be freed during training, below a baseline that counted it
-        gc.collect()
         self.meter = MemoryMeter(job.device)  # baseline: after imports, data and the probe
         self.net = self.build_network()
         self.open_run_dir()

@@ -157,6 +157,10 @@ class MemoryMeter:
     def __init__(self, device: torch.device, interval: float = 0.005):
         self.device = device
         self.interval = interval
+        # every generation, once: garbage the planner's probes left in the old ones (copies
+        # of blocks, optimizers) would otherwise be freed during training, below a baseline
+        # that counted it
+        gc.collect()
         release_memory(device)
         self.baseline = self.in_use()
         self.peaks: list[int] = []
