@@ -205,8 +205,8 @@ def plan_training(
     peak rests on a step measured at the micro-batch it will train with. Under a budget the
     optimizer's memory levers are reached for only where the budget needs them
     (_with_levers); with `every_lever`, all of them are planned, so that min_budget is the
-    smallest with any of them. With a `target`, the plan is for the target's device and memory (unified
-    or not), from costs probed on this machine's training device."""
+    smallest with any of them. With a `target`, the plan is for the target's device and
+    memory (unified or not), from costs probed on this machine's training device."""
     from edge_svp.training import schedule_of
 
     set_host_allocator(exact=True)  # a probe measures the memory that is alive
