@@ -28,6 +28,7 @@ from edge_svp.errors import DataNotFound, EdgeSVPError, Interrupted, NumericalFa
 from edge_svp.memory.meter import (
     MemoryMeter,
     cap_device_memory,
+    frozen_heap,
     set_host_allocator,
 )
 from edge_svp.memory.offload import resident_state
@@ -94,7 +95,8 @@ def fit(
     reporter = reporter or Reporter()
     job = resolve_job(config, out, overwrite, backend, resume, reporter)
     try:
-        return Fit(job, reporter).run()
+        with frozen_heap():  # the meters' garbage collections skip what was alive before
+            return Fit(job, reporter).run()
     finally:
         job.run_dir.unlock()
 

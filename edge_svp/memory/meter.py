@@ -14,6 +14,8 @@ import gc
 import resource
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -101,6 +103,26 @@ def set_host_allocator(exact: bool) -> None:
             libc.mallopt(parameter, value)
     except (OSError, AttributeError):
         pass
+
+
+@contextmanager
+def frozen_heap() -> Iterator[None]:
+    """Inside, a full garbage collection scans only the objects made since entry.
+
+    Every MemoryMeter collects fully before its baseline, so that garbage a probe left in
+    the old generations is not freed below it; a planner makes one meter per probed block,
+    micro-batch and lever option. Scanning torch's own objects each time costs ~0.2 s a
+    collection, so those alive at entry, once collected, are frozen (gc.freeze) until exit.
+    """
+    if gc.get_freeze_count():  # an enclosing frozen_heap froze them
+        yield
+        return
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def release_memory(device: torch.device) -> None:

@@ -13,7 +13,7 @@ from edge_svp.config import MemoryConfig, OptimConfig, TrainConfig
 from edge_svp.data import Dataset, Preprocess
 from edge_svp.device import resolve_device
 from edge_svp.errors import EdgeSVPError
-from edge_svp.memory.meter import set_host_allocator, unified_memory
+from edge_svp.memory.meter import frozen_heap, set_host_allocator, unified_memory
 from edge_svp.memory.plan import (
     BlockCost,
     BlockPlan,
@@ -187,6 +187,7 @@ class Planner:
 
 
 @batchnorm_fits
+@frozen_heap()  # a meter per probe, each collecting the garbage of the one before
 def plan_training(
     net,
     dataset: Dataset,

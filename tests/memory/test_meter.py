@@ -1,10 +1,12 @@
+import gc
 import subprocess
 import sys
+import weakref
 
 import pytest
 import torch
 
-from edge_svp.memory.meter import MemoryMeter
+from edge_svp.memory.meter import MemoryMeter, frozen_heap
 
 
 def test_cpu_meter_sees_an_allocation_and_not_the_baseline():
@@ -44,3 +46,25 @@ def test_the_exact_host_allocator_returns_freed_tensors_and_the_reusing_one_keep
         assert returned > 15 * 2**20
     else:
         assert returned < 2**20
+
+
+def test_a_frozen_heap_collects_new_garbage_and_unfreezes_once_outside_the_outermost():
+    class Cycle:
+        def __init__(self):
+            self.me = self
+
+    gc.disable()  # only the collections under test
+    try:
+        alive = weakref.ref(Cycle())  # garbage before: collected on entry
+        with frozen_heap():
+            assert alive() is None and gc.get_freeze_count() > 0
+            inside = weakref.ref(Cycle())  # made inside: a collection still finds it
+            with frozen_heap():
+                pass
+            assert gc.get_freeze_count() > 0  # the inner one left the outer's freeze alone
+            assert inside() is not None
+            gc.collect()
+            assert inside() is None
+        assert gc.get_freeze_count() == 0
+    finally:
+        gc.enable()
