@@ -7,7 +7,8 @@
 #   suite          the whole test suite under that machine's Python and torch, beside the
 #                  steps below (it runs on the CPUs; their peaks are per process)
 #   plan-accuracy  predicted against measured peaks per block: mnist-mlp, cifar10-cnn,
-#                  cifar10-vit-deep (bench/plan_accuracy.py)
+#                  cifar10-vit-deep, the optimizer's levers included (its state in host RAM
+#                  on CUDA) (bench/plan_accuracy.py)
 #   precision      fp16 with its gradient scaler and bf16 against fp32 on cifar10-cnn: SVP
 #                  joint over 3 seeds, peaks under a budget, backprop (bench/precision_cuda.py)
 #   frontier       SVP joint, SVP layerwise and backprop planned under two budgets
@@ -30,13 +31,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 
-requirements() {  # pyproject.toml's, but the three the CUDA image has (too large to carry)
+requirements() {  # pyproject.toml's and torchao, but the three the CUDA image has (too large to carry)
     "$PYTHON" - << 'EOF'
 import tomllib
 project = tomllib.load(open("pyproject.toml", "rb"))["project"]
-pytest = [r for r in project["optional-dependencies"]["test"] if r.startswith("pytest")]
-print("\n".join(r for r in project["dependencies"] + pytest
-                if not r.startswith(("torch", "numpy", "scikit-learn"))))
+extras = project["optional-dependencies"]
+pytest = [r for r in extras["test"] if r.startswith("pytest")]
+print("\n".join(r for r in project["dependencies"] + pytest + extras["lowbit"]
+                if not r.startswith(("torch ", "torch>", "torch=", "numpy", "scikit-learn"))))
 EOF
 }
 

@@ -6,7 +6,8 @@
 Per profile, five runs, each in its own process: SVP layerwise under a tight budget (the
 planner's own prediction for micro-batch --micro, every cache on disk), layerwise with no
 budget (full batch, caches in host RAM), joint with no budget, and layerwise and backprop
-with Adam's state in bf16 stepped inside backward (the optimizer's memory levers). Each block's predicted
+with Adam's state in bf16 stepped inside backward (the optimizer's memory levers; on CUDA
+also with its state in host RAM). Each block's predicted
 peak is compared with its measured peak (CPU: resident memory above the baseline; CUDA:
 the allocator's peak; every run's host allocator returns freed memory, as a budgeted one
 does). Prints a markdown table and writes bench/results/plan-accuracy.json
@@ -20,6 +21,7 @@ from common import DISK_ONLY, fit, table, tight_budget, write_results
 
 MIB = 2**20
 LEVERS = ["--set", "optim.state_precision=bf16", "--set", "optim.step_in_backward=on"]
+HOST = ["--set", "optim.state_on_host=on"]
 NEEDS_DATA = {"mnist-mlp", "cifar10-cnn", "cifar10-vit", "cifar10-vit-deep"}
 
 
@@ -79,6 +81,9 @@ def main():
             "layerwise, bf16 state stepped in backward": ["--schedule", "layerwise", *LEVERS],
             "backprop, bf16 state stepped in backward": ["--method", "bp", *LEVERS],
         }  # fmt: skip
+        if args.device == "cuda":  # a GPU's own memory spared the optimizer's state
+            configs["layerwise, fp32 state in host RAM"] = ["--schedule", "layerwise", *HOST]
+            configs["backprop, fp32 state in host RAM"] = ["--method", "bp", *HOST]
         for name, extra in configs.items():
             run = f"{profile}-{name.split(',')[0]}-{name.split(', ')[1].replace(' ', '-')}"
             try:

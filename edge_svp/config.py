@@ -98,6 +98,18 @@ class OptimConfig:
     # each parameter steps as soon as its gradient is complete, inside backward, so that the
     # gradients never all exist at once (micro-batch = batch); "auto": where a budget needs it
     step_in_backward: str = "auto"  # auto | on | off
+    # on a GPU with memory of its own: the optimizer's state (fp32) in host RAM, stepped on the
+    # CPU (torchao's CPUOffloadOptimizer); "auto": where a budget needs it
+    state_on_host: str = "auto"  # auto | on | off
+
+    def explicit_levers(self) -> list[str]:
+        """The optimizer's memory levers this configuration turns on, by setting name."""
+        levers = {
+            "optim.state_precision": self.state_precision not in ("auto", "fp32"),
+            "optim.step_in_backward": self.step_in_backward == "on",
+            "optim.state_on_host": self.state_on_host == "on",
+        }
+        return [name for name, on in levers.items() if on]
 
 
 @dataclass
@@ -201,6 +213,7 @@ class RunConfig:
             ("lr_schedule", self.optim.lr_schedule, ("cosine", "constant")),
             ("state_precision", self.optim.state_precision, ("auto", *STATE_PRECISIONS)),
             ("step_in_backward", self.optim.step_in_backward, ("auto", "on", "off")),
+            ("state_on_host", self.optim.state_on_host, ("auto", "on", "off")),
             ("method", self.train.method, METHODS),
             ("bp_head", self.train.bp_head, ("standard", "svp")),
             ("schedule", self.train.schedule, SVP_SCHEDULES),
@@ -230,10 +243,28 @@ class RunConfig:
                 "optim.step_in_backward = on cannot run with precision fp16: its gradient "
                 "scaler checks every gradient before any parameter steps (use bf16 or fp32)"
             )
+        if self.optim.state_on_host == "on":
+            self._check_state_on_host()
         for size in (self.memory.budget, self.memory.host_budget):
             if size is not None:
                 parse_size(size)
         return self
+
+    def _check_state_on_host(self) -> None:
+        """What optim.state_on_host = on cannot go with (the device is checked where it is
+        known: training/optim.py, check_state_on_host)."""
+        optim = self.optim
+        clashes = [
+            (optim.state_precision not in ("auto", "fp32"),
+             f"optim.state_precision = {optim.state_precision}", "the state in host RAM is fp32"),
+            (optim.step_in_backward == "on", "optim.step_in_backward = on",
+             "the CPU steps every parameter after backward"),
+            (self.train.precision == "fp16", "precision fp16",
+             "its gradient scaler would check gradients the CPU steps with (use bf16 or fp32)"),
+        ]  # fmt: skip
+        for present, setting, why in clashes:
+            if present:
+                raise EdgeSVPError(f"optim.state_on_host = on cannot run with {setting}: {why}")
 
 
 # What each numeric setting may be, by name (in whichever section it is); lists are checked

@@ -30,6 +30,7 @@ from edge_svp.memory.meter import (
     cap_device_memory,
     frozen_heap,
     set_host_allocator,
+    unified_memory,
 )
 from edge_svp.memory.offload import resident_state
 from edge_svp.memory.plan import MemoryPlan
@@ -56,6 +57,7 @@ from edge_svp.training import (
     schedule_of,
 )
 from edge_svp.training.backprop import has_batchnorm
+from edge_svp.training.optim import check_state_on_host
 from edge_svp.training.precision import check_precision
 
 
@@ -239,6 +241,7 @@ class Fit:
             report.recompute_activations = [b.recompute_activations for b in plan.blocks]
             report.optimizer_state = plan.state_precision
             report.step_in_backward = plan.step_in_backward
+            report.state_on_host = plan.state_on_host
             report.normalization_batch = [b.micro_batch if has_batchnorm(m) else None
                                           for b, m in zip(plan.blocks, modules, strict=True)]  # fmt: skip
             report.host_allocator = plan.host_allocator
@@ -271,8 +274,11 @@ def prepare_device(config: RunConfig) -> tuple[torch.device, Target | None]:
     """The training device and the run's target; torch's CPU threads (choose_threads)."""
     device = resolve_device(config.train.device)
     check_precision(config.train.precision, device)
+    target = load_target(config.target) if config.target else None
+    unified = unified_memory(device) or bool(target and target.unified_memory)
+    check_state_on_host(config.optim, device.type, unified)
     torch.set_num_threads(choose_threads(config.train.threads))
-    return device, load_target(config.target) if config.target else None
+    return device, target
 
 
 def resolve_job(config, out, overwrite, backend, resume, reporter) -> Job:

@@ -375,7 +375,9 @@ class MemorySummary:
     of a pipeline, each on its own rank: `per_rank`; backprop's plan has one entry, the
     whole network), whether it kept within the budget, and how each trained: its
     micro-batch, where its output cache went, whether it recomputed activations
-    (backprop), its optimizer's state precision and whether it stepped in backward, and the batch its BatchNorm layers normalised over (None: it has none).
+    (backprop), its optimizer's state precision, whether it stepped in backward and whether
+    its state lived in host RAM, and the batch its BatchNorm layers normalised over (None:
+    it has none).
     `host_allocator` "reuse": on CPU, freed memory stayed resident for reuse, so the measured
     peaks run above the predicted ones, which count live memory."""
 
@@ -389,6 +391,7 @@ class MemorySummary:
     recompute_activations: list[bool] | None = None
     optimizer_state: str | None = None  # the plan's state precision (None: unplanned)
     step_in_backward: bool | None = None
+    state_on_host: bool | None = None
     normalization_batch: list[int | None] | None = None
     per_rank: bool = False
     host_allocator: str = "exact"

@@ -78,6 +78,7 @@ def test_profiles_lists_the_shipped_profiles():
         (["fit", "--set", "svp.divergence=kll"], "unknown divergence"),
         (["fit", "--dataset", "cifar10", "--data-dir", "."], "did not find cifar10-jpg.zip"),
         (["eval", "/nonexistent/run"], "not a run directory"),
+        (["plan", "--set", "optim.state_on_host=on", "--device", "cpu"], "trains on the CPU"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args, message):

@@ -8,6 +8,7 @@ from edge_svp.config import (
     MODEL_OPTIONS,
     SVP_CHOICES,
     SVP_SCHEDULES,
+    OptimConfig,
     RunConfig,
     config_from_dict,
     config_to_dict,
@@ -68,11 +69,31 @@ def test_int_is_accepted_where_float_is_expected():
             {"optim": {"step_in_backward": "on"}, "train": {"precision": "fp16"}},
             "cannot run with precision fp16",
         ),  # fmt: skip
+        ({"optim": {"state_on_host": "yes"}}, "unknown state_on_host"),
+        (
+            {"optim": {"state_on_host": "on", "state_precision": "bf16"}},
+            "state_on_host = on cannot run with optim.state_precision = bf16",
+        ),
+        (
+            {"optim": {"state_on_host": "on", "step_in_backward": "on"}},
+            "state_on_host = on cannot run with optim.step_in_backward = on",
+        ),
+        (
+            {"optim": {"state_on_host": "on"}, "train": {"precision": "fp16"}},
+            "state_on_host = on cannot run with precision fp16",
+        ),
     ],
 )
 def test_invalid_values_are_rejected(raw, message):
     with pytest.raises(EdgeSVPError, match=message):
         config_from_dict(raw)
+
+
+def test_the_optimizer_levers_a_configuration_turns_on_are_named():
+    assert OptimConfig().explicit_levers() == []
+    assert OptimConfig(state_precision="fp32", step_in_backward="off").explicit_levers() == []
+    turned_on = OptimConfig(state_precision="bf16", state_on_host="on").explicit_levers()
+    assert turned_on == ["optim.state_precision", "optim.state_on_host"]
 
 
 def test_override_and_settings():

@@ -96,6 +96,7 @@ class RunWriter:
             recompute_activations=[False] * layout.stages,
             optimizer_state="fp32",  # a pipeline's levers are off (Pipelined.check)
             step_in_backward=False,
+            state_on_host=False,
             normalization_batch=[micro_batch if bn else None for bn in self.own["batchnorm"]],
             per_rank=True,
             host_allocator=host_allocator(self.config.memory, shared["budget"] is not None),

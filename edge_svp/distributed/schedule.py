@@ -25,11 +25,10 @@ class Pipelined(Schedule):
             raise EdgeSVPError("a pipeline trains with torch; --backend ort runs in one process")
         if config.train.precision != "fp32":
             raise EdgeSVPError("a pipeline trains in fp32; add --precision fp32")
-        optim = config.optim
-        if optim.step_in_backward == "on" or optim.state_precision not in ("auto", "fp32"):
+        if levers := config.optim.explicit_levers():
             raise EdgeSVPError(
-                "a pipeline's optimizers keep fp32 state and step after backward; drop "
-                "optim.state_precision and optim.step_in_backward"
+                "a pipeline's optimizers keep fp32 state on their device and step after "
+                f"backward; drop {' and '.join(levers)}"
             )
 
     def measured_peaks(self, peaks, plan):

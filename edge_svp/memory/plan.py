@@ -155,6 +155,7 @@ class MemoryPlan:
     # the optimizer's memory levers the plan was made with (training/optim.py, OptimizerLevers)
     state_precision: str = "fp32"
     step_in_backward: bool = False
+    state_on_host: bool = False  # in host RAM, stepped on the CPU (a GPU of its own)
 
     @property
     def predicted_peak(self) -> int:
@@ -163,7 +164,8 @@ class MemoryPlan:
     @property
     def optimizer_memory(self) -> str:
         """How the optimizer holds its memory, in words."""
-        return f"{self.state_precision} state" + ", step in backward" * self.step_in_backward
+        where = " in host RAM" * self.state_on_host
+        return f"{self.state_precision} state{where}" + ", step in backward" * self.step_in_backward
 
     def to_dict(self) -> dict:
         out = asdict(self)

@@ -47,11 +47,10 @@ class OrtLayerwise(Layerwise):
             )
         if config.train.precision != "fp32":
             raise EdgeSVPError("the ort backend trains in fp32; drop --precision")
-        optim = config.optim
-        if optim.step_in_backward == "on" or optim.state_precision not in ("auto", "fp32"):
+        if levers := config.optim.explicit_levers():
             raise EdgeSVPError(
-                "the ort backend steps ONNX Runtime's optimizer, with fp32 state, after "
-                "backward; drop optim.state_precision and optim.step_in_backward"
+                "the ort backend steps ONNX Runtime's optimizer, with fp32 state on its "
+                f"device, after backward; drop {' and '.join(levers)}"
             )
         if (
             config.svp.divergence_on != "projection"

@@ -5,7 +5,7 @@ feeds it (real examples through real preprocessing, in the training precision), 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 
 import torch
 
@@ -47,7 +47,7 @@ def network_probe(net, dataset: Dataset, preprocess: Preprocess, train, optim,
         return preprocess(dataset.x_train[torch.randint(0, n, (m,))], train=True)
 
     def optimizer(params):
-        return make_optimizer(params, optim, levers.state_precision)
+        return make_optimizer(params, optim, levers)
 
     return Probe(net, optimizer, device, first_input, lambda: autocast(train.precision, device),
                  stepping_in_backward if levers.step_in_backward else None)  # fmt: skip
@@ -217,7 +217,8 @@ def plan_training(
                       device_type=target.device if target else device.type,
                       unified=target.unified_memory if target else unified_memory(device))  # fmt: skip
     schedule = schedule_of(train)
-    options = lever_options(optim, planner.budget is not None, train.precision)
+    discrete_gpu = device.type == "cuda" and not planner.unified
+    options = lever_options(optim, planner.budget is not None, train.precision, discrete_gpu)
     try:
         plan = _with_levers(options, lambda levers: schedule.plan(planner.with_levers(levers), net),
                             every_lever)  # fmt: skip
@@ -252,10 +253,8 @@ def _with_levers(options: list[OptimizerLevers], plan_with, every: bool = False)
         except BudgetTooSmall as e:
             refusals.append(e)
             continue
-        plan.state_precision, plan.step_in_backward = (
-            levers.state_precision,
-            levers.step_in_backward,
-        )
+        for lever, value in asdict(levers).items():  # MemoryPlan's fields of the same names
+            setattr(plan, lever, value)
         plans.append(plan)
         if _whole_batch(plan) and not every:
             break

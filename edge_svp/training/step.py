@@ -90,7 +90,7 @@ class BlockTrainer:
         self.module, self.objective, params = trained
         self.params = list(params)
         optim, precision, device = settings.optim, settings.precision, settings.device
-        self.optimizer = make_optimizer(self.params, optim, settings.levers.state_precision)
+        self.optimizer = make_optimizer(self.params, optim, settings.levers)
         self.step_in_backward = settings.levers.step_in_backward
         self.nonfinite_gradients = False  # stepping in backward: a gradient was NaN or inf
         self.schedule = make_lr_schedule(self.optimizer, optim, settings.total_steps,

@@ -7,15 +7,18 @@ import pytest
 import torch
 
 from edge_svp.config import OptimConfig
+from edge_svp.errors import EdgeSVPError
 from edge_svp.training.optim import (
+    HOST_STATE,
     OptimizerLevers,
     block_optim,
+    check_state_on_host,
     lever_options,
     levers_of,
-    low_precision_state,
     make_lr_schedule,
     make_optimizer,
     stepping_in_backward,
+    torchao_installed,
 )
 
 
@@ -61,7 +64,7 @@ def test_levers_are_offered_only_under_a_budget_and_as_configured():
     plain = OptimizerLevers()
     assert lever_options(OptimConfig(), budgeted=False, precision="fp32") == [plain]
     offered = lever_options(OptimConfig(), budgeted=True, precision="fp32")
-    assert offered[0] == plain and len(offered) == (4 if low_precision_state() else 2)
+    assert offered[0] == plain and len(offered) == (4 if torchao_installed() else 2)
     assert offered[1] == OptimizerLevers("fp32", step_in_backward=True)
     # fp8 only where asked for: it failed cifar10-cnn (docs/memory.md)
     assert [o.state_precision for o in offered[::2]] == ["fp32", "bf16"][: len(offered) // 2]
@@ -72,6 +75,36 @@ def test_levers_are_offered_only_under_a_budget_and_as_configured():
     assert lever_options(fixed, False, "fp32") == [OptimizerLevers("bf16", True)]
     assert levers_of(fixed, None) == OptimizerLevers("bf16", True)
     assert levers_of(OptimConfig(), None) == plain
+
+
+@pytest.mark.skipif(not torchao_installed(), reason="host state is torchao's CPUOffloadOptimizer")
+def test_the_state_in_host_ram_is_offered_last_and_only_for_a_gpu_of_its_own():
+    on_gpu = lever_options(OptimConfig(), budgeted=True, precision="bf16", discrete_gpu=True)
+    assert on_gpu[:-1] == lever_options(OptimConfig(), True, "bf16") and on_gpu[-1] == HOST_STATE
+    assert HOST_STATE == OptimizerLevers("fp32", step_in_backward=False, state_on_host=True)
+    assert HOST_STATE not in lever_options(OptimConfig(), False, "fp32", discrete_gpu=True)
+    # fp16's scaler checks the gradients the CPU would step with; a fixed lever clashes
+    assert HOST_STATE not in lever_options(OptimConfig(), True, "fp16", discrete_gpu=True)
+    for fixed in (
+        {"state_precision": "bf16"},
+        {"step_in_backward": "on"},
+        {"state_on_host": "off"},
+    ):
+        assert HOST_STATE not in lever_options(OptimConfig(**fixed), True, "fp32", True)
+    assert lever_options(OptimConfig(state_on_host="on"), False, "fp32") == [HOST_STATE]
+    assert levers_of(OptimConfig(state_on_host="on"), None) == HOST_STATE
+
+
+@pytest.mark.parametrize(
+    "device, unified, message",
+    [("cpu", False, "trains on the CPU"), ("cuda", True, "shares the host's RAM")],
+)
+def test_the_state_in_host_ram_is_refused_where_there_is_no_gpu_memory_to_save(
+    device, unified, message
+):
+    check_state_on_host(OptimConfig(state_on_host="auto"), device, unified)  # auto: never refused
+    with pytest.raises(EdgeSVPError, match=message):
+        check_state_on_host(OptimConfig(state_on_host="on"), device, unified)
 
 
 def test_stepping_in_backward_steps_as_after_backward_and_skips_a_bad_gradient():
