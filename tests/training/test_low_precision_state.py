@@ -7,7 +7,7 @@ import torch
 
 from edge_svp.config import OptimConfig
 from edge_svp.training import low_precision_state
-from edge_svp.training.optim import make_optimizer
+from edge_svp.training.optim import OptimizerLevers, make_optimizer
 
 pytest.importorskip("torchao")
 
@@ -25,7 +25,7 @@ def train(state_precision: str, steps: int = 20, name: str = "adam") -> list[tor
     """`params()` after `steps` steps of Adam towards fixed targets."""
     ps = params()
     optimizer = make_optimizer(ps, OptimConfig(name=name, lr=1e-2, weight_decay=0.01),
-                               state_precision)  # fmt: skip
+                               OptimizerLevers(state_precision))  # fmt: skip
     targets = [torch.randn_like(p) for p in ps]
     for _ in range(steps):
         loss = sum(((p - t) ** 2).sum() for p, t in zip(ps, targets, strict=True))
@@ -72,7 +72,8 @@ def test_state_survives_a_checkpoint_in_its_precision(state_precision):
     torch.save(optimizer.state_dict(), buffer)
     buffer.seek(0)
     saved = torch.load(buffer, weights_only=True)  # as checkpoints are read
-    restored = make_optimizer(ps, OptimConfig(lr=1e-2, weight_decay=0.01), state_precision)
+    restored = make_optimizer(ps, OptimConfig(lr=1e-2, weight_decay=0.01),
+                              OptimizerLevers(state_precision))  # fmt: skip
     restored.load_state_dict(saved)
     for p in ps:
         before, after = optimizer.state[p], restored.state[p]
