@@ -1,3 +1,3 @@
-from edge_svp.cli import main
+from edge_svp.cli import command
 
-main()
+command()
