@@ -80,6 +80,10 @@ class SVPConfig:
     pool_size: int = 2  # conv outputs are average-pooled to pool_size x pool_size
     token_pool: str = "mean"  # transformer outputs: mean over tokens, or "first"
     head: str = "linear"  # linear | mlp
+    # auxiliary layers between a block and its projection: trainable copies of the next
+    # aux_blocks blocks (fewer near the end; none after the last), so that a block learns
+    # features the layers after it can use, as AugLocal's auxiliary networks do (docs/svp.md)
+    aux_blocks: int = 0
 
 
 @dataclass
@@ -273,7 +277,7 @@ POSITIVE = {"epochs", "batch_size", "eval_batch_size", "proj_dim", "pool_size", 
             "lr", "block_lr", "train_limit", "test_limit", "widths", "channels", "patch_size", "dim",
             "heads", "mlp_ratio", "layers_per_block", "downsamples"}  # fmt: skip
 NON_NEGATIVE = {"beta", "lam", "weight_decay", "threads", "checkpoint_every", "seed",
-                "warmup_epochs"}  # fmt: skip
+                "warmup_epochs", "aux_blocks"}  # fmt: skip
 FRACTIONS = {"proj_dropout", "dropout", "momentum"}  # in [0, 1)
 LARGEST_SEED = 2**63 - 1  # torch's generators take a 64-bit seed
 

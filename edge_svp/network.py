@@ -72,10 +72,13 @@ class SVPNetwork(nn.Module):
         self.objectives = nn.ModuleList()
         ref_dim = svps[0].proj_dim
         for i, (shape, cfg) in enumerate(zip(shapes, svps, strict=True)):
+            auxiliary = auxiliary_layers(self.blocks, i, cfg.aux_blocks)
             objective = LocalObjective(
-                shape, ref_dim, num_classes, cfg, projection_seed(seed, i + 1),
+                shapes[i + len(auxiliary)] if auxiliary else shape, ref_dim, num_classes, cfg,
+                projection_seed(seed, i + 1),
                 # no posterior before the first block
                 compare=not (cfg.divergence_on == "posterior" and i == 0),
+                auxiliary=auxiliary,
             )  # fmt: skip
             self.objectives.append(objective)
             ref_dim = objective.output_width  # the next block's reference
@@ -130,8 +133,8 @@ class SVPNetwork(nn.Module):
         return self.input_projection(z)
 
     def trainable_parameters(self, index: int) -> list[nn.Parameter]:
-        """Block `index` and its head: everything the local loss of that block trains."""
-        return [*self.blocks[index].parameters(), *self.objectives[index].head.parameters()]
+        """Block `index`, its head and auxiliary layers: everything its local loss trains."""
+        return [*self.blocks[index].parameters(), *self.objectives[index].trained()]
 
     def classify(self, h: torch.Tensor) -> torch.Tensor:
         """The network's prediction from its last block's output: its classifier, if it has
@@ -187,6 +190,15 @@ class SVPNetwork(nn.Module):
                 f"checkpoint {source} does not match this network: {str(e).splitlines()[0]}"
             ) from None
         return checkpoint
+
+
+def auxiliary_layers(blocks, index: int, count: int) -> nn.Sequential | None:
+    """a_l of block `index`: copies of the `count` blocks after it (as many as there are),
+    each starting from that block's initial weights, to train on their own; None for none.
+    Copies take no draws from the random stream, so the rest of the network is initialised
+    as without them."""
+    following = blocks[index + 1 : index + 1 + count]
+    return nn.Sequential(*map(copy.deepcopy, following)) if len(following) else None
 
 
 def build_network(config: RunConfig, input_shape, num_classes: int) -> SVPNetwork:

@@ -158,3 +158,29 @@ def test_the_deep_families_are_one_block_a_layer(profile):
         x = block(x)
     # the CNN halves its map at the end of each of its 4 stages of 3 blocks
     assert x.shape == ((2, 128, 2, 2) if model.kind == "cnn" else (2, 64, 64))
+
+
+def test_auxiliary_layers_are_copies_of_the_blocks_after_and_train_with_their_block():
+    torch.manual_seed(0)
+    plain = tiny_net()
+    torch.manual_seed(0)
+    net = tiny_net(aux_blocks=2)
+    first, second, last = (o.auxiliary for o in net.objectives)
+    assert (len(first), len(second), type(last)) == (2, 1, nn.Identity)  # none after the last
+    copied, original = first[0][0].weight, net.blocks[1][0].weight
+    assert torch.equal(copied, original) and copied is not original
+    # copies take no random draws: the blocks and heads start as they would without them
+    kept = [k for k in plain.state_dict() if k.startswith("blocks.") or ".head." in k]
+    for key in kept:
+        assert torch.equal(net.state_dict()[key], plain.state_dict()[key]), key
+    trained = {id(p) for p in net.trainable_parameters(0)}
+    assert {id(p) for p in first.parameters()} <= trained
+    assert not {id(p) for p in net.blocks[1].parameters()} & trained
+    # block 1's projection reads its auxiliary layers' 8 features, not its own 12
+    assert net.objectives[0].projection.weight.shape == (5, 8)
+    x, y = torch.randn(4, 1, 4, 4), torch.tensor([0, 1, 2, 0])
+    out = net.objectives[0](net.blocks[0](x), net.reference(x), y)
+    out.loss.backward()
+    assert all(p.grad is not None for p in first.parameters())
+    assert all(p.grad is None for p in net.blocks[1].parameters())  # the copies train alone
+    assert net.objectives[0].reference_parts() == ["auxiliary", "projection"]

@@ -88,7 +88,7 @@ class Probe:
                 BlockCost(
                     input_shape=self.shapes[i],
                     output_shape=self.shapes[i + 1],
-                    param_bytes=tensor_bytes([*block.parameters(), *objective.head.parameters()]),
+                    param_bytes=tensor_bytes(self.net.trainable_parameters(i)),
                     buffer_bytes=tensor_bytes([*block.buffers(), *objective.buffers()]),
                     optimizer_bytes=optimizer_bytes,
                     steps=steps,

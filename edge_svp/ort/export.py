@@ -118,6 +118,11 @@ def export_block_graph(block: torch.nn.Module, input_shape, index: int) -> onnx.
 
 def loss_spec(net: SVPNetwork, index: int, feature_shape) -> LossSpec:
     objective = net.objectives[index]
+    if not isinstance(objective.auxiliary, torch.nn.Identity):
+        raise EdgeSVPError(
+            "ONNX training artifacts project each block's own output: a network trained "
+            "with svp.aux_blocks cannot be exported for training (export --inference can)"
+        )
     # a structured R_l goes into the graph as the matrix it applies: the same step, in one
     # MatMul (ONNX has no Hadamard transform)
     projection = objective.projection.dense().numpy()

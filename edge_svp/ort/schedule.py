@@ -22,7 +22,8 @@ class OrtLayerwise(Layerwise):
 
     def check(self, config, backend: str = "ort") -> None:
         """What ONNX Runtime cannot train: a piece with no ONNX form, a budget, augmentation,
-        low precision, posteriors, per-block learning rates and warm-up."""
+        low precision, the optimizer's levers, posteriors, auxiliary layers, per-block
+        learning rates and warm-up."""
         for kind in KINDS:  # a piece trains here only if it has an ONNX form
             name = getattr(config.svp, kind)
             if not hasattr(piece(kind, name), "onnx"):
@@ -54,12 +55,14 @@ class OrtLayerwise(Layerwise):
             )
         if (
             config.svp.divergence_on != "projection"
+            or config.svp.aux_blocks
             or config.optim.warmup_epochs
             or config.optim.block_lr
         ):
             raise EdgeSVPError(
-                "the ort backend compares projections, with one learning rate and no warm-up; "
-                "drop svp.divergence_on, optim.warmup_epochs and optim.block_lr"
+                "the ort backend projects each block's own output and compares projections, "
+                "with one learning rate and no warm-up; drop svp.divergence_on, "
+                "svp.aux_blocks, optim.warmup_epochs and optim.block_lr"
             )
 
     def run_fit(self, fit, on_epoch) -> None:

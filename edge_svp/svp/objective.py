@@ -1,10 +1,12 @@
 """The local objective of one block (docs/svp.md):
 
-    v_l = dropout(R_l pool(h_l))
+    v_l = dropout(R_l pool(a_l(h_l)))
     L_l = CE(g_l(v_l), y) + beta * D(softmax(v_l/T) || softmax(v_ref/T)) + lam * A(v_l, v_ref)
 
 where v_ref = sg(v_{l-1}) is the previous block's clean projection (or R_0 pool(x) for the
-first block), brought to this block's d0 by a fixed projection when the widths differ.
+first block), brought to this block's d0 by a fixed projection when the widths differ, and
+a_l is the identity, or with svp.aux_blocks = k trainable copies of the k blocks after this
+one (auxiliary layers, trained with the block and its head; AugLocal's idea).
 
 With svp.divergence_on = "posterior" (SLL's form) the divergence compares the blocks' class
 posteriors instead, D(softmax(g_l(v_l)/T) || softmax(sg(g_{l-1}(v_{l-1}))/T)); the first
@@ -35,12 +37,14 @@ class LocalObjective(nn.Module):
 
     `ref_dim` is the width of the reference v_{l-1}; `seed` fixes R_l (and the reference
     projection, if one is needed). `compare`: whether the divergence has a reference to
-    compare with (not the first block's posterior: no block is before it).
+    compare with (not the first block's posterior: no block is before it). `auxiliary`, if
+    given, is a_l, with outputs of `feature_shape`.
     """
 
     def __init__(self, feature_shape, ref_dim: int, num_classes: int, svp, seed: int,
-                 compare: bool = True):  # fmt: skip
+                 compare: bool = True, auxiliary: nn.Module | None = None):  # fmt: skip
         super().__init__()
+        self.auxiliary = auxiliary if auxiliary is not None else nn.Identity()
         self.pool_size = svp.pool_size
         self.token_pool = svp.token_pool
         self.proj_dropout = svp.proj_dropout
@@ -68,17 +72,21 @@ class LocalObjective(nn.Module):
         self.head = piece("head", svp.head).build(svp.proj_dim, num_classes)
 
     def project(self, h: torch.Tensor) -> torch.Tensor:
-        """v_l = R_l pool(h_l), without dropout."""
-        return self.projection(pool(h, self.pool_size, self.token_pool))
+        """v_l = R_l pool(a_l(h_l)), without dropout."""
+        return self.projection(pool(self.auxiliary(h), self.pool_size, self.token_pool))
 
     def classify(self, h: torch.Tensor) -> torch.Tensor:
         v = self.project(h)
         return self.head(F.dropout(v, self.proj_dropout, self.training))
 
     def reference_parts(self) -> list[str]:
-        """The submodules reference_of uses: R_l, and the head where posteriors are compared
-        (the next block holds only these of this objective)."""
-        return ["projection", "head"] if self.posterior else ["projection"]
+        """The submodules reference_of uses: a_l, R_l, and the head where posteriors are
+        compared (the next block holds only these of this objective)."""
+        return ["auxiliary", "projection"] + ["head"] * self.posterior
+
+    def trained(self) -> list[nn.Parameter]:
+        """What the block's local loss trains here besides the block: a_l and the head."""
+        return [*self.auxiliary.parameters(), *self.head.parameters()]
 
     def reference_of(self, h: torch.Tensor) -> torch.Tensor:
         """What the next block compares with: the clean projection v_l, or with

@@ -67,6 +67,18 @@ def test_a_piece_without_an_onnx_form_is_refused(monkeypatch):
         OrtLayerwise().check(config)
 
 
+@pytest.mark.parametrize(
+    "setting, value",
+    [("svp.aux_blocks", 1), ("optim.state_precision", "bf16"), ("optim.state_on_host", "on")],
+)
+def test_what_the_ort_step_has_no_form_of_is_refused_by_name(setting, value):
+    config = RunConfig()
+    section, key = setting.split(".")
+    setattr(getattr(config, section), key, value)
+    with pytest.raises(EdgeSVPError, match=f"the ort backend .*drop .*{setting}"):
+        OrtLayerwise().check(config)
+
+
 @pytest.mark.parametrize("kind", ["divergence", "alignment", "head", "token_pool"])
 def test_every_registered_piece_has_an_onnx_form_or_is_refused(kind):
     for name in names(kind):

@@ -193,3 +193,14 @@ def test_optimizer_state_in_fp8_learns_digits(digits, method, schedule):
     net = net_for(config, digits)
     records = train(net, digits, config.train, config.optim)
     assert records[-1]["test_accuracy"] > 0.8  # chance is 0.1
+
+
+@pytest.mark.parametrize("schedule", ["joint", "layerwise"])
+def test_auxiliary_layers_train_and_their_block_learns(digits, schedule):
+    config = small_config(**{"train.schedule": schedule, "train.epochs": 4, "svp.aux_blocks": 1})
+    net = net_for(config, digits)
+    start = net.objectives[0].auxiliary[0][0].weight.detach().clone()
+    records = train(net, digits, config.train, config.optim)
+    assert not torch.equal(net.objectives[0].auxiliary[0][0].weight, start)
+    first = [r for r in records if r["block"] == 1]
+    assert first[-1]["test_accuracy"] > 0.8 and first[0]["loss"] > first[-1]["loss"]
