@@ -133,6 +133,9 @@ CNN_DEEP_LEVERS = {
         "optim.block_lr=[1.0,1.0,1.0,1.0,0.7,0.7,0.7,0.7,0.5,0.5,0.5,0.5]"
     ),
     "divergence on posteriors (SLL)": s("svp.divergence_on=posterior"),
+    # auxiliary layers shaped like the blocks after (AugLocal's lever)
+    "aux_blocks 1": s("svp.aux_blocks=1"),
+    "aux_blocks 2": s("svp.aux_blocks=2"),
 }
 # optim.state_precision: Adam's moments in bf16 and fp8 against fp32 (the baseline), paired
 # by seed, for SVP (the profile's schedule) and backprop ("-bp" grids). The other lever,
