@@ -1,3 +1,3 @@
-from edge_svp.cli import command
+from edge_svp.cli import main
 
-command()
+main()

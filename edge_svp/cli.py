@@ -21,7 +21,6 @@ from edge_svp.config import (
 )
 from edge_svp.distributed import DEFAULT_TIMEOUT
 from edge_svp.errors import DataWarning, EdgeSVPError, Interrupted
-from edge_svp.memory.huge_pages import restart_with_huge_pages
 from edge_svp.memory.size import format_bytes
 
 
@@ -438,10 +437,3 @@ def report(run_dirs, out):
     from edge_svp.report import write_report
 
     click.echo(f"wrote {write_report(list(run_dirs), out)}")
-
-
-def command() -> None:
-    """The `edge-svp` program: the commands above, in a process whose large tensors come in
-    transparent huge pages (edge_svp/memory/huge_pages.py)."""
-    restart_with_huge_pages()
-    main()
