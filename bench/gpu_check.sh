@@ -31,14 +31,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 
-requirements() {  # pyproject.toml's and torchao, but the three the CUDA image has (too large to carry)
+requirements() {  # pyproject.toml's, pytest and torchao, but the three the CUDA image has
     "$PYTHON" - << 'EOF'
+import re
 import tomllib
 project = tomllib.load(open("pyproject.toml", "rb"))["project"]
 extras = project["optional-dependencies"]
 pytest = [r for r in extras["test"] if r.startswith("pytest")]
-print("\n".join(r for r in project["dependencies"] + pytest + extras["lowbit"]
-                if not r.startswith(("torch ", "torch>", "torch=", "numpy", "scikit-learn"))))
+carried = project["dependencies"] + pytest + extras["lowbit"]
+image = {"torch", "numpy", "scikit-learn"}  # too large to carry; torchao is not torch
+print("\n".join(r for r in carried if re.match(r"[\w.-]+", r).group() not in image))
 EOF
 }
 
