@@ -137,6 +137,10 @@ CNN_DEEP_LEVERS = {
     "aux_blocks 1": s("svp.aux_blocks=1"),
     "aux_blocks 2": s("svp.aux_blocks=2"),
 }
+# the auxiliary layers on the 12-block ViT, layerwise, the depth study's 3 epochs (the
+# baseline row: the profile's settings)
+VIT_DEEP_LEVERS = {"baseline": [], "aux_blocks 1": s("svp.aux_blocks=1"),
+                   "aux_blocks 2": s("svp.aux_blocks=2")}  # fmt: skip
 # optim.state_precision: Adam's moments in bf16 and fp8 against fp32 (the baseline), paired
 # by seed, for SVP (the profile's schedule) and backprop ("-bp" grids). The other lever,
 # optim.step_in_backward, takes the very steps of a step after backward
@@ -162,6 +166,9 @@ GRIDS = {
                         "rows": CNN_DEEP_LEVERS},
     "vit-deep-projection": {"profile": "cifar10-vit-deep-cpu", "epochs": 3,
                             "base": SCREENING_TEST, "rows": PROJECTION},
+    "vit-deep-levers": {"profile": "cifar10-vit-deep-cpu", "epochs": 3,
+                        "base": SCREENING_TEST + ["--schedule", "layerwise"],
+                        "rows": VIT_DEEP_LEVERS},
     "mnist-state": {"profile": "mnist-mlp", "epochs": 20, "base": [], "rows": STATE},
     "mnist-state-bp": {"profile": "mnist-mlp", "epochs": 20, "base": BP, "rows": STATE},
     "cnn-state": {"profile": "cifar10-cnn", "epochs": 10, "base": [], "rows": STATE},
