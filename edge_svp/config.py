@@ -74,8 +74,9 @@ class SVPConfig:
     # additions instead of a d0 x n product; svp/hadamard.py)
     projection: str = "gaussian"
     # false: a Gaussian R_l is not held but drawn again from its seed, a few rows at a time,
-    # at every use (the same v_l; less memory, more arithmetic: docs/memory.md)
-    store_projection: bool = True
+    # at every use (the same v_l; less memory, more arithmetic: docs/memory.md); "auto": held
+    # unless a budget needs the memory
+    store_projection: bool | str = "auto"  # auto | true | false
     proj_dropout: float = 0.0
     pool_size: int = 2  # conv outputs are average-pooled to pool_size x pool_size
     token_pool: str = "mean"  # transformer outputs: mean over tokens, or "first"
@@ -229,6 +230,10 @@ class RunConfig:
         for kind, value, choices in checks:
             if value not in choices:
                 raise unknown(kind, value, choices)
+        if self.svp.store_projection not in ("auto", True, False):
+            raise EdgeSVPError(
+                f"svp.store_projection must be true, false or auto, got '{self.svp.store_projection}'"
+            )
         for section in (self.data, self.svp, self.optim, self.train, self.memory,
                         self.model.options):  # fmt: skip
             check_numbers(section)

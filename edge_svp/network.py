@@ -26,7 +26,7 @@ from edge_svp.memory.offload import read_offloaded
 from edge_svp.memory.size import format_bytes
 from edge_svp.models import build_blocks
 from edge_svp.models.classifier import StandardHead
-from edge_svp.svp import LocalObjective, make_projection, pool, pooled_dim
+from edge_svp.svp import LocalObjective, RandomProjection, make_projection, pool, pooled_dim
 
 
 def projection_seed(seed: int, index: int) -> int:
@@ -168,6 +168,16 @@ class SVPNetwork(nn.Module):
         blocks = copy.deepcopy(list(self.blocks))
         return SVPNetwork(blocks, self.input_shape, self.num_classes, self.svp, seed=self.seed)
 
+    def adjustable_projections(self) -> list[RandomProjection]:
+        """The fixed Gaussian projections that svp.store_projection = auto leaves to the
+        memory planner: held, or drawn from their seeds at every use where a budget needs it."""
+        return [m for m in self.modules() if isinstance(m, RandomProjection) and m.adjustable]
+
+    def store_projections(self, stored: bool) -> None:
+        """Hold the adjustable projections, or let them go (the same outputs either way)."""
+        for projection in self.adjustable_projections():
+            projection.keep(stored)
+
     def save(self, path: str | Path, **extra) -> None:
         """Write the state dict (weights and projection buffers) atomically."""
         atomic_write(path, lambda f: torch.save({"state_dict": self.state_dict(), **extra}, f))
@@ -183,6 +193,7 @@ class SVPNetwork(nn.Module):
         offloaded = (checkpoint.get("training") or {}).get("offloaded")
         if offloaded:
             state = read_offloaded(state, offloaded, weights)
+        state = self._projections_as_held(state)
         try:
             self.load_state_dict(state)
         except RuntimeError as e:
@@ -190,6 +201,20 @@ class SVPNetwork(nn.Module):
                 f"checkpoint {source} does not match this network: {str(e).splitlines()[0]}"
             ) from None
         return checkpoint
+
+    def _projections_as_held(self, state: dict) -> dict:
+        """`state` with the fixed Gaussian projections as this network holds them: a run
+        whose plan let them go saved none, and one that held them saved what the seeds give
+        again (svp.store_projection), so either checkpoint loads into either network."""
+        state = dict(state)
+        for name, module in self.named_modules():
+            if isinstance(module, RandomProjection):
+                key = f"{name}.weight"
+                if module.stored:
+                    state.setdefault(key, module.weight)
+                else:
+                    state.pop(key, None)
+        return state
 
 
 def auxiliary_layers(blocks, index: int, count: int) -> nn.Sequential | None:
@@ -239,7 +264,8 @@ def check_fits_in_memory(config: RunConfig, input_shape, every_block: bool) -> N
         math.prod(input_shape) if len(shapes[0]) == 1 else pooled_dim(input_shape, svp.pool_size)
     )
     projection = [svp.proj_dim * pooled_dim(shape, svp.pool_size) for shape in shapes]
-    held = svp.store_projection or svp.projection != "gaussian"  # else drawn at every use
+    # else drawn at every use, as a budget may have them ("auto")
+    held = svp.store_projection is True or svp.projection != "gaussian"
     weights = sum(sizes) + (svp.proj_dim * first + sum(projection) if held else 0)
     if every_block:  # every block: a copy (the probe's), gradients, Adam
         trained = 4 * sum(sizes)

@@ -133,6 +133,9 @@ def print_plan(plan, config, what: str) -> None:
                    f"the {plan.device} device's until run there")  # fmt: skip
     click.echo(plan.table())
     click.echo(f"{'optimizer':<28}{plan.optimizer_memory}")
+    if plan.projections_stored is not None:
+        held = "held" if plan.projections_stored else "drawn from their seeds at every use"
+        click.echo(f"{'fixed projections':<28}{held}")
     footer = {"predicted peak": plan.predicted_peak}
     if plan.margin:
         footer["kept free below the budget"] = plan.margin

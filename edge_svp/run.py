@@ -242,6 +242,7 @@ class Fit:
             report.optimizer_state = plan.state_precision
             report.step_in_backward = plan.step_in_backward
             report.state_on_host = plan.state_on_host
+            report.projections_stored = plan.projections_stored
             report.normalization_batch = [b.micro_batch if has_batchnorm(m) else None
                                           for b, m in zip(plan.blocks, modules, strict=True)]  # fmt: skip
             report.host_allocator = plan.host_allocator

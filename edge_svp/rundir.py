@@ -392,6 +392,7 @@ class MemorySummary:
     optimizer_state: str | None = None  # the plan's state precision (None: unplanned)
     step_in_backward: bool | None = None
     state_on_host: bool | None = None
+    projections_stored: bool | None = None  # None: unplanned, or no projection to let go
     normalization_batch: list[int | None] | None = None
     per_rank: bool = False
     host_allocator: str = "exact"

@@ -71,6 +71,10 @@ def test_int_is_accepted_where_float_is_expected():
         ),  # fmt: skip
         ({"optim": {"state_on_host": "yes"}}, "unknown state_on_host"),
         (
+            {"svp": {"store_projection": "sometimes"}},
+            "store_projection must be true, false or auto",
+        ),
+        (
             {"optim": {"state_on_host": "on", "state_precision": "bf16"}},
             "state_on_host = on cannot run with optim.state_precision = bf16",
         ),

@@ -156,6 +156,9 @@ class MemoryPlan:
     state_precision: str = "fp32"
     step_in_backward: bool = False
     state_on_host: bool = False  # in host RAM, stepped on the CPU (a GPU of its own)
+    # the fixed projections svp.store_projection = auto leaves to the plan: held (True), or
+    # drawn from their seeds at every use (False); None: the network has none
+    projections_stored: bool | None = None
 
     @property
     def predicted_peak(self) -> int:

@@ -17,18 +17,31 @@ class RandomProjection(nn.Module):
     """v = R z with R of shape (out_dim, in_dim), entries N(0, 1/out_dim), never trained.
 
     R is drawn on the CPU from its own seeded generator, so the same seed gives the same R on
-    every machine and run. `stored`: R is a buffer, not a parameter (saved in the state dict,
-    seen by no optimizer). Otherwise (svp.store_projection = false) R is never held: every
-    use draws it again from the seed, a few rows at a time, and multiplies by each chunk in
-    turn: the same v, bit for bit on CPU, for d0 x in_dim normal draws per use instead of
-    4 d0 in_dim bytes held.
+    every machine and run. Stored, R is a buffer, not a parameter (saved in the state dict,
+    seen by no optimizer). Otherwise R is never held: every use draws it again from the seed,
+    a few rows at a time, and multiplies by each chunk in turn: the same v, bit for bit on
+    CPU, for d0 x in_dim normal draws per use instead of 4 d0 in_dim bytes held.
+
+    `stored` is svp.store_projection: true, false, or "auto": held unless the memory planner
+    lets it go for a budget (`adjustable`; keep() switches, training/probe_plan.py decides).
     """
 
-    def __init__(self, in_dim: int, out_dim: int, seed: int, stored: bool = True):
+    def __init__(self, in_dim: int, out_dim: int, seed: int, stored: bool | str = True):
         super().__init__()
-        self.in_dim, self.out_dim, self.seed, self.stored = in_dim, out_dim, seed, stored
-        if stored:
-            self.register_buffer("weight", self._draw(torch.Generator().manual_seed(seed), out_dim))
+        self.in_dim, self.out_dim, self.seed = in_dim, out_dim, seed
+        self.adjustable = stored == "auto"
+        self.stored = False
+        self.keep(stored is not False)
+
+    def keep(self, stored: bool) -> None:
+        """Hold R (drawn now, on the CPU: call it before the module moves to its device) or
+        let it go; v is the same either way."""
+        if stored and not self.stored:
+            generator = torch.Generator().manual_seed(self.seed)
+            self.register_buffer("weight", self._draw(generator, self.out_dim))
+        elif not stored and self.stored:
+            del self.weight
+        self.stored = stored
 
     def _draw(self, generator: torch.Generator, rows: int) -> torch.Tensor:
         return torch.randn(rows, self.in_dim, generator=generator) / self.out_dim**0.5
@@ -82,10 +95,10 @@ class _Regenerated(torch.autograd.Function):
 PROJECTIONS = {"gaussian": RandomProjection, "hadamard": HadamardProjection}
 
 
-def make_projection(kind: str, in_dim: int, out_dim: int, seed: int, stored: bool = True):
+def make_projection(kind: str, in_dim: int, out_dim: int, seed: int, stored: bool | str = True):
     """R_l of `kind` (svp.projection), mapping in_dim features to out_dim, drawn from `seed`;
-    a Gaussian R_l not `stored` is drawn again at every use (a Hadamard one holds only a few
-    signs and indices either way)."""
+    a Gaussian R_l not `stored` (svp.store_projection) is drawn again at every use (a
+    Hadamard one holds only a few signs and indices either way)."""
     if kind == "gaussian":
         return RandomProjection(in_dim, out_dim, seed, stored)
     return PROJECTIONS[kind](in_dim, out_dim, seed)

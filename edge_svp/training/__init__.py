@@ -76,6 +76,8 @@ def train(
     schedule = schedule_of(train)
     if plan is None:
         plan = plan_training(net, dataset, preprocess, train, optim, memory)
+    if plan.projections_stored is not None:  # as the plan was made for (before net.to)
+        net.store_projections(plan.projections_stored)
     set_host_allocator(exact=plan.host_allocator == "exact")
     torch.manual_seed(train.seed)  # augmentation and dropout draws
     if schedule.on_device_throughout():

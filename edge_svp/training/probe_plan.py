@@ -178,8 +178,10 @@ class Planner:
 
     def svp_floor(self, net) -> int:
         """The smallest budget of SVP layerwise on `net`'s blocks (what a refusal of backprop
-        names instead), with the levers of this planner's optimizers."""
+        names instead), with the levers of this planner's optimizers and without the fixed
+        projections that svp.store_projection = auto lets go."""
         svp_net = net.svp_counterpart() if net.classifier is not None else net
+        svp_net.store_projections(False)  # where svp.store_projection = auto lets them go
         probe = network_probe(svp_net, self.dataset, self.preprocess, self.train, self.optim,
                               self.levers)  # fmt: skip
         svp = replace(self, probe=probe, memory=MemoryConfig())
@@ -205,7 +207,10 @@ def plan_training(
     the plan picks are then probed too, and the plan made again, so that every predicted
     peak rests on a step measured at the micro-batch it will train with. Under a budget the
     optimizer's memory levers are reached for only where the budget needs them
-    (_with_levers); with `every_lever`, all of them are planned, so that min_budget is the
+    (_with_levers), and after them the last lever: the fixed projections that
+    svp.store_projection = auto leaves to the plan, drawn from their seeds at every use
+    instead of held (arithmetic at every step). `net` is left with its projections as the
+    plan has them. With `every_lever`, all of them are planned, so that min_budget is the
     smallest with any of them. With a `target`, the plan is for the target's device and
     memory (unified or not), from costs probed on this machine's training device."""
     from edge_svp.training import schedule_of
@@ -218,10 +223,19 @@ def plan_training(
                       unified=target.unified_memory if target else unified_memory(device))  # fmt: skip
     schedule = schedule_of(train)
     discrete_gpu = device.type == "cuda" and not planner.unified
-    options = lever_options(optim, planner.budget is not None, train.precision, discrete_gpu)
+    budgeted = planner.budget is not None
+    options = lever_options(optim, budgeted, train.precision, discrete_gpu)
+    adjustable = bool(net.adjustable_projections())
+    stored = ([True, False] if budgeted else [True]) if adjustable else [None]
+    choices = [(levers, keep) for keep in stored for levers in options]
+
+    def plan_with(levers: OptimizerLevers, keep: bool | None) -> MemoryPlan:
+        if keep is not None:
+            net.store_projections(keep)  # the probe measures the network as it is
+        return schedule.plan(planner.with_levers(levers), net)
+
     try:
-        plan = _with_levers(options, lambda levers: schedule.plan(planner.with_levers(levers), net),
-                            every_lever)  # fmt: skip
+        plan = _with_levers(choices, plan_with, every_lever)
     except BudgetTooSmall as e:
         if schedule.local:
             raise
@@ -232,29 +246,33 @@ def plan_training(
             "(--method svp --schedule layerwise)",
             e.min_budget,
         ) from None
+    if adjustable:
+        net.store_projections(plan.projections_stored)
     plan.schedule = schedule.name
     plan.precision, plan.probe_device = train.precision, device.type
-    plan.host_allocator = host_allocator(memory, budgeted=planner.budget is not None)
+    plan.host_allocator = host_allocator(memory, budgeted)
     return plan
 
 
-def _with_levers(options: list[OptimizerLevers], plan_with, every: bool = False) -> MemoryPlan:
-    """The plan (plan_with(levers)) under the first of `options`, in the order they are
+def _with_levers(options: list[tuple], plan_with, every: bool = False) -> MemoryPlan:
+    """The plan (plan_with(*option)) under the first of `options`, in the order they are
     preferred, that trains every block at the whole batch; failing that, the one whose
     smallest micro-batch is largest (the earlier on a tie). If none fits: the refusal that
-    quotes the smallest budget.
+    quotes the smallest budget. An option is (OptimizerLevers, whether the adjustable fixed
+    projections are held).
 
     The options after the chosen one are planned only if `every`: then the plan's min_budget
     is the smallest of all of them (what `edge-svp plan` quotes), else its own."""
     plans, refusals = [], []
-    for levers in options:
+    for levers, keep in options:
         try:
-            plan = plan_with(levers)
+            plan = plan_with(levers, keep)
         except BudgetTooSmall as e:
             refusals.append(e)
             continue
         for lever, value in asdict(levers).items():  # MemoryPlan's fields of the same names
             setattr(plan, lever, value)
+        plan.projections_stored = keep
         plans.append(plan)
         if _whole_batch(plan) and not every:
             break

@@ -275,12 +275,15 @@ def test_stepping_in_backward_holds_no_gradients_and_only_the_whole_batch():
     assert stepped.min_budget == 2 * MB + step(64)  # params and the step: no gradients held
 
 
-def test_a_plan_names_its_optimizer_levers_and_an_older_plan_reads_without_them():
+def test_a_plan_names_its_levers_and_an_older_plan_reads_without_them():
     plan = bp_plan(budget=3 * MB + step(64))
     assert plan.optimizer_memory == "fp32 state"
     plan.state_on_host = True
     assert plan.optimizer_memory == "fp32 state in host RAM"
     assert MemoryPlan.from_dict(plan.to_dict()).state_on_host is True
+    plan.projections_stored = False
+    assert MemoryPlan.from_dict(plan.to_dict()).projections_stored is False
     raw = plan.to_dict()
-    del raw["state_on_host"]  # as a checkpoint of an earlier version holds it
-    assert MemoryPlan.from_dict(raw).optimizer_memory == "fp32 state"
+    del raw["state_on_host"], raw["projections_stored"]  # as an earlier version's checkpoint
+    old = MemoryPlan.from_dict(raw)
+    assert old.optimizer_memory == "fp32 state" and old.projections_stored is None

@@ -79,3 +79,40 @@ def test_a_regenerated_projection_gives_the_stored_one_s_gradients():
     (stored(z) * weights).sum().backward()
     (regenerated(z2) * weights).sum().backward()
     torch.testing.assert_close(z2.grad, z.grad)  # summed chunk by chunk: rounding may differ
+
+
+def test_an_auto_projection_is_held_until_let_go_and_gives_the_same_v_either_way():
+    """svp.store_projection = auto: held, and adjustable by the memory planner (keep)."""
+    auto = RandomProjection(700, 48, seed=3, stored="auto")
+    assert auto.adjustable and auto.stored and not RandomProjection(700, 48, seed=3).adjustable
+    z = torch.randn(5, 700)
+    held = auto(z)
+    auto.keep(False)
+    assert not auto.stored and auto.state_dict() == {} and list(auto.buffers()) == []
+    assert torch.equal(auto(z), held)
+    auto.keep(True)
+    assert auto.stored and torch.equal(auto(z), held)
+
+
+def test_a_checkpoint_loads_whether_its_projections_were_held_or_not(tmp_path):
+    """A run whose plan let the projections go saves none; either checkpoint loads into
+    either network, whose outputs are then the saving network's."""
+    from edge_svp.config import MLPOptions, SVPConfig
+    from edge_svp.models import build_blocks
+    from edge_svp.network import SVPNetwork
+
+    def net(seed: int) -> SVPNetwork:
+        torch.manual_seed(seed)
+        blocks = build_blocks("mlp", MLPOptions(widths=[64, 64]), (30,))
+        return SVPNetwork(blocks, (30,), 4, SVPConfig(proj_dim=32, store_projection="auto"))
+
+    x = torch.randn(8, 30)
+    for saved_held, loaded_held in [(True, False), (False, True)]:
+        saving, loading = net(0), net(1)  # other weights, the same projections (seed 0)
+        saving.store_projections(saved_held)
+        loading.store_projections(loaded_held)
+        saving.save(tmp_path / "model.pt")
+        loading.load(tmp_path / "model.pt")
+        assert [p.stored for p in loading.adjustable_projections()] == [loaded_held] * 3
+        for a, b in zip(saving.all_logits(x), loading.all_logits(x), strict=True):
+            assert torch.equal(a, b)

@@ -9,6 +9,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from edge_svp.checkpoint import CheckpointStore
 from edge_svp.cli import main
 
 CNN = ["--set", 'model.kind="cnn"', "--set", "model.channels=[[64],[64]]", "--set",
@@ -195,3 +196,30 @@ def test_below_its_plain_floor_backprop_holds_less_optimizer_memory_and_stays_un
     memory = json.loads((out / "summary.json").read_text())["memory"]
     assert memory["optimizer_state"] != "fp32" or memory["step_in_backward"]
     assert memory["within_budget"] and max(memory["measured_peak_bytes"]) <= budget
+
+
+def test_below_the_floor_of_its_projections_svp_lets_them_go_and_stays_under(tmp_path):
+    """R_1 and R_2 are 4 MiB each (1024 x 1024). Below the smallest budget with them held,
+    the plan draws them from their seeds instead; summary.json says so, the run stays within
+    the budget, its checkpoint holds no projection, and it evaluates as trained."""
+    wide = ["--set", "model.widths=[1024, 1024]", "--set", "svp.proj_dim=1024", "--epochs",
+            "1", "--schedule", "layerwise", "--train-limit", "300"]  # fmt: skip
+
+    def run(command, *args):
+        cmd = [sys.executable, "-m", "edge_svp", command, *args]
+        return subprocess.run(cmd, capture_output=True, text=True)
+
+    held = run("plan", *wide, "--set", "svp.store_projection=true", "--mem-budget", "1TB", "--json")
+    assert held.returncode == 0, held.stderr
+    budget = json.loads(held.stdout)["min_budget"] - 4 * 2**20
+    out = tmp_path / "run"
+    fit = run("fit", *wide, "--mem-budget", str(budget), "--out", str(out))
+    assert fit.returncode == 0, fit.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    memory = summary["memory"]
+    assert memory["projections_stored"] is False
+    assert memory["within_budget"] and max(memory["measured_peak_bytes"]) <= budget
+    assert not [k for k in CheckpointStore(out).read()["state_dict"] if "projection" in k]
+    evaluated = run("eval", str(out))
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert f"{100 * summary['test_accuracy']:.2f}" in evaluated.stdout

@@ -1,12 +1,22 @@
-"""Choosing the optimizer's memory levers (edge_svp/training/probe_plan.py)."""
+"""Choosing the memory levers: the optimizer's, and the fixed projections held or not
+(edge_svp/training/probe_plan.py)."""
 
 import pytest
+import torch
+from tiny_runs import tiny_config
 
+from edge_svp.config import MemoryConfig, MLPOptions, OptimConfig, SVPConfig, TrainConfig
+from edge_svp.data.dataset import Dataset, Preprocess
 from edge_svp.memory.plan import BlockPlan, BudgetTooSmall, MemoryPlan
+from edge_svp.models import build_blocks
+from edge_svp.network import SVPNetwork
+from edge_svp.run import plan_run
+from edge_svp.training import plan_training
 from edge_svp.training.optim import OptimizerLevers
 from edge_svp.training.probe_plan import _with_levers
 
-OPTIONS = [OptimizerLevers("fp32"), OptimizerLevers("fp32", True), OptimizerLevers("bf16")]
+LEVERS = [OptimizerLevers("fp32"), OptimizerLevers("fp32", True), OptimizerLevers("bf16")]
+OPTIONS = [(levers, None) for levers in LEVERS]  # a network without adjustable projections
 
 
 def planner(micro_batches: dict):
@@ -14,9 +24,9 @@ def planner(micro_batches: dict):
     micro-batches of a batch of 64 (None: the budget is too small, below `min_budget`)."""
     tried = []
 
-    def plan_with(levers):
-        tried.append(levers)
-        sizes, min_budget = micro_batches[levers]
+    def plan_with(levers, keep):
+        tried.append((levers, keep))
+        sizes, min_budget = micro_batches[levers, keep]
         if sizes is None:
             raise BudgetTooSmall(f"too small for {levers}", min_budget)
         blocks = [BlockPlan(i + 1, m, -(-64 // m), "data", None, 0, 0, 0, 0, 0, 0)
@@ -59,3 +69,50 @@ def test_with_no_levers_fitting_the_refusal_quotes_the_smallest_budget_of_any():
     with pytest.raises(BudgetTooSmall) as refusal:
         _with_levers(OPTIONS, plan_with)
     assert refusal.value.min_budget == 7 and "step_in_backward=True" in str(refusal.value)
+
+
+def test_projections_are_let_go_after_every_optimizer_lever_and_the_plan_says_so():
+    options = [(levers, True) for levers in LEVERS] + [(levers, False) for levers in LEVERS]
+    fits = {o: (None, 9) for o in options[:3]} | {o: ([64, 64], 5) for o in options[3:]}
+    plan_with, tried = planner(fits)
+    plan = _with_levers(options, plan_with)
+    assert tried == options[:4]
+    assert (plan.state_precision, plan.projections_stored) == ("fp32", False)
+
+
+def plan_of(budget, store="auto"):
+    """The layerwise plan (plan_run: every lever planned) of a digits MLP whose fixed
+    projections R_1, R_2 (1024 x 1024) are 8 MiB."""
+    config = tiny_config(**{"model.widths": [1024, 1024], "svp.proj_dim": 1024,
+                            "svp.store_projection": store, "train.schedule": "layerwise",
+                            "memory.budget": budget})  # fmt: skip
+    return plan_run(config)
+
+
+def test_a_budget_lets_the_adjustable_projections_go_and_says_so():
+    held_floor = plan_of("1TB", store=True).min_budget
+    assert plan_of("1TB").min_budget < held_floor - 5 * 2**20  # the smallest with any lever
+    assert plan_of("1TB").projections_stored is True  # room: held
+    below = f"{held_floor - 4 * 2**20}B"  # a quoted floor is safe by a MiB or so
+    assert plan_of(below).projections_stored is False
+    with pytest.raises(BudgetTooSmall):
+        plan_of(below, store=True)
+    assert plan_of(None).projections_stored is True
+    assert plan_of(None, store=False).projections_stored is None  # nothing left to the plan
+
+
+def test_planning_leaves_the_network_s_projections_as_the_plan_has_them():
+    blocks = build_blocks("mlp", MLPOptions(widths=[1024, 1024]), (64,))
+    net = SVPNetwork(blocks, (64,), 10, SVPConfig(proj_dim=512, store_projection="auto"))
+    x, y = torch.rand(64, 64), torch.randint(0, 10, (64,))
+    data = Dataset("random", x, y, x[:16], y[:16])
+    train = TrainConfig(schedule="layerwise", batch_size=64, device="cpu")
+
+    def plan(budget, every_lever=False):
+        return plan_training(net, data, Preprocess.fit(x, False, False), train, OptimConfig(),
+                             MemoryConfig(budget=budget), every_lever=every_lever)  # fmt: skip
+
+    floor = plan("1TB", every_lever=True).min_budget  # without R_1, R_2 (4 MiB)
+    assert all(p.stored for p in net.adjustable_projections())
+    assert plan(f"{floor + 2**20}B").projections_stored is False
+    assert not any(p.stored for p in net.adjustable_projections())
