@@ -49,6 +49,9 @@ def row(method: str, budget: int, result, minimum: int) -> dict:
         "within_budget": memory["within_budget"],
         "micro_batch": "/".join(str(m) for m in memory["micro_batch"]),
         "checkpointing": any(memory["recompute_activations"]),
+        # the memory levers the plan reached for
+        "state": memory["optimizer_state"] + ", in backward" * bool(memory["step_in_backward"]),
+        "projections": {True: "held", False: "drawn", None: "-"}[memory.get("projections_stored")],
     }
 
 
@@ -92,6 +95,7 @@ def main():
                ("measured MiB", "measured_mib"), ("predicted MiB", "predicted_mib"),
                ("error %", "error_pct"), ("within budget", "within_budget"),
                ("micro-batch", "micro_batch"), ("recomputed", "checkpointing"),
+               ("state", "state"), ("projections", "projections"),
                ("smallest budget MiB", "min_budget_mib")]  # fmt: skip
     print(table(rows, columns))
     command = " ".join(["python", "bench/frontier.py", *sys.argv[1:]])
