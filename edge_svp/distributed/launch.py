@@ -72,8 +72,11 @@ def launch(
     out = out or default_run_dir(config, PIPELINED)  # named here, so that a stop can name it
     set_resume_hint(RunDir(out).resume_command({"processes": nproc, "stages": layout.stages}),
                     out)  # fmt: skip
-    previous = signal.getsignal(signal.SIGTERM)
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     stop_on_sigterm("and every rank with it")
+    # Ctrl-C stops the run, as it stops a fit of one process, even where the shell that
+    # started this one left SIGINT ignored (a background job of a shell without job control)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         code, reason = _launch(config, layout, out, overwrite, timeout, resume)
         if code == EXIT_CODES["error"] and (Path(out) / "config.toml").exists():
@@ -82,7 +85,8 @@ def launch(
     except KeyboardInterrupt:  # Ctrl-C reaches every rank too: they stop with it
         raise Interrupted(f"stopped by Ctrl-C, and every rank with it; {resume_hint()}") from None
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _launch(config, layout: Layout, out, overwrite, timeout, resume) -> tuple[int, str | None]:
