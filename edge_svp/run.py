@@ -125,7 +125,8 @@ class Fit:
         if job.checkpoint:
             self.preprocess = Preprocess(**job.checkpoint["preprocess"])
         self.plan = self.plan_memory()
-        self.meter = MemoryMeter(job.device)  # baseline: after imports, data and the probe
+        # baseline: after imports, data and the probe
+        self.meter = MemoryMeter(job.device, settle=job.budget is not None)
         self.net = self.build_network()
         self.open_run_dir()
         resumed = str(job.run_dir) if job.resumed else None

@@ -84,7 +84,7 @@ def train(
         net.to(device)
     ctx = TrainContext(
         net, TrainData(dataset, preprocess, device), train, optim, memory, plan,
-        reporter or Reporter(), on_epoch, meter or MemoryMeter(device),
+        reporter or Reporter(), on_epoch, meter or MemoryMeter(device, settle=plan.budget is not None),
         state or TrainState(train, per_block=schedule.per_block),
     )  # fmt: skip
     schedule.train(ctx)

@@ -13,7 +13,12 @@ from edge_svp.config import MemoryConfig, OptimConfig, TrainConfig
 from edge_svp.data import Dataset, Preprocess
 from edge_svp.device import resolve_device
 from edge_svp.errors import EdgeSVPError
-from edge_svp.memory.meter import frozen_heap, set_host_allocator, unified_memory
+from edge_svp.memory.meter import (
+    frozen_heap,
+    set_host_allocator,
+    settle_interned_strings,
+    unified_memory,
+)
 from edge_svp.memory.plan import (
     BlockCost,
     BlockPlan,
@@ -216,6 +221,7 @@ def plan_training(
     from edge_svp.training import schedule_of
 
     set_host_allocator(exact=True)  # a probe measures the memory that is alive
+    settle_interned_strings()  # and no rebuild of Python's own tables in its steps
     probe = network_probe(net, dataset, preprocess, train, optim)
     device = resolve_device(train.device)
     planner = Planner(probe, dataset, preprocess, train, optim, memory,

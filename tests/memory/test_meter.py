@@ -1,12 +1,13 @@
 import gc
 import subprocess
 import sys
+import tracemalloc
 import weakref
 
 import pytest
 import torch
 
-from edge_svp.memory.meter import MemoryMeter, frozen_heap
+from edge_svp.memory.meter import MemoryMeter, frozen_heap, settle_interned_strings
 
 
 def test_cpu_meter_sees_an_allocation_and_not_the_baseline():
@@ -68,3 +69,21 @@ def test_a_frozen_heap_collects_new_garbage_and_unfreezes_once_outside_the_outer
         assert gc.get_freeze_count() == 0
     finally:
         gc.enable()
+
+
+def test_settling_the_interned_strings_rebuilds_their_table_now_and_not_later():
+    """Names interned and let go (as pybind11 interns keyword arguments at every call) use up
+    the table's slots until a rebuild allocates a new one, after a baseline if nothing
+    brought it forward."""
+    tracemalloc.start()
+    try:
+        settle_interned_strings()
+        table, settling = tracemalloc.get_traced_memory()  # the new table is traced
+        tracemalloc.reset_peak()
+        for i in range(50_000):
+            sys.intern(f"a keyword at call {i}")
+        later = tracemalloc.get_traced_memory()[1] - table
+    finally:
+        tracemalloc.stop()
+    assert settling > 2**20  # a new table, at least a MiB in a process with torch loaded
+    assert later < 2**20  # no other
