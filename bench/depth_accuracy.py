@@ -3,6 +3,8 @@
 
     python bench/depth_accuracy.py vit --data-dir ../shared/data --seeds 0 1 2
     python bench/depth_accuracy.py cnn --data-dir ../shared/data --seeds 0 1 2 --depths 12
+    python bench/depth_accuracy.py cnn --data-dir ../shared/data --depths 12 \
+        --only "svp layerwise, aux 2"   # with svp.aux_blocks=2
 
 The families (docs/svp.md, "Deep networks"): `vit` is cifar10-vit-deep-cpu, one transformer
 layer per block; `cnn` is cifar10-cnn-deep, one conv-norm-ReLU per block in four stages of
@@ -21,6 +23,7 @@ mean over seeds), where matplotlib is installed.
 
 import argparse
 import json
+import re
 import shlex
 import statistics
 import sys
@@ -33,6 +36,8 @@ from edge_svp.config import load_profile
 METHODS = {
     "svp joint": [],
     "svp layerwise": ["--schedule", "layerwise"],
+    # the lever that lifted every head at 12 blocks (docs/svp.md, "Levers at depth")
+    "svp layerwise, aux 2": ["--schedule", "layerwise", "--set", "svp.aux_blocks=2"],
     "bp": ["--method", "bp"],
 }
 PROFILES = {"vit": "cifar10-vit-deep-cpu", "cnn": "cifar10-cnn-deep"}
@@ -135,7 +140,7 @@ def main():
             if args.only and method not in args.only:
                 continue
             for seed in args.seeds:
-                name = f"{args.family}-{depth}-{method.replace(' ', '-')}-s{seed}"
+                name = f"{args.family}-{depth}-{re.sub(r'[ ,]+', '-', method)}-s{seed}"
                 run_args = [*base, *depth_settings(args.family, depth), *extra, "--seed", str(seed)]
                 summary = fit(name, run_args, "depth-accuracy", args.reuse)
                 runs.append(record(args, command, depth, method, seed, summary))
