@@ -6,9 +6,8 @@
     python bench/depth_accuracy.py cnn --data-dir ../shared/data --depths 12 \
         --only "svp layerwise, aux 2"   # with svp.aux_blocks=2
 
-The families (docs/svp.md, "Deep networks"): `vit` is cifar10-vit-deep-cpu, one transformer
-layer per block; `cnn` is cifar10-cnn-deep, one conv-norm-ReLU per block in four stages of
-equal depth, each stage twice the channels of the one before and pooled at its end. Backprop
+The families (bench/families.py): `vit` is cifar10-vit-deep-cpu, one transformer layer per
+block; `cnn` is cifar10-cnn-deep, one conv-norm-ReLU per block. Backprop
 trains the same blocks end to end with the standard head (--method bp). Each run is its own
 `edge-svp fit` process, on the first --train-limit training images (default 10,000) and the
 full test set (or its first --test-limit images); `--reuse` reads finished identical runs, and separate invocations (other
@@ -30,8 +29,7 @@ import sys
 
 from accuracy import as_text, curve, mean_std
 from common import RESULTS, fit, plot_lines, table, write_results
-
-from edge_svp.config import load_profile
+from families import FAMILIES, depth_settings
 
 METHODS = {
     "svp joint": [],
@@ -40,20 +38,6 @@ METHODS = {
     "svp layerwise, aux 2": ["--schedule", "layerwise", "--set", "svp.aux_blocks=2"],
     "bp": ["--method", "bp"],
 }
-PROFILES = {"vit": "cifar10-vit-deep-cpu", "cnn": "cifar10-cnn-deep"}
-
-
-def depth_settings(family: str, depth: int) -> list[str]:
-    """The `--set` that makes the family's profile `depth` blocks deep."""
-    options = load_profile(PROFILES[family]).model.options
-    if family == "vit":
-        return ["--set", f"model.layers_per_block={[1] * depth}"]
-    # the profile's stages: its distinct widths in order, each made depth / stages blocks deep
-    stages = list(dict.fromkeys(convs[0] for convs in options.channels))
-    if depth % len(stages):
-        raise SystemExit(f"a {family} depth must be a multiple of its {len(stages)} stages")
-    channels = [[width] for width in stages for _ in range(depth // len(stages))]
-    return ["--set", f"model.channels={channels}"]
 
 
 def record(args, command: str, depth: int, method: str, seed: int, summary: dict) -> dict:
@@ -120,7 +104,7 @@ def plots(family: str, rows: list[dict]) -> None:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("family", choices=PROFILES)
+    parser.add_argument("family", choices=["vit", "cnn"])
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--depths", type=int, nargs="+", default=[4, 8, 12, 16])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
@@ -131,7 +115,7 @@ def main():
     parser.add_argument("--reuse", action="store_true", help="reuse finished identical runs")
     args = parser.parse_args()
     command = shlex.join(["python", "bench/depth_accuracy.py", *sys.argv[1:]])
-    base = ["--profile", PROFILES[args.family], "--data-dir", args.data_dir,
+    base = ["--profile", FAMILIES[args.family], "--data-dir", args.data_dir,
             "--epochs", str(args.epochs), "--train-limit", str(args.train_limit)]  # fmt: skip
     base += ["--test-limit", str(args.test_limit)] if args.test_limit else []
     runs = []
