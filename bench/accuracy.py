@@ -9,7 +9,7 @@ Backprop trains the same blocks end to end with the standard head (global averag
 and a linear layer: train.bp_head = "standard"). Each run in its own process (`edge-svp
 fit`); `--only NAME ...` runs some of them, and results of separate invocations (other runs,
 other seeds) merge into one file; `--reuse` reads finished identical runs instead of training
-them again. Prints a markdown table (test accuracy mean +- sample std over seeds, per-block
+them again, and `--no-run` prints the table of the recorded runs. Prints a markdown table (test accuracy mean +- sample std over seeds, per-block
 means, seconds per epoch, the accuracy each configuration had reached when the fastest
 one finished: equal wall time, the seconds it took to reach backprop's final accuracy and
 the accuracy it had when backprop finished) and writes bench/results/accuracy-<suite>.json with every
@@ -140,6 +140,8 @@ def main():
     parser.add_argument("--test-limit", type=int, help="test on the first N examples")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default: the profile's")
     parser.add_argument("--reuse", action="store_true", help="reuse finished identical runs")
+    parser.add_argument("--no-run", action="store_true",
+                        help="print the table of the runs bench/results holds; train nothing")  # fmt: skip
     args = parser.parse_args()
     suite = SUITES[args.suite]
     base = ["--profile", suite["profile"]]
@@ -151,7 +153,7 @@ def main():
     command = " ".join(["python", "bench/accuracy.py", *sys.argv[1:]])
     runs = []
     for name, extra in suite["runs"].items():
-        if args.only and name not in args.only:
+        if args.no_run or (args.only and name not in args.only):
             continue
         for seed in args.seeds:
             tag = f"{args.suite}-{name.replace(' ', '-')}-s{seed}"
@@ -185,9 +187,10 @@ def main():
                        ("acc % at bp's time", "at_bp_time"),
                        ("s / epoch", "seconds_per_epoch"), ("epochs", "epochs"),
                        ("batch", "batch_size"), ("train examples", "train_examples")]))  # fmt: skip
-    payload = {"rows": rows, "equal_time_seconds": round(equal_seconds, 1),
-               "runs": list(merged.values())}  # fmt: skip
-    print("wrote", write_results(results_name, payload))
+    if runs:
+        payload = {"rows": rows, "equal_time_seconds": round(equal_seconds, 1),
+                   "runs": list(merged.values())}  # fmt: skip
+        print("wrote", write_results(results_name, payload))
 
 
 if __name__ == "__main__":
