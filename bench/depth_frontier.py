@@ -3,18 +3,22 @@ the deepest member of a deep family (bench/families.py) that fits it.
 
     python bench/depth_frontier.py cnn --data-dir ../shared/data --epochs 3 \
         --train-limit 5000 --test-limit 2000
+    python bench/depth_frontier.py vit --data-dir ../shared/data --budgets 7.5MiB 5.9MiB \
+        --only "svp layerwise" "svp layerwise, aux 2" bp   # SVP with svp.aux_blocks=2 too
 
 Each method's smallest budget at each depth is the planner's, with every lever open. The
 budgets run, unless given (--budgets), are backprop's smallest at each depth (where backprop
-trains that many blocks and no more) and SVP layerwise's at the deepest. Under each budget, each method trains, in its own
-process, the deepest member whose smallest budget fits, planned under that budget (so at its
-micro-batch, optimizer state and caches); a method that fits no member is "refused". Prints
-the runs and a table of the best model per budget (blocks and test accuracy per method, and
-SVP layerwise less backprop), and writes bench/results/depth-frontier-<family>.json and a
-plot of accuracy against budget, depth-frontier-<family>.png.
+trains that many blocks and no more) and SVP's smallest at the deepest. Under each budget,
+each method trains, in its own process, the deepest member whose smallest budget fits,
+planned under that budget (so at its micro-batch, optimizer state and caches); a method that
+fits no member is "refused". Prints the runs and a table of the best model per budget (blocks
+and test accuracy per method, and each SVP method's less backprop's), and writes
+bench/results/depth-frontier-<family>.json and a plot of accuracy against budget,
+depth-frontier-<family>.png.
 """
 
 import argparse
+import re
 import shlex
 import statistics
 import sys
@@ -23,7 +27,12 @@ from common import RESULTS, fit, plot_lines, smallest_budget, table, write_resul
 from families import FAMILIES, depth_settings
 
 MIB = 2**20
-METHODS = {"svp layerwise": ["--schedule", "layerwise"], "bp": ["--method", "bp"]}
+METHODS = {
+    "svp layerwise": ["--schedule", "layerwise"],
+    # the lever that lifted every head at 12 blocks (docs/svp.md, "Levers at depth")
+    "svp layerwise, aux 2": ["--schedule", "layerwise", "--set", "svp.aux_blocks=2"],
+    "bp": ["--method", "bp"],
+}
 
 
 def deepest(floors: dict[int, int], budget: int) -> int | None:
@@ -33,7 +42,7 @@ def deepest(floors: dict[int, int], budget: int) -> int | None:
 
 def run(args, base: list[str], method: str, depth: int, budget: int, seed: int) -> dict:
     extra = [*METHODS[method], *depth_settings(args.family, depth), "--seed", str(seed)]
-    name = f"{args.family}-{method.replace(' ', '-')}-{depth}-{budget}-s{seed}"
+    name = f"{args.family}-{re.sub(r'[ ,]+', '-', method)}-{depth}-{budget}-s{seed}"
     summary = fit(name, [*base, *extra, "--mem-budget", str(budget)], "depth-frontier",
                   args.reuse)  # fmt: skip
     memory = summary["memory"]
@@ -48,12 +57,13 @@ def run(args, base: list[str], method: str, depth: int, budget: int, seed: int) 
 
 
 def best_per_budget(budgets: list[int], floors: dict, runs: list[dict]) -> list[dict]:
-    """One row per budget: each method's deepest member and its accuracy over seeds."""
+    """One row per budget: each method's deepest member, its accuracy over seeds, and each
+    SVP method's less backprop's."""
     rows = []
     for budget in budgets:
         row = {"budget_mib": round(budget / MIB, 1)}
         means = {}
-        for method in METHODS:
+        for method in floors:
             depth = deepest(floors[method], budget)
             accuracies = [r["test_accuracy"] for r in runs
                           if r["method"] == method and r["budget_mib"] == row["budget_mib"]]  # fmt: skip
@@ -64,8 +74,8 @@ def best_per_budget(budgets: list[int], floors: dict, runs: list[dict]) -> list[
             spread = f" ± {statistics.stdev(accuracies):.2f}" if len(accuracies) > 1 else ""
             row[f"{method} blocks"] = depth
             row[f"{method} %"] = f"{means[method]:.2f}{spread}"
-        if len(means) == len(METHODS):
-            row["svp - bp"] = f"{means['svp layerwise'] - means['bp']:+.2f}"
+        for method in [m for m in means if m != "bp" and "bp" in means]:
+            row[f"{method} - bp"] = f"{means[method] - means['bp']:+.2f}"
         rows.append(row)
     return rows
 
@@ -77,17 +87,21 @@ def main():
     parser.add_argument("--depths", type=int, nargs="+", default=[4, 8, 12, 16])
     parser.add_argument("--budgets", nargs="*", help="budgets to run instead (e.g. 20MB 9MiB)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--only", nargs="+", choices=METHODS, default=["svp layerwise", "bp"],
+                        help="the methods (default: SVP layerwise and backprop)")  # fmt: skip
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--train-limit", type=int, default=5000)
     parser.add_argument("--test-limit", type=int, help="test on the first N images")
     parser.add_argument("--reuse", action="store_true", help="reuse finished identical runs")
     args = parser.parse_args()
+    if "bp" not in args.only and not args.budgets:
+        parser.error("without backprop (--only), name the budgets (--budgets)")
     base = ["--profile", FAMILIES[args.family], "--data-dir", args.data_dir,
             "--epochs", str(args.epochs), "--train-limit", str(args.train_limit)]  # fmt: skip
     base += ["--test-limit", str(args.test_limit)] if args.test_limit else []
     floors = {method: {depth: smallest_budget([*base, *extra, *depth_settings(args.family, depth)])
                        for depth in args.depths}
-              for method, extra in METHODS.items()}  # fmt: skip
+              for method, extra in METHODS.items() if method in args.only}  # fmt: skip
     for method, by_depth in floors.items():
         print(method, {d: f"{b / MIB:.1f} MiB" for d, b in by_depth.items()}, flush=True)
     if args.budgets:
@@ -96,11 +110,11 @@ def main():
         budgets = sorted((parse_size(b) for b in args.budgets), reverse=True)
     else:
         # where backprop trains each depth and no more, and where only SVP layerwise trains
-        deepest_svp = floors["svp layerwise"][max(args.depths)]
+        deepest_svp = min(floors[m][max(args.depths)] for m in floors if m != "bp")
         budgets = sorted({*floors["bp"].values(), deepest_svp}, reverse=True)
     runs = []
     for budget in budgets:
-        for method in METHODS:
+        for method in floors:
             depth = deepest(floors[method], budget)
             for seed in args.seeds if depth else []:
                 runs.append(run(args, base, method, depth, budget, seed))
@@ -108,8 +122,9 @@ def main():
     print(table(runs, [(k, k) for k in runs[0]]) if runs else "no run fits")
     rows = best_per_budget(budgets, floors, runs)
     columns = [("budget MiB", "budget_mib")]
-    columns += [(f"{m} {what}", f"{m} {what}") for m in METHODS for what in ("blocks", "%")]
-    print(table(rows, [*columns, ("SVP layerwise - bp", "svp - bp")]))
+    columns += [(f"{m} {what}", f"{m} {what}") for m in floors for what in ("blocks", "%")]
+    columns += [(f"{m} - bp", f"{m} - bp") for m in floors if m != "bp"]
+    print(table(rows, columns))
     payload = {
         "command": shlex.join(["python", "bench/depth_frontier.py", *sys.argv[1:]]),
         "family": args.family, "profile": FAMILIES[args.family], "epochs": args.epochs,
@@ -122,7 +137,7 @@ def main():
     print("wrote", write_results(name, payload))
     lines = {m: [(r["budget_mib"], statistics.mean(x["test_accuracy"] for x in runs
                   if x["method"] == m and x["budget_mib"] == r["budget_mib"]))
-                 for r in rows if isinstance(r[f"{m} blocks"], int)] for m in METHODS}  # fmt: skip
+                 for r in rows if isinstance(r[f"{m} blocks"], int)] for m in floors}  # fmt: skip
     if plot_lines(RESULTS / f"{name}.png", lines, "memory budget (MiB)", "test accuracy (%)",
                   log_x=True):  # fmt: skip
         print("wrote", RESULTS / f"{name}.png")
