@@ -36,6 +36,16 @@ METHODS = {
     "svp layerwise": ["--schedule", "layerwise"],
     # the lever that lifted every head at 12 blocks (docs/svp.md, "Levers at depth")
     "svp layerwise, aux 2": ["--schedule", "layerwise", "--set", "svp.aux_blocks=2"],
+    # the frozen prefix run again on every batch: every block sees augmented images, not the
+    # one fixed cache of block 1's outputs on which later blocks overfit
+    "svp layerwise, recompute": ["--schedule", "layerwise", "--recompute"],
+    "svp layerwise, aux 2, recompute": [
+        "--schedule",
+        "layerwise",
+        "--set",
+        "svp.aux_blocks=2",
+        "--recompute",
+    ],  # fmt: skip
     "bp": ["--method", "bp"],
 }
 
