@@ -1,5 +1,6 @@
-"""bench/depth_accuracy.py: each family's depth is one --set on its profile, and the table's
-decay and difference to backprop are computed per seed."""
+"""bench/families.py, depth_accuracy.py and depth_frontier.py: each family's depth is one --set
+on its profile, the table's decay and difference to backprop are computed per seed, and a
+budget trains the deepest member that fits."""
 
 import sys
 from pathlib import Path
@@ -11,14 +12,16 @@ from edge_svp.models import build_blocks
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 depth_accuracy = pytest.importorskip("depth_accuracy")
+depth_frontier = pytest.importorskip("depth_frontier")
+families = pytest.importorskip("families")
 
 
-@pytest.mark.parametrize("family", ["cnn", "vit"])
+@pytest.mark.parametrize("family", ["cnn", "vit", "vit-192"])
 @pytest.mark.parametrize("depth", [4, 8, 16])
 def test_each_depth_is_one_setting_on_the_profile(family, depth):
-    settings = depth_accuracy.depth_settings(family, depth)
+    settings = families.depth_settings(family, depth)
     assert settings[0] == "--set" and len(settings) == 2
-    config = override(load_profile(depth_accuracy.PROFILES[family]), **parse_settings(settings[1:]))
+    config = override(load_profile(families.FAMILIES[family]), **parse_settings(settings[1:]))
     blocks = build_blocks(config.model.kind, config.model.options, (3, 32, 32))
     assert len(blocks) == depth
     if family == "cnn":  # four stages at every depth, each ending in a pool
@@ -28,7 +31,7 @@ def test_each_depth_is_one_setting_on_the_profile(family, depth):
 
 def test_a_cnn_depth_must_fill_its_stages():
     with pytest.raises(SystemExit, match="multiple of its 4 stages"):
-        depth_accuracy.depth_settings("cnn", 6)
+        families.depth_settings("cnn", 6)
 
 
 def run(method, seed, accuracy, per_block):
@@ -49,3 +52,10 @@ def test_rows_give_decay_and_the_paired_difference_to_backprop():
     assert joint["decay"] == "-0.50 ± 3.54"  # 45 - 48 and 49 - 47
     assert joint["per_block_mean"] == [46.5, 47.5, 47.0]
     assert bp["per_block"] == "- / - / 51.0" and bp["decay"] == ""
+
+
+def test_a_budget_trains_the_deepest_member_that_fits():
+    floors = {4: 7_000_000, 8: 9_000_000, 16: 12_000_000}
+    assert depth_frontier.deepest(floors, 9_000_000) == 8
+    assert depth_frontier.deepest(floors, 20_000_000) == 16
+    assert depth_frontier.deepest(floors, 6_999_999) is None
