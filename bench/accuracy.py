@@ -9,11 +9,11 @@ Backprop trains the same blocks end to end with the standard head (global averag
 and a linear layer: train.bp_head = "standard"). Each run in its own process (`edge-svp
 fit`); `--only NAME ...` runs some of them, and results of separate invocations (other runs,
 other seeds) merge into one file; `--reuse` reads finished identical runs instead of training
-them again, and `--no-run` prints the table of the recorded runs. Prints a markdown table (test accuracy mean +- sample std over seeds, per-block
-means, seconds per epoch, the accuracy each configuration had reached when the fastest
-one finished: equal wall time, the seconds it took to reach backprop's final accuracy and
-the accuracy it had when backprop finished) and writes bench/results/accuracy-<suite>.json with every
-run's numbers and its accuracy curve over training time (accuracy-<suite>-cuda.json with
+them again, and `--no-run` prints the table of the recorded runs. Prints a markdown table
+(test accuracy mean +- sample std over seeds, per-block means, seconds per epoch, the accuracy
+each configuration had reached when the fastest one finished: equal wall time, the seconds it
+took to reach backprop's final accuracy and the accuracy it had when backprop finished) and
+writes bench/results/accuracy-<suite>.json with every run's numbers and its accuracy curve over training time (accuracy-<suite>-cuda.json with
 --device cuda).
 """
 

@@ -4,6 +4,7 @@ is measured per configuration."""
 
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -70,6 +71,12 @@ def fit(name: str, args: list[str], group: str, reuse: bool = False, refusable: 
         raise SystemExit(f"{name} failed:\n{proc.stderr[-2000:]}")
     (out / "args.json").write_text(json.dumps(args))
     return json.loads(done.read_text())
+
+
+def slug(name: str) -> str:
+    """A configuration's name as part of a run directory's ("svp layerwise, aux 2" ->
+    "svp-layerwise-aux-2")."""
+    return re.sub(r"[ ,]+", "-", name)
 
 
 def table(rows: list[dict], columns: list[tuple[str, str]]) -> str:

@@ -22,30 +22,24 @@ mean over seeds), where matplotlib is installed.
 
 import argparse
 import json
-import re
 import shlex
 import statistics
 import sys
 
 from accuracy import as_text, curve, mean_std
-from common import RESULTS, fit, plot_lines, table, write_results
+from common import RESULTS, fit, plot_lines, slug, table, write_results
 from families import FAMILIES, depth_settings
 
+# the lever that lifted every head at 12 blocks (docs/svp.md, "Levers at depth")
+LAYERWISE_AUX_2 = ["--schedule", "layerwise", "--set", "svp.aux_blocks=2"]
 METHODS = {
     "svp joint": [],
     "svp layerwise": ["--schedule", "layerwise"],
-    # the lever that lifted every head at 12 blocks (docs/svp.md, "Levers at depth")
-    "svp layerwise, aux 2": ["--schedule", "layerwise", "--set", "svp.aux_blocks=2"],
+    "svp layerwise, aux 2": LAYERWISE_AUX_2,
     # the frozen prefix run again on every batch: every block sees augmented images, not the
     # one fixed cache of block 1's outputs on which later blocks overfit
     "svp layerwise, recompute": ["--schedule", "layerwise", "--recompute"],
-    "svp layerwise, aux 2, recompute": [
-        "--schedule",
-        "layerwise",
-        "--set",
-        "svp.aux_blocks=2",
-        "--recompute",
-    ],  # fmt: skip
+    "svp layerwise, aux 2, recompute": [*LAYERWISE_AUX_2, "--recompute"],
     "bp": ["--method", "bp"],
 }
 
@@ -134,7 +128,7 @@ def main():
             if args.only and method not in args.only:
                 continue
             for seed in args.seeds:
-                name = f"{args.family}-{depth}-{re.sub(r'[ ,]+', '-', method)}-s{seed}"
+                name = f"{args.family}-{depth}-{slug(method)}-s{seed}"
                 run_args = [*base, *depth_settings(args.family, depth), *extra, "--seed", str(seed)]
                 summary = fit(name, run_args, "depth-accuracy", args.reuse)
                 runs.append(record(args, command, depth, method, seed, summary))

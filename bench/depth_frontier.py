@@ -18,21 +18,16 @@ depth-frontier-<family>.png.
 """
 
 import argparse
-import re
 import shlex
 import statistics
 import sys
 
-from common import RESULTS, fit, plot_lines, smallest_budget, table, write_results
+import depth_accuracy
+from common import RESULTS, fit, plot_lines, slug, smallest_budget, table, write_results
 from families import FAMILIES, depth_settings
 
 MIB = 2**20
-METHODS = {
-    "svp layerwise": ["--schedule", "layerwise"],
-    # the lever that lifted every head at 12 blocks (docs/svp.md, "Levers at depth")
-    "svp layerwise, aux 2": ["--schedule", "layerwise", "--set", "svp.aux_blocks=2"],
-    "bp": ["--method", "bp"],
-}
+METHODS = {m: depth_accuracy.METHODS[m] for m in ("svp layerwise", "svp layerwise, aux 2", "bp")}
 
 
 def deepest(floors: dict[int, int], budget: int) -> int | None:
@@ -42,7 +37,7 @@ def deepest(floors: dict[int, int], budget: int) -> int | None:
 
 def run(args, base: list[str], method: str, depth: int, budget: int, seed: int) -> dict:
     extra = [*METHODS[method], *depth_settings(args.family, depth), "--seed", str(seed)]
-    name = f"{args.family}-{re.sub(r'[ ,]+', '-', method)}-{depth}-{budget}-s{seed}"
+    name = f"{args.family}-{slug(method)}-{depth}-{budget}-s{seed}"
     summary = fit(name, [*base, *extra, "--mem-budget", str(budget)], "depth-frontier",
                   args.reuse)  # fmt: skip
     memory = summary["memory"]
