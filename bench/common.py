@@ -91,8 +91,14 @@ def table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
 
 
 def results_name(name: str, settings: list[str]) -> str:
-    """`name`, then the value of each SECTION.KEY=VALUE setting: flops-hadamard."""
-    return name + "".join(f"-{s.split('=', 1)[1].strip(chr(34))}" for s in settings)
+    """`name`, then the value of each SECTION.KEY=VALUE setting (flops-hadamard), or its key
+    and value where the value alone says nothing (flops-attention_norm_affine-false)."""
+    parts = []
+    for setting in settings:
+        key, value = setting.split("=", 1)
+        value = value.strip('"')
+        parts.append(f"{key.split('.')[-1]}-{value}" if value in ("true", "false") else value)
+    return "-".join([name, *parts])
 
 
 def write_results(name: str, payload: dict) -> Path:

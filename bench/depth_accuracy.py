@@ -34,6 +34,7 @@ from families import FAMILIES, depth_settings
 LAYERWISE_AUX_2 = ["--schedule", "layerwise", "--set", "svp.aux_blocks=2"]
 METHODS = {
     "svp joint": [],
+    "svp joint, aux 2": ["--set", "svp.aux_blocks=2"],
     "svp layerwise": ["--schedule", "layerwise"],
     "svp layerwise, aux 2": LAYERWISE_AUX_2,
     # the frozen prefix run again on every batch: every block sees augmented images, not the

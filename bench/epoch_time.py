@@ -3,13 +3,17 @@
     python bench/epoch_time.py mnist-mlp --data-dir ../shared/data
     python bench/epoch_time.py cifar10-cnn --data-dir ../shared/data --train-limit 5000 --reps 3
     python bench/epoch_time.py mnist-mlp --data-dir ../shared/data --levers --reps 3
+    python bench/epoch_time.py cifar10-vit-deep --data-dir ../shared/data --train-limit 1000 \
+        --reps 3 --set model.attention_norm_affine=false
 
 Each repetition runs every configuration once, one after another (A B C A B C ...), each in
 its own process on one thread (`edge-svp fit --threads 1`, one epoch): a machine whose speed
 drifts slows the runs of one repetition alike, so the ratio to backprop is taken within each
 repetition and its median quoted. An epoch's seconds are those the run records in
 metrics.jsonl (training and the epoch's evaluation; start-up, data loading and the memory
-probe excluded). Prints a table and writes bench/results/epoch-time-<profile>.json.
+probe excluded). --set SECTION.KEY=VALUE applies to every configuration (the same network for
+both methods). Prints a table and writes bench/results/epoch-time-<profile>.json (with --set,
+epoch-time-<profile>-VALUE.json).
 """
 
 import argparse
@@ -17,7 +21,7 @@ import json
 import statistics
 import sys
 
-from common import fit, table, write_results
+from common import fit, results_name, slug, table, write_results
 
 CONFIGS = {
     "svp joint": [],
@@ -52,15 +56,18 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--levers", action="store_true",
                         help="time the optimizer's memory levers instead")  # fmt: skip
+    parser.add_argument("--set", dest="settings", action="append", default=[],
+                        metavar="SECTION.KEY=VALUE", help="for every configuration")  # fmt: skip
     args = parser.parse_args()
     base = ["--profile", args.profile, "--epochs", "1", "--threads", "1",
             "--train-limit", str(args.train_limit), "--test-limit", str(args.test_limit)]  # fmt: skip
     base += ["--data-dir", args.data_dir] if args.data_dir else []
+    base += [a for setting in args.settings for a in ("--set", setting)]
     configs = LEVERS if args.levers else CONFIGS
     seconds = {name: [] for name in configs}
     for _ in range(args.reps):
         for name, extra in configs.items():
-            tag = f"{args.profile}-{name.replace(', ', '-').replace(' ', '-')}"
+            tag = results_name(f"{args.profile}-{slug(name)}", args.settings)
             seconds[name].append(round(epoch_seconds(fit(tag, [*base, *extra], "epoch-time")), 2))
         print({name: s[-1] for name, s in seconds.items()}, flush=True)
     rows = []
@@ -74,7 +81,8 @@ def main() -> None:
                        ("median s", "median_seconds"), ("/ bp, each repetition", "ratio"),
                        ("median / bp", "median_ratio")]))  # fmt: skip
     command = " ".join(["python", "bench/epoch_time.py", *sys.argv[1:]])
-    name = f"epoch-time-{args.profile}" + ("-levers" if args.levers else "")
+    name = results_name(f"epoch-time-{args.profile}", args.settings)
+    name += "-levers" if args.levers else ""
     write_results(name, {"command": command, "rows": rows})
 
 

@@ -9,6 +9,8 @@
     python bench/study.py cnn-deep-levers --data-dir ../shared/data --train-limit 5000 --reuse
     python bench/study.py vit-deep-projection --data-dir ../shared/data --train-limit 5000 \
         --seeds 0 1 2 --reuse
+    python bench/study.py vit-deep-attention-norm --data-dir ../shared/data --train-limit 5000 \
+        --seeds 0 1 2 --reuse
     python bench/study.py mnist-state --data-dir ../shared/data --seeds 0 1 2 --reuse
     python bench/study.py cnn-state-bp --data-dir ../shared/data --seeds 0 1 2 --reuse
 
@@ -148,6 +150,11 @@ VIT_DEEP_LEVERS = {"baseline": [], "aux_blocks 1": s("svp.aux_blocks=1"),
 STATE = {"baseline": [], "bf16 state": s("optim.state_precision=bf16"),
          "fp8 state": s("optim.state_precision=fp8")}  # fmt: skip
 BP = ["--method", "bp"]
+# model.attention_norm_affine=false on the 12-block ViT: the same functions, and SVP's backward
+# skips each block's qkv input-gradient product (docs/svp.md); both methods, paired by seed
+PLAIN_NORM = s("model.attention_norm_affine=false")
+ATTENTION_NORM = {"baseline": [], "attention norm without scale": PLAIN_NORM,
+                  "bp": BP, "bp, attention norm without scale": BP + PLAIN_NORM}  # fmt: skip
 
 GRIDS = {
     "cnn": {"profile": "cifar10-cnn", "epochs": 5, "base": EARLIER_CNN_HEAD, "rows": CNN},
@@ -169,6 +176,8 @@ GRIDS = {
     "vit-deep-levers": {"profile": "cifar10-vit-deep-cpu", "epochs": 3,
                         "base": SCREENING_TEST + ["--schedule", "layerwise"],
                         "rows": VIT_DEEP_LEVERS},
+    "vit-deep-attention-norm": {"profile": "cifar10-vit-deep-cpu", "epochs": 3,
+                                "base": SCREENING_TEST, "rows": ATTENTION_NORM},
     "mnist-state": {"profile": "mnist-mlp", "epochs": 20, "base": [], "rows": STATE},
     "mnist-state-bp": {"profile": "mnist-mlp", "epochs": 20, "base": BP, "rows": STATE},
     "cnn-state": {"profile": "cifar10-cnn", "epochs": 10, "base": [], "rows": STATE},

@@ -183,6 +183,10 @@ class ViTOptions:
     mlp_ratio: int = 2
     layers_per_block: list[int] = field(default_factory=lambda: [2, 2, 2])
     dropout: float = 0.0
+    # false: the LayerNorm before attention has no scale and shift, which the qkv layer's
+    # weights absorb (the same functions). SVP detaches a block's input, so with no trained
+    # parameter before the qkv layer its input-gradient product is skipped (docs/svp.md)
+    attention_norm_affine: bool = True
 
 
 MODEL_OPTIONS = {"mlp": MLPOptions, "cnn": CNNOptions, "vit": ViTOptions}

@@ -184,3 +184,23 @@ def test_auxiliary_layers_are_copies_of_the_blocks_after_and_train_with_their_bl
     assert all(p.grad is not None for p in first.parameters())
     assert all(p.grad is None for p in net.blocks[1].parameters())  # the copies train alone
     assert net.objectives[0].reference_parts() == ["auxiliary", "projection"]
+
+
+@pytest.mark.parametrize("affine", [True, False])
+def test_without_the_attention_norm_s_scale_a_detached_block_skips_its_input_gradient(affine):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from edge_svp.config import ViTOptions
+    from edge_svp.models import build_blocks
+
+    options = ViTOptions(dim=16, heads=2, layers_per_block=[1, 1], attention_norm_affine=affine)
+    first, second = build_blocks("vit", options, (3, 8, 8))
+    h = first(torch.randn(2, 3, 8, 8)).detach()  # as SVP feeds a block: (2, 4 tokens, 16)
+    with FlopCounterMode(display=False) as forward:
+        out = second(h)
+    with FlopCounterMode(display=False) as backward:
+        out.square().sum().backward()
+    qkv_input_gradient = 2 * (2 * 4) * 16 * (3 * 16)  # 2 FLOPs a multiply-add, 8 tokens
+    skipped = 2 * forward.get_total_flops() - backward.get_total_flops()
+    assert skipped == (0 if affine else qkv_input_gradient)
+    assert (second[0].norm1.weight is None) == (not affine)

@@ -41,9 +41,9 @@ class Attention(nn.Module):
 
 
 class TransformerLayer(nn.Module):
-    def __init__(self, dim: int, heads: int, mlp_ratio: int, dropout: float):
+    def __init__(self, dim: int, heads: int, mlp_ratio: int, dropout: float, norm1_affine: bool):
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim)
+        self.norm1 = nn.LayerNorm(dim, elementwise_affine=norm1_affine)
         self.attn = Attention(dim, heads, dropout)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = nn.Sequential(
@@ -70,7 +70,13 @@ def build(options: ViTOptions, input_shape: tuple[int, ...]) -> list[nn.Module]:
     blocks = []
     for i, n_layers in enumerate(options.layers_per_block):
         layers = [
-            TransformerLayer(options.dim, options.heads, options.mlp_ratio, options.dropout)
+            TransformerLayer(
+                options.dim,
+                options.heads,
+                options.mlp_ratio,
+                options.dropout,
+                options.attention_norm_affine,
+            )
             for _ in range(n_layers)
         ]
         if i == 0:

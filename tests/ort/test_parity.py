@@ -48,6 +48,17 @@ def test_first_step_matches_torch_for_each_loss_option(tmp_path, kind, options):
     assert result.max_grad_diff < 1e-4, result
 
 
+def test_first_step_matches_torch_without_the_attention_norm_s_scale(tmp_path):
+    config = tiny_config("vit")
+    config.model.options.attention_norm_affine = False
+    net = tiny_network(config)
+    export(tmp_path, config, net)
+    for index in range(len(net)):
+        result = first_step(net, tmp_path / "export", index)
+        assert result.loss_diff < 1e-4, result
+        assert result.max_grad_diff < 1e-4, result
+
+
 def test_projection_dropout_is_active_in_training_only(tmp_path):
     import numpy as np
 
