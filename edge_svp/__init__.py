@@ -23,6 +23,14 @@ import os
 # run to run; this makes it free them. MKL reads it when torch loads it, so it is set here,
 # before torch is imported (edge_svp/memory/meter.py, set_host_allocator).
 os.environ.setdefault("MKL_DISABLE_FAST_MM", "1")
+# oneDNN (and PyTorch's cache in front of it) keeps each convolution's compiled kernel for
+# every input shape it has seen: a layerwise run meets new shapes at every block (its
+# micro-batch, the epoch's last micro-batch, evaluation), and the kept kernels grew the
+# 12-block CNN's resident memory by 5 MiB over a budget its plan met. Kept: none (the ideep
+# cache crashes at 0, so 1); the kernels are built again at every call, for a few percent of a
+# CNN's time (docs/memory.md).
+os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "0")
+os.environ.setdefault("LRU_CACHE_CAPACITY", "1")
 
 # The API below is imported on first use rather than here, so that the torch-free ORT
 # runtime (`import edge_svp.ort.runtime` on a device without torch) does not pull in torch

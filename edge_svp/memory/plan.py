@@ -74,6 +74,13 @@ class BlockCost:
     def __post_init__(self):
         self.steps = sorted((int(m), int(b)) for m, b in self.steps)
 
+    @property
+    def block_bytes(self) -> int:
+        """The block alone, without its objective (head, auxiliary layers, projections): what
+        a frozen block holds when it runs again for the blocks after it. Plans made before
+        objective_bytes was counted give the block with its objective."""
+        return self.param_bytes + self.buffer_bytes - self.objective_bytes
+
     def measured_at(self, m: int) -> bool:
         return any(size == m for size, _ in self.steps)
 
@@ -288,8 +295,8 @@ def _block_plan(i, costs, m, source, target, s: _Setting) -> BlockPlan:
         resident += costs[i - 1].reference_bytes or costs[i - 1].objective_bytes
     else:
         resident += s.input_projection_bytes
-    if source == "recompute":
-        resident += sum(c.param_bytes + c.buffer_bytes for c in costs[:i])
+    if source == "recompute":  # the frozen blocks before it, not their objectives
+        resident += sum(c.block_bytes for c in costs[:i])
     cache_in = _cache_bytes(costs[i - 1], s) if i and s.counted(source) else 0
     cache_out = _cache_bytes(cost, s) if s.counted(target) else 0
     streaming = source in ("host", "disk")

@@ -139,6 +139,14 @@ def test_recompute_keeps_the_prefix_resident_and_caches_nothing():
     assert p.blocks[2].resident_bytes == RESERVE + 3 * MB
 
 
+def test_recompute_holds_the_frozen_blocks_without_their_objectives():
+    # each block's 1 MB of trained parameters: 0.6 MB of block, 0.4 MB of head and R_l
+    costs = [replace(c, objective_bytes=400_000, reference_bytes=100_000) for c in toy_costs()]
+    p = plan_blocks(costs, False, "cuda", 64, num_examples=1000, budget=100 * MB, recompute=True)
+    # block 3: itself with its objective, R_2 for its reference, blocks 1 and 2 alone
+    assert p.blocks[2].resident_bytes == RESERVE + 1 * MB + 100_000 + 2 * 600_000
+
+
 def test_no_budget_keeps_the_whole_batch_in_host_caches():
     p = plan()
     assert all(b.micro_batch == 64 for b in p.blocks)
