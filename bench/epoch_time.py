@@ -13,7 +13,7 @@ repetition and its median quoted. An epoch's seconds are those the run records i
 metrics.jsonl (training and the epoch's evaluation; start-up, data loading and the memory
 probe excluded). --set SECTION.KEY=VALUE applies to every configuration (the same network for
 both methods). Prints a table and writes bench/results/epoch-time-<profile>.json (with --set,
-epoch-time-<profile>-VALUE.json).
+named by common.results_name: epoch-time-cifar10-vit-deep-attention_norm_affine-false.json).
 """
 
 import argparse
