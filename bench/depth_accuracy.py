@@ -12,12 +12,15 @@ trains the same blocks end to end with the standard head (--method bp). Each run
 `edge-svp fit` process, on the first --train-limit training images (default 10,000) and the
 full test set (or its first --test-limit images); `--reuse` reads finished identical runs, and separate invocations (other
 depths, seeds, methods) merge into bench/results/depth-accuracy-<family>.json, which keeps
-every run's head accuracies and command. Prints a markdown table at this invocation's epochs
-and limits ("last - best earlier": the last head against the best head before it, the
-decay with depth; "vs bp": the mean paired difference to backprop at that depth) and draws
-depth-accuracy-<family>.png (final accuracy against depth) and
-depth-accuracy-<family>-heads.png (each SVP configuration's head accuracy against the block,
-mean over seeds), where matplotlib is installed.
+every run's head accuracies and command, and a table for each size trained (epochs, training
+and test images). Prints the table at this invocation's size ("last - best earlier": the last
+head against the best head before it, the decay with depth; "vs bp": the mean paired
+difference to backprop at that depth) and draws its two plots, where matplotlib is installed:
+depth-accuracy-<family><size>.png (final accuracy against depth) and
+depth-accuracy-<family><size>-heads.png (each SVP configuration's head accuracy against the
+block, mean over seeds); <size> is empty at the default size (10 epochs on 10,000 images, all
+test images), else e.g. "-3ep-5000-test2000", so that a screening's plots and the finals'
+stand side by side.
 """
 
 import argparse
@@ -92,15 +95,34 @@ def aggregate(runs: list[dict]) -> list[dict]:
     return rows
 
 
-def plots(family: str, rows: list[dict]) -> None:
+SIZE = ("epochs", "train_limit", "test_limit")  # a run's training and test size
+
+
+def size_name(size: tuple, default: tuple) -> str:
+    """The plots' suffix for a size (epochs, train_limit, test_limit): "" at the default."""
+    if size == default:
+        return ""
+    epochs, train_limit, test_limit = size
+    return f"-{epochs}ep-{train_limit}" + (f"-test{test_limit}" if test_limit else "")
+
+
+def tables_by_size(runs: list[dict]) -> dict[tuple, list[dict]]:
+    """The table of each size (epochs, train_limit, test_limit) the runs were trained at."""
+    by_size = {}
+    for r in runs:
+        by_size.setdefault(tuple(r[k] for k in SIZE), []).append(r)
+    return {size: aggregate(same) for size, same in sorted(by_size.items(), key=str)}
+
+
+def plots(name: str, rows: list[dict]) -> None:
     by_method = {m: [(r["depth"], r["mean"]) for r in rows if r["method"] == m] for m in METHODS}
     depths = sorted({r["depth"] for r in rows})
-    path = RESULTS / f"depth-accuracy-{family}.png"
+    path = RESULTS / f"{name}.png"
     if plot_lines(path, by_method, "blocks", "test accuracy %", xticks=depths):
         print("wrote", path)
     heads = {f"{r['method']}, {r['depth']} blocks": list(enumerate(r["per_block_mean"], 1))
              for r in rows if r["method"] != "bp"}  # fmt: skip
-    path = RESULTS / f"depth-accuracy-{family}-heads.png"
+    path = RESULTS / f"{name}-heads.png"
     if plot_lines(
         path, heads, "block", "head test accuracy %", xticks=list(range(1, max(depths) + 1))
     ):
@@ -136,21 +158,23 @@ def main():
                 print(runs[-1], flush=True)
     path = RESULTS / f"depth-accuracy-{args.family}.json"
     earlier = json.loads(path.read_text())["runs"] if path.exists() else []
-    setting = ("epochs", "train_limit", "test_limit")
-    merged = {tuple(r[k] for k in ("depth", "method", "seed", *setting)): r
+    merged = {tuple(r[k] for k in ("depth", "method", "seed", *SIZE)): r
               for r in earlier + runs}  # fmt: skip
-    shown = [r for r in merged.values() if all(r[k] == getattr(args, k) for k in setting)]
-    rows = aggregate(shown)
+    tables = tables_by_size(list(merged.values()))
+    size = tuple(getattr(args, k) for k in SIZE)
+    rows = tables[size]
     tested = f"the first {args.test_limit}" if args.test_limit else "all"
     print(f"{args.epochs} epochs on {args.train_limit} images, tested on {tested} test images")
     print(table(rows, [("blocks", "depth"), ("method", "method"), ("test acc %", "accuracy"),
                        ("seeds", "seeds"), ("vs bp", "vs_bp"),
                        ("last - best earlier head", "decay"), ("per-block head acc %", "per_block"),
                        ("s / epoch", "seconds_per_epoch")]))  # fmt: skip
-    payload = {"command": command, "epochs": args.epochs, "train_limit": args.train_limit,
-               "test_limit": args.test_limit, "rows": rows, "runs": list(merged.values())}  # fmt: skip
+    payload = {"command": command,
+               "tables": [{**dict(zip(SIZE, s, strict=True)), "rows": r} for s, r in tables.items()],
+               "runs": list(merged.values())}  # fmt: skip
     print("wrote", write_results(f"depth-accuracy-{args.family}", payload))
-    plots(args.family, rows)
+    default = tuple(parser.get_default(k) for k in SIZE)
+    plots(f"depth-accuracy-{args.family}{size_name(size, default)}", rows)
 
 
 if __name__ == "__main__":

@@ -34,9 +34,10 @@ def test_a_cnn_depth_must_fill_its_stages():
         families.depth_settings("cnn", 6)
 
 
-def run(method, seed, accuracy, per_block):
+def run(method, seed, accuracy, per_block, epochs=10):
     return {"depth": 3, "method": method, "seed": seed, "test_accuracy": accuracy,
-            "per_block": per_block, "seconds_per_epoch": 1.0}  # fmt: skip
+            "per_block": per_block, "seconds_per_epoch": 1.0, "epochs": epochs,
+            "train_limit": 10000, "test_limit": None}  # fmt: skip
 
 
 def test_rows_give_decay_and_the_paired_difference_to_backprop():
@@ -52,6 +53,17 @@ def test_rows_give_decay_and_the_paired_difference_to_backprop():
     assert joint["decay"] == "-0.50 ± 3.54"  # 45 - 48 and 49 - 47
     assert joint["per_block_mean"] == [46.5, 47.5, 47.0]
     assert bp["per_block"] == "- / - / 51.0" and bp["decay"] == ""
+
+
+def test_each_size_keeps_its_own_table_and_plots():
+    runs = [run("bp", 0, 50.0, [None, None, 50.0]), run("bp", 0, 40.0, [None, None, 40.0], 3)]
+    tables = depth_accuracy.tables_by_size(runs)
+    assert {size: rows[0]["mean"] for size, rows in tables.items()} == {
+        (10, 10000, None): 50.0, (3, 10000, None): 40.0}  # fmt: skip
+    default = (10, 10000, None)
+    assert depth_accuracy.size_name((10, 10000, None), default) == ""
+    assert depth_accuracy.size_name((3, 5000, 2000), default) == "-3ep-5000-test2000"
+    assert depth_accuracy.size_name((10, 5000, None), default) == "-10ep-5000"
 
 
 def test_a_budget_trains_the_deepest_member_that_fits():
