@@ -106,6 +106,18 @@ def _resumed_caches(plan, state, device, reporter) -> tuple[dict, bool]:
     return caches, False
 
 
+def augmentation_lost(cached: list[int]) -> str:
+    """What a user who asked for augmentation is told when blocks `cached` (1-based) train on
+    cached outputs: one pass over the unaugmented images, the same at every epoch (a deep
+    network's later blocks overfit it: docs/svp.md, "Deep networks")."""
+    blocks = f"block {cached[0]}" if len(cached) == 1 else f"blocks {cached[0]}-{cached[-1]}"
+    return (
+        f"data augmentation does not reach {blocks}, trained on outputs cached once from the "
+        "unaugmented images; --recompute keeps it live (the frozen blocks run again on every "
+        "batch, at more time per epoch)"
+    )
+
+
 def _freeze(block) -> None:
     block.requires_grad_(False)
     block.eval()
@@ -142,6 +154,9 @@ class Layerwise(Schedule):
 
     def train(self, ctx) -> None:
         net, plan, state, device = ctx.net, ctx.plan, ctx.state, ctx.data.device
+        cached = [b.block for b in plan.blocks if b.input_source not in ("data", "recompute")]
+        if cached and ctx.data.preprocess.augment:
+            ctx.reporter.warning(augmentation_lost(cached))
         parts = OffloadedModules(net, weights_dir(state.cache_dir) if state.cache_dir else None)
         caches, rebuild = _resumed_caches(plan, state, device, ctx.reporter)
         for i, block_plan in enumerate(plan.blocks):

@@ -2,7 +2,9 @@ import pytest
 import torch
 
 from edge_svp import (
+    MemoryConfig,
     OptimConfig,
+    Preprocess,
     SVPConfig,
     TrainConfig,
     build_network,
@@ -11,6 +13,7 @@ from edge_svp import (
     train,
 )
 from edge_svp.config import override
+from edge_svp.progress import Reporter
 
 
 @pytest.fixture(scope="module")
@@ -204,3 +207,26 @@ def test_auxiliary_layers_train_and_their_block_learns(digits, schedule):
     assert not torch.equal(net.objectives[0].auxiliary[0][0].weight, start)
     first = [r for r in records if r["block"] == 1]
     assert first[-1]["test_accuracy"] > 0.8 and first[0]["loss"] > first[-1]["loss"]
+
+
+class Warnings(Reporter):
+    def __init__(self):
+        self.warnings = []
+
+    def warning(self, text: str) -> None:
+        self.warnings.append(text)
+
+
+@pytest.mark.parametrize("recompute", [False, True])
+def test_layerwise_says_when_augmentation_does_not_reach_the_later_blocks(digits, recompute):
+    config = small_config(**{"train.schedule": "layerwise", "train.epochs": 1,
+                             "model.widths": [32, 32, 32]})  # fmt: skip
+    augmented = Preprocess.fit(digits.x_train, normalize=True, augment=True)
+    reporter = Warnings()
+    train(net_for(config, digits), digits, config.train, config.optim, augmented, reporter,
+          memory=MemoryConfig(recompute=recompute))  # fmt: skip
+    if recompute:
+        assert reporter.warnings == []
+    else:
+        [warning] = reporter.warnings
+        assert "does not reach blocks 2-3" in warning and "--recompute" in warning
