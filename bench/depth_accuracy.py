@@ -15,7 +15,8 @@ depths, seeds, methods) merge into bench/results/depth-accuracy-<family>.json, w
 every run's head accuracies and command, and a table for each size trained (epochs, training
 and test images). Prints the table at this invocation's size ("last - best earlier": the last
 head against the best head before it, the decay with depth; "vs bp": the mean paired
-difference to backprop at that depth) and draws its two plots, where matplotlib is installed:
+difference to backprop at that depth; the seconds of training each took to reach backprop's
+final accuracy, and its accuracy when backprop's runs had finished, as bench/accuracy.py) and draws its two plots, where matplotlib is installed:
 depth-accuracy-<family><size>.png (final accuracy against depth) and
 depth-accuracy-<family><size>-heads.png (each SVP configuration's head accuracy against the
 block, mean over seeds); <size> is empty at the default size (10 epochs on 10,000 images, all
@@ -29,7 +30,7 @@ import shlex
 import statistics
 import sys
 
-from accuracy import as_text, curve, mean_std
+from accuracy import against_backprop, as_text, curve, mean_std
 from common import RESULTS, fit, plot_lines, slug, table, write_results
 from families import FAMILIES, depth_settings
 
@@ -60,7 +61,17 @@ def record(args, command: str, depth: int, method: str, seed: int, summary: dict
         "epochs": summary["epochs"], "train_examples": summary["train_examples"],
         "seconds_per_epoch": round(points[-1][0] / summary["epochs"], 1),
         "wall_seconds": round(summary["wall_seconds"], 1),
+        "curve": points,  # [training seconds, test accuracy %] after each epoch
     }  # fmt: skip
+
+
+def time_to_accuracy(runs: list[dict], bp: list[dict], method: str) -> dict:
+    """The seconds to backprop's final accuracy and the accuracy at backprop's training time
+    (bench/accuracy.py), where every run kept its curve (runs recorded before curves were
+    kept: "-")."""
+    if method == "bp" or not bp or not all("curve" in r for r in runs + bp):
+        return {"to_bp_accuracy": "-", "at_bp_time": "-"}
+    return against_backprop(runs, bp)
 
 
 def decay(per_block: list[float]) -> float | None:
@@ -91,6 +102,7 @@ def aggregate(runs: list[dict]) -> list[dict]:
             "per_block": " / ".join("-" if a is None else f"{a:.1f}" for a in heads),
             "seconds_per_epoch": round(statistics.mean(r["seconds_per_epoch"]
                                                        for r in seeds.values()), 1),
+            **time_to_accuracy(list(seeds.values()), list(bp.values()), method),
         })  # fmt: skip
     return rows
 
@@ -168,7 +180,8 @@ def main():
     print(table(rows, [("blocks", "depth"), ("method", "method"), ("test acc %", "accuracy"),
                        ("seeds", "seeds"), ("vs bp", "vs_bp"),
                        ("last - best earlier head", "decay"), ("per-block head acc %", "per_block"),
-                       ("s / epoch", "seconds_per_epoch")]))  # fmt: skip
+                       ("s / epoch", "seconds_per_epoch"), ("s to bp's acc", "to_bp_accuracy"),
+                       ("acc % at bp's time", "at_bp_time")]))  # fmt: skip
     payload = {"command": command,
                "tables": [{**dict(zip(SIZE, s, strict=True)), "rows": r} for s, r in tables.items()],
                "runs": list(merged.values())}  # fmt: skip

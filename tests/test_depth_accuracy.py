@@ -53,6 +53,16 @@ def test_rows_give_decay_and_the_paired_difference_to_backprop():
     assert joint["decay"] == "-0.50 ± 3.54"  # 45 - 48 and 49 - 47
     assert joint["per_block_mean"] == [46.5, 47.5, 47.0]
     assert bp["per_block"] == "- / - / 51.0" and bp["decay"] == ""
+    assert joint["to_bp_accuracy"] == "-"  # runs recorded without their curves
+
+
+def test_time_to_backprop_accuracy_from_the_curves():
+    bp = [{**run("bp", 0, 50.0, [None, None, 50.0]), "curve": [[10.0, 40.0], [20.0, 50.0]]}]
+    svp = [{**run("svp joint", 0, 55.0, [50.0, 52.0, 55.0]),
+            "curve": [[15.0, 45.0], [30.0, 51.0], [45.0, 55.0]]}]  # fmt: skip
+    joint, _ = depth_accuracy.aggregate(svp + bp)
+    assert joint["to_bp_accuracy"] == "30.00"  # when it passed 50 %
+    assert joint["at_bp_time"] == "45.00"  # where it stood at 20 s
 
 
 def test_each_size_keeps_its_own_table_and_plots():
