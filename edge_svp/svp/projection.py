@@ -19,8 +19,9 @@ class RandomProjection(nn.Module):
     R is drawn on the CPU from its own seeded generator, so the same seed gives the same R on
     every machine and run. Stored, R is a buffer, not a parameter (saved in the state dict,
     seen by no optimizer). Otherwise R is never held: every use draws it again from the seed,
-    a few rows at a time, and multiplies by each chunk in turn: the same v, bit for bit on
-    CPU, for d0 x in_dim normal draws per use instead of 4 d0 in_dim bytes held.
+    a few rows at a time, and multiplies by each chunk in turn: the same R bit for bit and
+    the same v up to float32 rounding (a BLAS may multiply by a chunk with another kernel
+    than by R whole), for d0 x in_dim normal draws per use instead of 4 d0 in_dim bytes held.
 
     `stored` is svp.store_projection: true, false, or "auto": held unless the memory planner
     lets it go for a budget (`adjustable`; keep() switches, training/probe_plan.py decides).

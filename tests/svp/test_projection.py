@@ -32,15 +32,17 @@ def test_entries_have_variance_one_over_d0():
     assert abs(p.weight.var().item() * 100 - 1.0) < 0.05
 
 
-def test_a_regenerated_projection_gives_the_stored_one_s_v_bit_for_bit():
+def test_a_regenerated_projection_draws_the_stored_r_bit_for_bit_and_gives_its_v():
     """svp.store_projection = false: R_l drawn again from the seed, chunk by chunk, at every
-    use; nothing of it is held or saved."""
+    use; nothing of it is held or saved. R is the same bit for bit; v the same to float32
+    rounding: a BLAS may pick another kernel for a chunk of R's rows than for R whole (on an
+    AVX-512 Xeon: up to 4e-6 apart for values near 1, with 37 or 128 rows of z)."""
     for in_dim, out_dim in [(1000, 512), (2048, 512), (10, 512), (512, 10), (20, 8)]:
         stored = RandomProjection(in_dim, out_dim, seed=5)
         regenerated = RandomProjection(in_dim, out_dim, seed=5, stored=False)
         assert len(list(regenerated.chunks())) == -(-out_dim // len(next(regenerated.chunks())[1]))
         z = torch.randn(37, in_dim)
-        assert torch.equal(regenerated(z), stored(z)), (in_dim, out_dim)
+        torch.testing.assert_close(regenerated(z), stored(z), rtol=1e-5, atol=1e-5)
         assert torch.equal(regenerated.dense(), stored.weight)  # what the ONNX export holds
         assert regenerated.state_dict() == {} and list(regenerated.buffers()) == []
 
