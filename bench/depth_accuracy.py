@@ -16,8 +16,8 @@ every run's head accuracies and command, and a table for each size trained (epoc
 and test images). Prints the table at this invocation's size ("last - best earlier": the last
 head against the best head before it, the decay with depth; "vs bp": the mean paired
 difference to backprop at that depth; the seconds of training each took to reach backprop's
-final accuracy, and its accuracy when backprop's runs had finished, as bench/accuracy.py) and draws its two plots, where matplotlib is installed:
-depth-accuracy-<family><size>.png (final accuracy against depth) and
+final accuracy, and its accuracy when backprop's runs had finished, as bench/accuracy.py) and
+draws its two plots, where matplotlib is installed: depth-accuracy-<family><size>.png (final accuracy against depth) and
 depth-accuracy-<family><size>-heads.png (each SVP configuration's head accuracy against the
 block, mean over seeds); <size> is empty at the default size (10 epochs on 10,000 images, all
 test images), else e.g. "-3ep-5000-test2000", so that a screening's plots and the finals'
@@ -69,7 +69,7 @@ def time_to_accuracy(runs: list[dict], bp: list[dict], method: str) -> dict:
     """The seconds to backprop's final accuracy and the accuracy at backprop's training time
     (bench/accuracy.py), where every run kept its curve (runs recorded before curves were
     kept: "-")."""
-    if method == "bp" or not bp or not all("curve" in r for r in runs + bp):
+    if method == "bp" or not all("curve" in r for r in runs + bp):
         return {"to_bp_accuracy": "-", "at_bp_time": "-"}
     return against_backprop(runs, bp)
 

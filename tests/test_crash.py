@@ -19,12 +19,11 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
-from tiny_runs import TINY_ARGS, assert_same_run, full_disk_pwrite, metrics
+from tiny_runs import TINY_ARGS, Warnings, assert_same_run, full_disk_pwrite, metrics
 
 from edge_svp import faults
 from edge_svp.checkpoint import LATEST, CheckpointStore
 from edge_svp.cli import main
-from edge_svp.progress import Reporter
 from edge_svp.run import evaluate_run, fit
 
 # layerwise with every activation cache on disk: 2 blocks, 7 steps an epoch, 2 epochs,
@@ -78,14 +77,6 @@ def killed(tmp_path_factory):
     killed = {name: -signal.SIGKILL for name in [*KILLS, "chain", "chain-again"]}
     assert json.loads(runs.stdout) == {"first": 0, **killed}, runs.stderr
     return root
-
-
-class Warnings(Reporter):
-    def __init__(self):
-        self.lines = []
-
-    def warning(self, text):
-        self.lines.append(text)
 
 
 def resume_and_check(run, straight) -> tuple[dict, list[str]]:

@@ -75,6 +75,16 @@ class CtrlCAt(Reporter):
             yield item
 
 
+class Warnings(Reporter):
+    """Keeps the warnings a run gives (`lines`), in order."""
+
+    def __init__(self):
+        self.lines = []
+
+    def warning(self, text):
+        self.lines.append(text)
+
+
 def full_disk_pwrite(fd, data, offset):
     """os.pwrite on a full disk: activation-cache writes fail with ENOSPC."""
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))

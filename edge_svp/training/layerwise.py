@@ -23,6 +23,10 @@ from edge_svp.memory.meter import release_memory
 from edge_svp.memory.offload import OffloadedModules, weights_dir
 from edge_svp.training.schedule import Schedule
 
+# where a block's inputs come straight from the data at every batch (augmentation applies),
+# rather than from a cache of the block before's outputs
+LIVE_INPUTS = ("data", "recompute")
+
 
 class BlockInputs:
     """Inputs, references and labels for block `index`, from wherever the plan put them."""
@@ -46,7 +50,7 @@ class BlockInputs:
     def stream(self, split: str, chunks: list[torch.Tensor], train: bool):
         """(x, v_ref, y) for each index chunk, in order."""
         labels = getattr(self.data.dataset, f"y_{split}")
-        if self.source in ("data", "recompute"):
+        if self.source in LIVE_INPUTS:
             for idx in chunks:
                 x, y = self.data.batch(split, idx, train=train)
                 x = self._prefix(x) if self.source == "recompute" else x
@@ -106,7 +110,7 @@ def _resumed_caches(plan, state, device, reporter) -> tuple[dict, bool]:
     return caches, False
 
 
-def augmentation_lost(cached: list[int]) -> str:
+def _augmentation_lost(cached: list[int]) -> str:
     """What a user who asked for augmentation is told when blocks `cached` (1-based) train on
     cached outputs: one pass over the unaugmented images, the same at every epoch (a deep
     network's later blocks overfit it: docs/svp.md, "Deep networks")."""
@@ -154,9 +158,9 @@ class Layerwise(Schedule):
 
     def train(self, ctx) -> None:
         net, plan, state, device = ctx.net, ctx.plan, ctx.state, ctx.data.device
-        cached = [b.block for b in plan.blocks if b.input_source not in ("data", "recompute")]
+        cached = [b.block for b in plan.blocks if b.input_source not in LIVE_INPUTS]
         if cached and ctx.data.preprocess.augment:
-            ctx.reporter.warning(augmentation_lost(cached))
+            ctx.reporter.warning(_augmentation_lost(cached))
         parts = OffloadedModules(net, weights_dir(state.cache_dir) if state.cache_dir else None)
         caches, rebuild = _resumed_caches(plan, state, device, ctx.reporter)
         for i, block_plan in enumerate(plan.blocks):

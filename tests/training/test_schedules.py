@@ -1,5 +1,6 @@
 import pytest
 import torch
+from tiny_runs import Warnings
 
 from edge_svp import (
     MemoryConfig,
@@ -13,7 +14,6 @@ from edge_svp import (
     train,
 )
 from edge_svp.config import override
-from edge_svp.progress import Reporter
 
 
 @pytest.fixture(scope="module")
@@ -209,14 +209,6 @@ def test_auxiliary_layers_train_and_their_block_learns(digits, schedule):
     assert first[-1]["test_accuracy"] > 0.8 and first[0]["loss"] > first[-1]["loss"]
 
 
-class Warnings(Reporter):
-    def __init__(self):
-        self.warnings = []
-
-    def warning(self, text: str) -> None:
-        self.warnings.append(text)
-
-
 @pytest.mark.parametrize("recompute", [False, True])
 def test_layerwise_says_when_augmentation_does_not_reach_the_later_blocks(digits, recompute):
     config = small_config(**{"train.schedule": "layerwise", "train.epochs": 1,
@@ -226,7 +218,7 @@ def test_layerwise_says_when_augmentation_does_not_reach_the_later_blocks(digits
     train(net_for(config, digits), digits, config.train, config.optim, augmented, reporter,
           memory=MemoryConfig(recompute=recompute))  # fmt: skip
     if recompute:
-        assert reporter.warnings == []
+        assert reporter.lines == []
     else:
-        [warning] = reporter.warnings
+        [warning] = reporter.lines
         assert "does not reach blocks 2-3" in warning and "--recompute" in warning
