@@ -14,16 +14,19 @@ planned under that budget (so at its micro-batch, optimizer state and caches); a
 fits no member is "refused". Prints the runs and a table of the best model per budget (blocks
 and test accuracy per method, and each SVP method's less backprop's), and writes
 bench/results/depth-frontier-<family>.json and a plot of accuracy against budget,
-depth-frontier-<family>.png.
+depth-frontier-<family>.png. With --reuse, a finished identical run is read instead of run
+again: from its run directory, or, where that is gone, from the results file, if that file
+trained the same size (so seeds run on separate checkouts add up to one table).
 """
 
 import argparse
+import json
 import shlex
 import statistics
 import sys
 
 import depth_accuracy
-from common import RESULTS, fit, plot_lines, slug, smallest_budget, table, write_results
+from common import RESULTS, RUNS, fit, plot_lines, slug, smallest_budget, table, write_results
 from families import FAMILIES, depth_settings
 
 MIB = 2**20
@@ -35,9 +38,13 @@ def deepest(floors: dict[int, int], budget: int) -> int | None:
     return max((depth for depth, floor in floors.items() if floor <= budget), default=None)
 
 
+def run_name(args, method: str, depth: int, budget: int, seed: int) -> str:
+    return f"{args.family}-{slug(method)}-{depth}-{budget}-s{seed}"
+
+
 def run(args, base: list[str], method: str, depth: int, budget: int, seed: int) -> dict:
     extra = [*METHODS[method], *depth_settings(args.family, depth), "--seed", str(seed)]
-    name = f"{args.family}-{slug(method)}-{depth}-{budget}-s{seed}"
+    name = run_name(args, method, depth, budget, seed)
     summary = fit(name, [*base, *extra, "--mem-budget", str(budget)], "depth-frontier",
                   args.reuse)  # fmt: skip
     memory = summary["memory"]
@@ -49,6 +56,22 @@ def run(args, base: list[str], method: str, depth: int, budget: int, seed: int) 
         "micro_batch": "/".join(str(m) for m in sorted(set(memory["micro_batch"]))),
         "wall_seconds": round(summary["wall_seconds"], 1),
     }  # fmt: skip
+
+
+def recorded_runs(args) -> dict[tuple, dict]:
+    """The runs the last results file holds, by (budget, method, blocks, seed), where it
+    trained the same size: with --reuse, a run whose directory is gone (made on another
+    checkout) is read from there."""
+    path = RESULTS / f"depth-frontier-{args.family}.json"
+    if not args.reuse or not path.exists():
+        return {}
+    old = json.loads(path.read_text())
+    size = ("profile", "epochs", "train_limit", "test_limit")
+    now = {"profile": FAMILIES[args.family], "epochs": args.epochs,
+           "train_limit": args.train_limit, "test_limit": args.test_limit}  # fmt: skip
+    if any(old.get(k) != now[k] for k in size):
+        return {}
+    return {(r["budget_mib"], r["method"], r["blocks"], r["seed"]): r for r in old["runs"]}
 
 
 def best_per_budget(budgets: list[int], floors: dict, runs: list[dict]) -> list[dict]:
@@ -107,12 +130,18 @@ def main():
         # where backprop trains each depth and no more, and where only SVP layerwise trains
         deepest_svp = min(floors[m][max(args.depths)] for m in floors if m != "bp")
         budgets = sorted({*floors["bp"].values(), deepest_svp}, reverse=True)
-    runs = []
+    recorded, runs = recorded_runs(args), []
     for budget in budgets:
         for method in floors:
             depth = deepest(floors[method], budget)
             for seed in args.seeds if depth else []:
-                runs.append(run(args, base, method, depth, budget, seed))
+                name = run_name(args, method, depth, budget, seed)
+                key = (round(budget / MIB, 1), method, depth, seed)
+                if key in recorded and not (RUNS / "depth-frontier" / name).exists():
+                    print("reusing the recorded run", name, flush=True)
+                    runs.append(recorded[key])
+                else:
+                    runs.append(run(args, base, method, depth, budget, seed))
                 print(runs[-1], flush=True)
     print(table(runs, [(k, k) for k in runs[0]]) if runs else "no run fits")
     rows = best_per_budget(budgets, floors, runs)

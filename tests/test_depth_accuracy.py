@@ -1,7 +1,9 @@
 """bench/families.py, depth_accuracy.py and depth_frontier.py: each family's depth is one --set
-on its profile, the table's decay and difference to backprop are computed per seed, and a
-budget trains the deepest member that fits."""
+on its profile, the table's decay and difference to backprop are computed per seed, a budget
+trains the deepest member that fits, and --reuse reads runs recorded at the same size."""
 
+import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -81,3 +83,16 @@ def test_a_budget_trains_the_deepest_member_that_fits():
     assert depth_frontier.deepest(floors, 9_000_000) == 8
     assert depth_frontier.deepest(floors, 20_000_000) == 16
     assert depth_frontier.deepest(floors, 6_999_999) is None
+
+
+def test_reuse_reads_recorded_runs_only_of_the_same_size(tmp_path, monkeypatch):
+    monkeypatch.setattr(depth_frontier, "RESULTS", tmp_path)
+    recorded = {"budget_mib": 7.5, "method": "bp", "blocks": 4, "seed": 0, "test_accuracy": 32.0}
+    size = {"profile": "cifar10-vit-deep-cpu", "epochs": 3, "train_limit": 5000,
+            "test_limit": 2000}  # fmt: skip
+    (tmp_path / "depth-frontier-vit.json").write_text(json.dumps({**size, "runs": [recorded]}))
+    args = argparse.Namespace(family="vit", epochs=3, train_limit=5000, test_limit=2000,
+                              reuse=True)  # fmt: skip
+    assert depth_frontier.recorded_runs(args) == {(7.5, "bp", 4, 0): recorded}
+    assert depth_frontier.recorded_runs(argparse.Namespace(**{**vars(args), "epochs": 10})) == {}
+    assert depth_frontier.recorded_runs(argparse.Namespace(**{**vars(args), "reuse": False})) == {}
