@@ -138,6 +138,11 @@ CNN_DEEP_LEVERS = {
     # auxiliary layers shaped like the blocks after (AugLocal's lever)
     "aux_blocks 1": s("svp.aux_blocks=1"),
     "aux_blocks 2": s("svp.aux_blocks=2"),
+    # fewer epochs for the blocks that train on a fixed cache of the block before's outputs
+    # and overfit it (their heads fall after the middle blocks)
+    "aux_blocks 2, block_epochs 10 / 5 / 3 (blocks 1-4, 5-8, 9-12)": s(
+        "svp.aux_blocks=2", "train.block_epochs=[10,10,10,10,5,5,5,5,3,3,3,3]"
+    ),
 }
 # the auxiliary layers on the 12-block ViT, layerwise, the depth study's 3 epochs (the
 # baseline row: the profile's settings)

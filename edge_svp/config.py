@@ -136,6 +136,23 @@ class TrainConfig:
     recompute_activations: bool = False
     checkpoint_every: int = 200  # optimizer steps between checkpoints (0: epochs and blocks only)
     skip_bad_batches: bool = False  # skip and count batches with NaN/inf instead of stopping
+    # layerwise only: the epochs each block trains, block 1 first (the last one holds for deeper
+    # blocks); [] every block trains `epochs` (docs/svp.md, "Levers at depth")
+    block_epochs: list[int] = field(default_factory=list)
+
+    def check_schedule(self) -> None:
+        """One line for a setting the method and schedule chosen do not train with."""
+        if self.block_epochs and (self.method, self.schedule) != ("svp", "layerwise"):
+            raise EdgeSVPError(
+                "train.block_epochs is for SVP layerwise training, where each block trains on "
+                "its own; add --schedule layerwise or drop it"
+            )
+
+    def epochs_of(self, block: int) -> int:
+        """The epochs block `block` (1-based) trains for."""
+        if not self.block_epochs:
+            return self.epochs
+        return self.block_epochs[min(block, len(self.block_epochs)) - 1]
 
 
 @dataclass
@@ -256,6 +273,7 @@ class RunConfig:
                 "optim.step_in_backward = on cannot run with precision fp16: its gradient "
                 "scaler checks every gradient before any parameter steps (use bf16 or fp32)"
             )
+        self.train.check_schedule()
         if self.optim.state_on_host == "on":
             self._check_state_on_host()
         for size in (self.memory.budget, self.memory.host_budget):
@@ -283,7 +301,7 @@ class RunConfig:
 # What each numeric setting may be, by name (in whichever section it is); lists are checked
 # item by item. Every float must be finite.
 POSITIVE = {"epochs", "batch_size", "eval_batch_size", "proj_dim", "pool_size", "temperature",
-            "lr", "block_lr", "train_limit", "test_limit", "widths", "channels", "patch_size", "dim",
+            "lr", "block_lr", "block_epochs", "train_limit", "test_limit", "widths", "channels", "patch_size", "dim",
             "heads", "mlp_ratio", "layers_per_block", "downsamples"}  # fmt: skip
 NON_NEGATIVE = {"beta", "lam", "weight_decay", "threads", "checkpoint_every", "seed",
                 "warmup_epochs", "aux_blocks"}  # fmt: skip

@@ -32,7 +32,8 @@ class Reporter:
 
 class ConsoleReporter(Reporter):
     def __init__(self, epochs: int = 0):
-        self.epochs = epochs  # shown as "epoch k/epochs"; a run's is set when it starts
+        self.epochs = epochs  # shown as "epoch k/epochs"
+        self.train = None  # a run's TrainConfig, once it starts: each block's epochs
 
     def track(self, iterable, total: int, label: str):
         if not sys.stderr.isatty():
@@ -45,8 +46,9 @@ class ConsoleReporter(Reporter):
         loss = " ".join(f"{r['loss']:.4f}" for r in records)
         train = " ".join(f"{100 * r['train_accuracy']:5.1f}" for r in records)
         test = " ".join(f"{100 * r['test_accuracy']:5.1f}" for r in records)
+        epochs = self.train.epochs_of(first["block"]) if self.train else self.epochs
         click.echo(
-            f"block {blocks}  epoch {first['epoch']:>3}/{self.epochs}  "
+            f"block {blocks}  epoch {first['epoch']:>3}/{epochs}  "
             f"loss {loss}  train% {train}  test% {test}  {first['seconds']:.1f}s"
         )
 
@@ -59,15 +61,14 @@ class ConsoleReporter(Reporter):
     def run_started(self, config, what: str, backend: str, resume=None) -> None:
         """One line: what (a schedule's label) is about to train, on what (after the input
         was checked, so that a refusal is the only line)."""
-        train = config.train
-        self.epochs = train.epochs
+        train = self.train = config.train
         budget = f" | budget {_size(config.memory.budget)}" if config.memory.budget else ""
         target = f" | target {config.target}" if config.target else ""
         precision = f" | {train.precision}" if train.precision != "fp32" else ""
         click.echo(
             (f"resuming {resume}: " if resume else "")
             + f"{what} ({backend}) | profile {config.profile} | dataset {config.data.dataset} | "
-            f"{config.model.kind} | {train.epochs} epochs, batch {train.batch_size}"
+            f"{config.model.kind} | {_epochs(train)}, batch {train.batch_size}"
             f"{budget}{precision}{target}"
         )
 
@@ -155,3 +156,10 @@ class _Bar:
     def __iter__(self):
         with self.bar as items:
             yield from items
+
+
+def _epochs(train) -> str:
+    """'10 epochs', or a layerwise run's epochs per block: '10/5/3 epochs per block'."""
+    if train.block_epochs:
+        return f"{'/'.join(map(str, train.block_epochs))} epochs per block"
+    return f"{train.epochs} epochs"

@@ -10,6 +10,7 @@ from edge_svp.config import (
     SVP_SCHEDULES,
     OptimConfig,
     RunConfig,
+    TrainConfig,
     config_from_dict,
     config_to_dict,
     dump_toml,
@@ -70,6 +71,12 @@ def test_int_is_accepted_where_float_is_expected():
             "cannot run with precision fp16",
         ),  # fmt: skip
         ({"optim": {"state_on_host": "yes"}}, "unknown state_on_host"),
+        ({"train": {"block_epochs": [3, 0]}}, "block_epochs must be positive"),
+        ({"train": {"block_epochs": [3, 1]}}, "block_epochs is for SVP layerwise training"),
+        (
+            {"train": {"method": "bp", "schedule": "layerwise", "block_epochs": [3]}},
+            "block_epochs is for SVP layerwise training",
+        ),
         (
             {"svp": {"store_projection": "sometimes"}},
             "store_projection must be true, false or auto",
@@ -98,6 +105,12 @@ def test_the_optimizer_levers_a_configuration_turns_on_are_named():
     assert OptimConfig(state_precision="fp32", step_in_backward="off").explicit_levers() == []
     turned_on = OptimConfig(state_precision="bf16", state_on_host="on").explicit_levers()
     assert turned_on == ["optim.state_precision", "optim.state_on_host"]
+
+
+def test_a_layerwise_block_trains_its_own_epochs_the_last_for_deeper_blocks():
+    train = TrainConfig(schedule="layerwise", epochs=7, block_epochs=[4, 2])
+    assert [train.epochs_of(block) for block in (1, 2, 3)] == [4, 2, 2]
+    assert [TrainConfig(epochs=7).epochs_of(block) for block in (1, 5)] == [7, 7]
 
 
 def test_override_and_settings():

@@ -23,7 +23,7 @@ class OrtLayerwise(Layerwise):
     def check(self, config, backend: str = "ort") -> None:
         """What ONNX Runtime cannot train: a piece with no ONNX form, a budget, augmentation,
         low precision, the optimizer's levers, posteriors, auxiliary layers, per-block
-        learning rates and warm-up."""
+        learning rates and epochs, and warm-up."""
         for kind in KINDS:  # a piece trains here only if it has an ONNX form
             name = getattr(config.svp, kind)
             if not hasattr(piece(kind, name), "onnx"):
@@ -58,11 +58,13 @@ class OrtLayerwise(Layerwise):
             or config.svp.aux_blocks
             or config.optim.warmup_epochs
             or config.optim.block_lr
+            or config.train.block_epochs
         ):
             raise EdgeSVPError(
                 "the ort backend projects each block's own output and compares projections, "
-                "with one learning rate and no warm-up; drop svp.divergence_on, "
-                "svp.aux_blocks, optim.warmup_epochs and optim.block_lr"
+                "with one learning rate, no warm-up and the same epochs for every block; drop "
+                "svp.divergence_on, svp.aux_blocks, optim.warmup_epochs, optim.block_lr and "
+                "train.block_epochs"
             )
 
     def run_fit(self, fit, on_epoch) -> None:

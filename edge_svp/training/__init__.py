@@ -73,6 +73,7 @@ def train(
     defaults = DataConfig()
     preprocess = preprocess or Preprocess.fit(dataset.x_train, defaults.normalize, defaults.augment)
     device = resolve_device(train.device)
+    train.check_schedule()
     schedule = schedule_of(train)
     if plan is None:
         plan = plan_training(net, dataset, preprocess, train, optim, memory)

@@ -44,9 +44,10 @@ class TrainContext:
 
     def trainer(self, number: int, module, objective, params, optim=None) -> BlockTrainer:
         """A BlockTrainer for block `number` (1-based), its LR schedule (and warm-up) over
-        the whole run, its optimizer holding memory as the plan says."""
+        all the epochs it trains, its optimizer holding memory as the plan says."""
         steps = self.steps_per_epoch
-        settings = StepSettings(optim or self.optim, steps * self.train.epochs, self.train.precision,
+        epochs = self.train.epochs_of(number)
+        settings = StepSettings(optim or self.optim, steps * epochs, self.train.precision,
                                 self.data.device, round(self.optim.warmup_epochs * steps),
                                 levers_of(self.optim, self.plan))  # fmt: skip
         return BlockTrainer(number, (module, objective, params), settings)
@@ -65,12 +66,14 @@ class TrainContext:
     def run_epochs(self, trainers, micro_batch: int, micro_step, test, stage: int = 0,
                    feed=None, label: str = "epoch") -> None:  # fmt: skip
         """The epoch skeleton every schedule trains over: the epochs of `stage` still to run
-        (training/state.py), each a shuffled pass in micro-batches. `feed` turns the
+        (training/state.py; as many as its first trainer's block trains, train.epochs_of),
+        each a shuffled pass in micro-batches. `feed` turns the
         epoch's MicroSteps into (batch, share, last) (default: the data's (x, y));
         `micro_step(batch, share)` trains on one; `test()` gives the trainers' heads' test
         accuracies at the epoch's end."""
         feed = feed or self._examples
-        for epoch in self.state.epochs(stage, self.train.epochs, self.order, trainers):
+        epochs = self.train.epochs_of(trainers[0].number)
+        for epoch in self.state.epochs(stage, epochs, self.order, trainers):
             start = time.perf_counter()
             for trainer in trainers:
                 trainer.module.train()

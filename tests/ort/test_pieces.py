@@ -69,8 +69,9 @@ def test_a_piece_without_an_onnx_form_is_refused(monkeypatch):
 
 @pytest.mark.parametrize(
     "setting, value",
-    [("svp.aux_blocks", 1), ("optim.state_precision", "bf16"), ("optim.state_on_host", "on")],
-)
+    [("svp.aux_blocks", 1), ("optim.state_precision", "bf16"), ("optim.state_on_host", "on"),
+     ("train.block_epochs", [3, 1])],
+)  # fmt: skip
 def test_what_the_ort_step_has_no_form_of_is_refused_by_name(setting, value):
     config = RunConfig()
     section, key = setting.split(".")

@@ -14,6 +14,7 @@ from edge_svp import (
     train,
 )
 from edge_svp.config import override
+from edge_svp.errors import EdgeSVPError
 
 
 @pytest.fixture(scope="module")
@@ -165,6 +166,26 @@ def test_posterior_divergence_warm_up_and_block_learning_rates_train(digits, sch
     assert records[-1]["test_accuracy"] > 0.8
     first = [r["lr"] for r in records if r["block"] == 1]
     assert first[0] > first[-1]  # warmed up within the first epoch, then decayed
+
+
+def test_each_layerwise_block_trains_its_own_epochs_and_learning_rate_schedule(digits):
+    config = small_config(**{"train.schedule": "layerwise", "train.epochs": 5,
+                             "train.block_epochs": [3, 1], "optim.lr_schedule": "cosine"})  # fmt: skip
+    net = net_for(config, digits)
+    records = train(net, digits, config.train, config.optim)
+    assert [(r["block"], r["epoch"]) for r in records] == [(1, 1), (1, 2), (1, 3), (2, 1)]
+    # each block's cosine decays to zero over its own epochs (over train.epochs, the 5 of the
+    # run, block 1 would end at 3/5 of its way down, block 2 at 1/5)
+    last_lr = {r["block"]: r["lr"] for r in records}
+    assert all(lr < 1e-9 for lr in last_lr.values()), last_lr
+
+
+def test_block_epochs_are_refused_where_blocks_train_together(digits):
+    """From the Python API too (a configuration file or --set is refused when it is read)."""
+    config = small_config(**{"train.schedule": "joint"})
+    joint = TrainConfig(schedule="joint", block_epochs=[3, 1])
+    with pytest.raises(EdgeSVPError, match="block_epochs is for SVP layerwise training"):
+        train(net_for(config, digits), digits, joint, config.optim)
 
 
 @pytest.mark.parametrize(
