@@ -144,10 +144,12 @@ CNN_DEEP_LEVERS = {
         "svp.aux_blocks=2", "train.block_epochs=[10,10,10,10,5,5,5,5,3,3,3,3]"
     ),
 }
-# the auxiliary layers on the 12-block ViT, layerwise, the depth study's 3 epochs (the
-# baseline row: the profile's settings)
+# the auxiliary layers and a class token on the 12-block ViT, layerwise, the depth study's 3
+# epochs (the baseline row: the profile's settings)
 VIT_DEEP_LEVERS = {"baseline": [], "aux_blocks 1": s("svp.aux_blocks=1"),
-                   "aux_blocks 2": s("svp.aux_blocks=2")}  # fmt: skip
+                   "aux_blocks 2": s("svp.aux_blocks=2"),
+                   # each head reads a learned class token instead of the mean token
+                   "class token": s("model.class_token=true", "svp.token_pool=first")}  # fmt: skip
 # optim.state_precision: Adam's moments in bf16 and fp8 against fp32 (the baseline), paired
 # by seed, for SVP (the profile's schedule) and backprop ("-bp" grids). The other lever,
 # optim.step_in_backward, takes the very steps of a step after backward

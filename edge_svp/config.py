@@ -204,6 +204,9 @@ class ViTOptions:
     # weights absorb (the same functions). SVP detaches a block's input, so with no trained
     # parameter before the qkv layer its input-gradient product is skipped (docs/svp.md)
     attention_norm_affine: bool = True
+    # a learned class token before the patch tokens (with a position of its own): what
+    # svp.token_pool = "first" then reads; the standard head (backprop) still averages tokens
+    class_token: bool = False
 
 
 MODEL_OPTIONS = {"mlp": MLPOptions, "cnn": CNNOptions, "vit": ViTOptions}

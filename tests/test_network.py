@@ -204,3 +204,18 @@ def test_without_the_attention_norm_s_scale_a_detached_block_skips_its_input_gra
     skipped = 2 * forward.get_total_flops() - backward.get_total_flops()
     assert skipped == (0 if affine else qkv_input_gradient)
     assert (second[0].norm1.weight is None) == (not affine)
+
+
+def test_a_class_token_comes_first_the_same_for_every_image_and_learns():
+    from edge_svp.config import ViTOptions
+    from edge_svp.models import build_blocks
+
+    options = ViTOptions(dim=16, heads=2, layers_per_block=[1], class_token=True)
+    embedding = build_blocks("vit", options, (3, 8, 8))[0][0]
+    tokens = embedding(torch.randn(2, 3, 8, 8))
+    assert tokens.shape == (2, 1 + 4, 16)  # the class token, then 4 patches
+    assert torch.equal(tokens[0, 0], tokens[1, 0])  # it depends on no image
+    tokens[:, 0].sum().backward()
+    assert embedding.class_token.grad.abs().sum() > 0
+    without = ViTOptions(dim=16, heads=2, layers_per_block=[1])
+    assert build_blocks("vit", without, (3, 8, 8))[0][0](torch.randn(2, 3, 8, 8)).shape[1] == 4

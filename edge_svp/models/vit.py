@@ -2,7 +2,8 @@
 
 Pre-LN transformer layers are written out (LayerNorm, Linear, softmax attention, GELU)
 rather than taken from nn.TransformerEncoderLayer, which the TorchScript ONNX exporter
-cannot export. The first block also holds the patch embedding and position embedding.
+cannot export. The first block also holds the patch embedding and position embedding (and
+the class token, where there is one).
 """
 
 import torch
@@ -13,14 +14,21 @@ from edge_svp.errors import EdgeSVPError
 
 
 class PatchEmbedding(nn.Module):
-    def __init__(self, in_ch: int, image_size: int, patch_size: int, dim: int):
+    """Patch tokens plus position embeddings; with `class_token`, a learned token first."""
+
+    def __init__(self, in_ch: int, image_size: int, patch_size: int, dim: int,
+                 class_token: bool = False):  # fmt: skip
         super().__init__()
         self.proj = nn.Conv2d(in_ch, dim, patch_size, stride=patch_size)
-        num_patches = (image_size // patch_size) ** 2
-        self.position = nn.Parameter(torch.randn(1, num_patches, dim) * 0.02)
+        num_tokens = (image_size // patch_size) ** 2 + class_token
+        self.class_token = nn.Parameter(torch.zeros(1, 1, dim)) if class_token else None
+        self.position = nn.Parameter(torch.randn(1, num_tokens, dim) * 0.02)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x).flatten(2).transpose(1, 2) + self.position
+        tokens = self.proj(x).flatten(2).transpose(1, 2)
+        if self.class_token is not None:  # shape[0], not len(): ONNX export keeps it dynamic
+            tokens = torch.cat([self.class_token.expand(tokens.shape[0], -1, -1), tokens], dim=1)
+        return tokens + self.position
 
 
 class Attention(nn.Module):
@@ -80,7 +88,8 @@ def build(options: ViTOptions, input_shape: tuple[int, ...]) -> list[nn.Module]:
             for _ in range(n_layers)
         ]
         if i == 0:
-            embed = PatchEmbedding(input_shape[0], input_shape[1], options.patch_size, options.dim)
+            embed = PatchEmbedding(input_shape[0], input_shape[1], options.patch_size, options.dim,
+                                   options.class_token)  # fmt: skip
             layers.insert(0, embed)
         blocks.append(nn.Sequential(*layers))
     return blocks

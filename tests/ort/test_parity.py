@@ -59,6 +59,17 @@ def test_first_step_matches_torch_without_the_attention_norm_s_scale(tmp_path):
         assert result.max_grad_diff < 1e-4, result
 
 
+def test_first_step_matches_torch_with_a_class_token(tmp_path):
+    config = tiny_config("vit", token_pool="first")
+    config.model.options.class_token = True
+    net = tiny_network(config)
+    export(tmp_path, config, net)
+    for index in range(len(net)):
+        result = first_step(net, tmp_path / "export", index)
+        assert result.loss_diff < 1e-4, result
+        assert result.max_grad_diff < 1e-4, result
+
+
 def test_projection_dropout_is_active_in_training_only(tmp_path):
     import numpy as np
 
