@@ -36,6 +36,10 @@ from families import FAMILIES, depth_settings
 
 # the lever that lifted every head at 12 blocks (docs/svp.md, "Levers at depth")
 LAYERWISE_AUX_2 = ["--schedule", "layerwise", "--set", "svp.aux_blocks=2"]
+# the CNN's head before its study (pool 2, d0 64, linear: docs/ablation.md): a lower floor
+# than the shipped one's (a 512-row projection and an MLP), at some accuracy
+LAYERWISE_SMALL_HEAD = ["--schedule", "layerwise", "--set", "svp.pool_size=2",
+                        "--set", "svp.proj_dim=64", "--set", "svp.head=linear"]  # fmt: skip
 METHODS = {
     "svp joint": [],
     "svp joint, aux 2": ["--set", "svp.aux_blocks=2"],
@@ -45,6 +49,7 @@ METHODS = {
     # one fixed cache of block 1's outputs on which later blocks overfit
     "svp layerwise, recompute": ["--schedule", "layerwise", "--recompute"],
     "svp layerwise, aux 2, recompute": [*LAYERWISE_AUX_2, "--recompute"],
+    "svp layerwise, small head": LAYERWISE_SMALL_HEAD,
     "bp": ["--method", "bp"],
 }
 

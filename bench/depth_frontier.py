@@ -30,7 +30,10 @@ from common import RESULTS, RUNS, fit, plot_lines, slug, smallest_budget, table,
 from families import FAMILIES, depth_settings
 
 MIB = 2**20
-METHODS = {m: depth_accuracy.METHODS[m] for m in ("svp layerwise", "svp layerwise, aux 2", "bp")}
+METHODS = {
+    m: depth_accuracy.METHODS[m]
+    for m in ("svp layerwise", "svp layerwise, aux 2", "svp layerwise, small head", "bp")
+}
 
 
 def deepest(floors: dict[int, int], budget: int) -> int | None:
