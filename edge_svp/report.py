@@ -218,7 +218,8 @@ def comparison_table(runs: list[Run]) -> str:
         predicted = memory.get("predicted_peak_bytes") or []
         row = [
             run.name, s["method"], s["schedule"], s["profile"], s["dataset"],
-            s.get("precision", "fp32"), s.get("target") or "-", str(s["epochs"]),
+            s.get("precision", "fp32"), s.get("target") or "-",
+            "/".join(map(str, s.get("block_epochs") or [s["epochs"]])),
             str(s["batch_size"]), _percent(s["test_accuracy"]),
             " / ".join(_percent(a) for a in s["per_block_accuracy"]),
             _mib(max(measured, default=None)), _mib(max(predicted, default=None)),

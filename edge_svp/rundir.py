@@ -347,6 +347,7 @@ class RunHeader:
     num_blocks: int
     parameters: int
     epochs: int
+    block_epochs: list[int]  # layerwise: each block's epochs, where they differ (else [])
     batch_size: int
     seed: int
     precision: str
@@ -359,8 +360,8 @@ class RunHeader:
         train = config.train
         return cls(train.method, backend, schedule, config.profile, dataset.name,
                    config.model.kind, len(net), sum(p.numel() for p in net.parameters()),
-                   train.epochs, train.batch_size, train.seed, train.precision, config.target,
-                   len(dataset.y_train), len(dataset.y_test))  # fmt: skip
+                   train.epochs, train.block_epochs, train.batch_size, train.seed, train.precision,
+                   config.target, len(dataset.y_train), len(dataset.y_test))  # fmt: skip
 
 
 def memory_kind(device_type: str) -> str:

@@ -14,9 +14,12 @@ pytest.importorskip("matplotlib")  # the `report` extra; tox installs it
 
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory, tiny_run):
-    """A budgeted SVP layerwise run and its backprop twin on digits."""
+    """A budgeted SVP layerwise run (its second block trains one epoch) and its backprop twin
+    on digits."""
     root = tmp_path_factory.mktemp("runs")
-    runs = {"svp": ["--schedule", "layerwise", "--mem-budget", "64MB"], "bp": ["--method", "bp"]}
+    runs = {"svp": ["--schedule", "layerwise", "--mem-budget", "64MB",
+                    "--set", "train.block_epochs=[2,1]"],
+            "bp": ["--method", "bp"]}  # fmt: skip
     for name, extra in runs.items():
         result = CliRunner().invoke(main, ["fit", *tiny_run, *extra, "--out", str(root / name)])
         assert result.exit_code == 0, result.output
@@ -39,6 +42,7 @@ def test_report_of_an_svp_bp_pair(pair, tmp_path):
     assert f"| {100 * svp['test_accuracy']:.2f} |" in rows[0]
     assert f"| {100 * bp['test_accuracy']:.2f} |" in rows[1]
     assert "| 61.0 |" in rows[0]  # the budget, 64 MB in MiB
+    assert "| 2/1 |" in rows[0] and "| 2 |" in rows[1]  # each block's epochs, and the run's
     assert "follows no per-block plan" in md  # backprop has no memory plot, and says why
     memory = svp["memory"]
     blocks = " / ".join(map(str, memory["micro_batch"]))
