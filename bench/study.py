@@ -149,7 +149,9 @@ CNN_DEEP_LEVERS = {
 VIT_DEEP_LEVERS = {"baseline": [], "aux_blocks 1": s("svp.aux_blocks=1"),
                    "aux_blocks 2": s("svp.aux_blocks=2"),
                    # each head reads a learned class token instead of the mean token
-                   "class token": s("model.class_token=true", "svp.token_pool=first")}  # fmt: skip
+                   "class token": s("model.class_token=true", "svp.token_pool=first"),
+                   "class token, aux_blocks 2": s("model.class_token=true", "svp.token_pool=first",
+                                                  "svp.aux_blocks=2")}  # fmt: skip
 # optim.state_precision: Adam's moments in bf16 and fp8 against fp32 (the baseline), paired
 # by seed, for SVP (the profile's schedule) and backprop ("-bp" grids). The other lever,
 # optim.step_in_backward, takes the very steps of a step after backward
