@@ -49,6 +49,13 @@ METHODS = {
     # one fixed cache of block 1's outputs on which later blocks overfit
     "svp layerwise, recompute": ["--schedule", "layerwise", "--recompute"],
     "svp layerwise, aux 2, recompute": [*LAYERWISE_AUX_2, "--recompute"],
+    # blocks 3 on train 3 epochs (the 12-block ViT's heads level off from block 2)
+    "svp layerwise, aux 2, recompute, epochs 10/10/3": [
+        *LAYERWISE_AUX_2,
+        "--recompute",
+        "--set",
+        "train.block_epochs=[10,10,3]",
+    ],
     "svp layerwise, small head": LAYERWISE_SMALL_HEAD,
     "bp": ["--method", "bp"],
 }
