@@ -7,6 +7,8 @@
     python bench/study.py vit-deep --data-dir ../shared/data --train-limit 5000 --reuse
     python bench/study.py cnn-projection --data-dir ../shared/data --seeds 0 1 2 --reuse
     python bench/study.py cnn-deep-levers --data-dir ../shared/data --train-limit 5000 --reuse
+    python bench/study.py cnn-deep-epochs --data-dir ../shared/data --train-limit 5000 \
+        --seeds 0 1 2 --reuse
     python bench/study.py vit-deep-projection --data-dir ../shared/data --train-limit 5000 \
         --seeds 0 1 2 --reuse
     python bench/study.py vit-deep-attention-norm --data-dir ../shared/data --train-limit 5000 \
@@ -138,10 +140,14 @@ CNN_DEEP_LEVERS = {
     # auxiliary layers shaped like the blocks after (AugLocal's lever)
     "aux_blocks 1": s("svp.aux_blocks=1"),
     "aux_blocks 2": s("svp.aux_blocks=2"),
-    # fewer epochs for the blocks that train on a fixed cache of the block before's outputs
-    # and overfit it (their heads fall after the middle blocks)
-    "aux_blocks 2, block_epochs 10 / 5 / 3 (blocks 1-4, 5-8, 9-12)": s(
-        "svp.aux_blocks=2", "train.block_epochs=[10,10,10,10,5,5,5,5,3,3,3,3]"
+}
+# epochs per block on the 12-block CNN with two auxiliary layers (the baseline row): fewer for
+# the blocks that train on a fixed cache of the block before's outputs and overfit it (their
+# heads fall after the middle blocks)
+CNN_DEEP_EPOCHS = {
+    "baseline": [],
+    "block_epochs 10 / 5 / 3 (blocks 1-4, 5-8, 9-12)": s(
+        "train.block_epochs=[10,10,10,10,5,5,5,5,3,3,3,3]"
     ),
 }
 # the auxiliary layers and a class token on the 12-block ViT, layerwise, the depth study's 3
@@ -180,6 +186,10 @@ GRIDS = {
     "cnn-deep-levers": {"profile": "cifar10-cnn-deep", "epochs": 10,
                         "base": SCREENING_TEST + ["--schedule", "layerwise"],
                         "rows": CNN_DEEP_LEVERS},
+    "cnn-deep-epochs": {"profile": "cifar10-cnn-deep", "epochs": 10,
+                        "base": SCREENING_TEST + ["--schedule", "layerwise", "--set",
+                                                  "svp.aux_blocks=2"],
+                        "rows": CNN_DEEP_EPOCHS},
     "vit-deep-projection": {"profile": "cifar10-vit-deep-cpu", "epochs": 3,
                             "base": SCREENING_TEST, "rows": PROJECTION},
     "vit-deep-levers": {"profile": "cifar10-vit-deep-cpu", "epochs": 3,
