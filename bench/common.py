@@ -75,8 +75,8 @@ def fit(name: str, args: list[str], group: str, reuse: bool = False, refusable: 
 
 def slug(name: str) -> str:
     """A configuration's name as part of a run directory's ("svp layerwise, aux 2" ->
-    "svp-layerwise-aux-2")."""
-    return re.sub(r"[ ,]+", "-", name)
+    "svp-layerwise-aux-2"; "epochs 10/10/3" -> "epochs-10-10-3": no "/" to make a folder)."""
+    return re.sub(r"[^\w.]+", "-", name)
 
 
 def table(rows: list[dict], columns: list[tuple[str, str]]) -> str:

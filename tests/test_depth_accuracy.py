@@ -96,3 +96,11 @@ def test_reuse_reads_recorded_runs_only_of_the_same_size(tmp_path, monkeypatch):
     assert depth_frontier.recorded_runs(args) == {(7.5, "bp", 4, 0): recorded}
     assert depth_frontier.recorded_runs(argparse.Namespace(**{**vars(args), "epochs": 10})) == {}
     assert depth_frontier.recorded_runs(argparse.Namespace(**{**vars(args), "reuse": False})) == {}
+
+
+def test_a_method_s_run_directory_is_one_folder():
+    common = pytest.importorskip("common")
+    assert common.slug("svp layerwise, aux 2") == "svp-layerwise-aux-2"
+    assert common.slug("svp layerwise, aux 2, recompute, epochs 10/10/3") == (
+        "svp-layerwise-aux-2-recompute-epochs-10-10-3"
+    )
