@@ -303,9 +303,9 @@ class RunConfig:
 
 # What each numeric setting may be, by name (in whichever section it is); lists are checked
 # item by item. Every float must be finite.
-POSITIVE = {"epochs", "batch_size", "eval_batch_size", "proj_dim", "pool_size", "temperature",
-            "lr", "block_lr", "block_epochs", "train_limit", "test_limit", "widths", "channels", "patch_size", "dim",
-            "heads", "mlp_ratio", "layers_per_block", "downsamples"}  # fmt: skip
+POSITIVE = {"epochs", "block_epochs", "batch_size", "eval_batch_size", "proj_dim", "pool_size",
+            "temperature", "lr", "block_lr", "train_limit", "test_limit", "widths", "channels",
+            "patch_size", "dim", "heads", "mlp_ratio", "layers_per_block", "downsamples"}  # fmt: skip
 NON_NEGATIVE = {"beta", "lam", "weight_decay", "threads", "checkpoint_every", "seed",
                 "warmup_epochs", "aux_blocks"}  # fmt: skip
 FRACTIONS = {"proj_dropout", "dropout", "momentum"}  # in [0, 1)
