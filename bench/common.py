@@ -17,6 +17,10 @@ OUT = os.environ.get("EDGE_SVP_BENCH_OUT")
 RESULTS = Path(OUT).resolve() / "results" if OUT else ROOT / "bench" / "results"
 RUNS = Path(OUT).resolve() / "runs" if OUT else ROOT / "runs" / "bench"
 DISK_ONLY = ["--host-budget", "1"]  # one byte of host RAM: every cache goes to disk
+# cifar10-cnn's SVP head before its study (docs/ablation.md); the profile now ships "pool 4 +
+# d0 512 + head mlp". A smaller floor, at some accuracy
+EARLIER_CNN_HEAD = ["--set", "svp.pool_size=2", "--set", "svp.proj_dim=64",
+                    "--set", "svp.head=linear"]  # fmt: skip
 
 
 # Probes in two processes measure a step a little differently (resident memory on CPU): a

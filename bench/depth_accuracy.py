@@ -7,21 +7,21 @@
         --only "svp layerwise, aux 2"   # with svp.aux_blocks=2
 
 The families (bench/families.py): `vit` is cifar10-vit-deep-cpu, one transformer layer per
-block; `cnn` is cifar10-cnn-deep, one conv-norm-ReLU per block. Backprop
-trains the same blocks end to end with the standard head (--method bp). Each run is its own
-`edge-svp fit` process, on the first --train-limit training images (default 10,000) and the
-full test set (or its first --test-limit images); `--reuse` reads finished identical runs, and separate invocations (other
+block; `cnn` is cifar10-cnn-deep, one conv-norm-ReLU per block. Backprop trains the same blocks
+end to end with the standard head (--method bp). Each run is its own `edge-svp fit` process, on
+the first --train-limit training images (default 10,000) and the full test set (or its first
+--test-limit images); `--reuse` reads finished identical runs, and separate invocations (other
 depths, seeds, methods) merge into bench/results/depth-accuracy-<family>.json, which keeps
 every run's head accuracies and command, and a table for each size trained (epochs, training
 and test images). Prints the table at this invocation's size ("last - best earlier": the last
-head against the best head before it, the decay with depth; "vs bp": the mean paired
-difference to backprop at that depth; the seconds of training each took to reach backprop's
-final accuracy, and its accuracy when backprop's runs had finished, as bench/accuracy.py) and
-draws its two plots, where matplotlib is installed: depth-accuracy-<family><size>.png (final accuracy against depth) and
-depth-accuracy-<family><size>-heads.png (each SVP configuration's head accuracy against the
-block, mean over seeds); <size> is empty at the default size (10 epochs on 10,000 images, all
-test images), else e.g. "-3ep-5000-test2000", so that a screening's plots and the finals'
-stand side by side.
+head against the best head before it, the decay with depth; "vs bp": the mean paired difference
+to backprop at that depth; the seconds of training each took to reach backprop's final
+accuracy, and its accuracy when backprop's runs had finished, as bench/accuracy.py) and draws
+its two plots, where matplotlib is installed: depth-accuracy-<family><size>.png (final accuracy
+against depth) and depth-accuracy-<family><size>-heads.png (each SVP configuration's head
+accuracy against the block, mean over seeds); <size> is empty at the default size (10 epochs on
+10,000 images, all test images), else e.g. "-3ep-5000-test2000", so that a screening's plots
+and the finals' stand side by side.
 """
 
 import argparse
@@ -31,15 +31,11 @@ import statistics
 import sys
 
 from accuracy import against_backprop, as_text, curve, mean_std
-from common import RESULTS, fit, plot_lines, slug, table, write_results
+from common import EARLIER_CNN_HEAD, RESULTS, fit, plot_lines, slug, table, write_results
 from families import FAMILIES, depth_settings
 
 # the lever that lifted every head at 12 blocks (docs/svp.md, "Levers at depth")
 LAYERWISE_AUX_2 = ["--schedule", "layerwise", "--set", "svp.aux_blocks=2"]
-# the CNN's head before its study (pool 2, d0 64, linear: docs/ablation.md): a lower floor
-# than the shipped one's (a 512-row projection and an MLP), at some accuracy
-LAYERWISE_SMALL_HEAD = ["--schedule", "layerwise", "--set", "svp.pool_size=2",
-                        "--set", "svp.proj_dim=64", "--set", "svp.head=linear"]  # fmt: skip
 METHODS = {
     "svp joint": [],
     "svp joint, aux 2": ["--set", "svp.aux_blocks=2"],
@@ -56,7 +52,7 @@ METHODS = {
         "--set",
         "train.block_epochs=[10,10,3]",
     ],
-    "svp layerwise, small head": LAYERWISE_SMALL_HEAD,
+    "svp layerwise, small head": ["--schedule", "layerwise", *EARLIER_CNN_HEAD],
     "bp": ["--method", "bp"],
 }
 

@@ -30,6 +30,7 @@ from common import RESULTS, RUNS, fit, plot_lines, slug, smallest_budget, table,
 from families import FAMILIES, depth_settings
 
 MIB = 2**20
+GROUP = "depth-frontier"  # runs/bench/GROUP/<run name>
 METHODS = {
     m: depth_accuracy.METHODS[m]
     for m in ("svp layerwise", "svp layerwise, aux 2", "svp layerwise, small head", "bp")
@@ -48,8 +49,7 @@ def run_name(args, method: str, depth: int, budget: int, seed: int) -> str:
 def run(args, base: list[str], method: str, depth: int, budget: int, seed: int) -> dict:
     extra = [*METHODS[method], *depth_settings(args.family, depth), "--seed", str(seed)]
     name = run_name(args, method, depth, budget, seed)
-    summary = fit(name, [*base, *extra, "--mem-budget", str(budget)], "depth-frontier",
-                  args.reuse)  # fmt: skip
+    summary = fit(name, [*base, *extra, "--mem-budget", str(budget)], GROUP, args.reuse)
     memory = summary["memory"]
     return {
         "budget_mib": round(budget / MIB, 1), "method": method, "blocks": depth, "seed": seed,
@@ -140,7 +140,7 @@ def main():
             for seed in args.seeds if depth else []:
                 name = run_name(args, method, depth, budget, seed)
                 key = (round(budget / MIB, 1), method, depth, seed)
-                if key in recorded and not (RUNS / "depth-frontier" / name).exists():
+                if key in recorded and not (RUNS / GROUP / name).exists():
                     print("reusing the recorded run", name, flush=True)
                     runs.append(recorded[key])
                 else:

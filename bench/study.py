@@ -34,15 +34,13 @@ import shlex
 import statistics
 import sys
 
-from common import RESULTS, fit, table, write_results
+from common import EARLIER_CNN_HEAD, RESULTS, fit, table, write_results
 
 
 def s(*settings: str) -> list[str]:
     return [a for x in settings for a in ("--set", x)]
 
 
-# cifar10-cnn's SVP head before the study; the profile now ships "pool 4 + d0 512 + head mlp"
-EARLIER_CNN_HEAD = s("svp.pool_size=2", "svp.proj_dim=64", "svp.head=linear")
 CNN = {  # on EARLIER_CNN_HEAD: 32-64-128 channels, bhattacharyya 0.1
     "baseline": [],
     "pool 1": s("svp.pool_size=1"),
