@@ -103,7 +103,7 @@ def test_a_budget_lets_the_adjustable_projections_go_and_says_so():
 
 def test_planning_leaves_the_network_s_projections_as_the_plan_has_them():
     blocks = build_blocks("mlp", MLPOptions(widths=[1024, 1024]), (64,))
-    net = SVPNetwork(blocks, (64,), 10, SVPConfig(proj_dim=512, store_projection="auto"))
+    net = SVPNetwork(blocks, (64,), 10, SVPConfig(proj_dim=2048, store_projection="auto"))
     x, y = torch.rand(64, 64), torch.randint(0, 10, (64,))
     data = Dataset("random", x, y, x[:16], y[:16])
     train = TrainConfig(schedule="layerwise", batch_size=64, device="cpu")
@@ -112,7 +112,9 @@ def test_planning_leaves_the_network_s_projections_as_the_plan_has_them():
         return plan_training(net, data, Preprocess.fit(x, False, False), train, OptimConfig(),
                              MemoryConfig(budget=budget), every_lever=every_lever)  # fmt: skip
 
-    floor = plan("1TB", every_lever=True).min_budget  # without R_1, R_2 (4 MiB)
+    floor = plan("1TB", every_lever=True).min_budget  # without R_1, R_2 (16 MiB)
     assert all(p.stored for p in net.adjustable_projections())
-    assert plan(f"{floor + 2**20}B").projections_stored is False
+    # halfway to the floor with them held: a probe on a busy machine has measured a step a
+    # few MiB off the one before it
+    assert plan(f"{floor + 8 * 2**20}B").projections_stored is False
     assert not any(p.stored for p in net.adjustable_projections())
