@@ -14,7 +14,7 @@ from common import table, write_results
 from torch import nn
 
 from edge_svp import SVPConfig, SVPNetwork
-from edge_svp.memory.probe import Probe
+from edge_svp.memory.probe import Probe, probe_sizes
 from edge_svp.training.precision import autocast
 
 CPU = torch.device("cpu")
@@ -31,7 +31,7 @@ def example_bytes(shape, make_block, precision: str) -> float:
     net = SVPNetwork([make_block()], shape, 10, SVPConfig(proj_dim=16))
     probe = Probe(net, lambda p: torch.optim.SGD(p, lr=0.1), CPU,
                   lambda m: torch.randn(m, *shape), lambda: autocast(precision, CPU))  # fmt: skip
-    return probe.costs(64)[0].example_bytes
+    return probe.costs(probe_sizes(64))[0].example_bytes
 
 
 def main():

@@ -78,11 +78,11 @@ class Probe:
         params = self.net.trainable_parameters(i)
         return self.measure(self.net.blocks[i], objective, params, make_input, sizes)
 
-    def costs(self, batch_size: int) -> list[BlockCost]:
-        """Every block's BlockCost, probed at micro-batches probe_sizes(batch_size)."""
+    def costs(self, sizes: list[int]) -> list[BlockCost]:
+        """Every block's BlockCost, probed at micro-batches `sizes` (probe_sizes)."""
         costs = []
         for i in range(len(self.net)):
-            optimizer_bytes, steps = self.block(i, probe_sizes(batch_size))
+            optimizer_bytes, steps = self.block(i, sizes)
             block, objective = self.net.blocks[i], self.net.objectives[i]
             costs.append(
                 BlockCost(

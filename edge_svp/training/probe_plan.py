@@ -60,7 +60,8 @@ def network_probe(net, dataset: Dataset, preprocess: Preprocess, train, optim,
 
 def measure_network(net, dataset: Dataset, preprocess: Preprocess, train, optim) -> list:
     """Each block's BlockCost, probed on the training device."""
-    return network_probe(net, dataset, preprocess, train, optim).costs(train.batch_size)
+    probe = network_probe(net, dataset, preprocess, train, optim)
+    return probe.costs(probe_sizes(train.batch_size))
 
 
 def end_to_end_cost(net, probe: Probe, recompute: bool, sizes: list[int]) -> BlockCost:
@@ -122,6 +123,8 @@ class Planner:
     device_type: str
     unified: bool
     levers: OptimizerLevers = DEFAULT_LEVERS  # what the probe's optimizers hold
+    # probe only the micro-batch the smallest budget is quoted at (smallest_budget)
+    floor_only: bool = False
 
     def with_levers(self, levers: OptimizerLevers) -> Planner:
         """This planner, probing optimizers that hold memory as `levers` say."""
@@ -135,9 +138,26 @@ class Planner:
     def budget(self) -> int | None:
         return parse_size(self.memory.budget) if self.memory.budget else None
 
+    def smallest_budget(self, schedule, net) -> int:
+        """The smallest budget of `schedule` on `net`, from probes of the one micro-batch it
+        rests on (a plan's min_budget): a fraction of a whole plan's probing, where only
+        the smallest budget of an option is wanted."""
+        try:
+            return schedule.plan(replace(self, floor_only=True), net).min_budget
+        except BudgetTooSmall as e:
+            return e.min_budget
+
+    def probe_sizes(self) -> list[int]:
+        """The micro-batches to probe: around every one a plan may pick, or (floor_only) the
+        one the smallest budget is quoted at: 1, or the whole batch where the optimizer steps
+        in backward (one micro-batch per batch)."""
+        if self.floor_only:
+            return [self.train.batch_size if self.levers.step_in_backward else 1]
+        return probe_sizes(self.train.batch_size)
+
     def plan_svp(self, net, all_resident: bool) -> MemoryPlan:
         """SVP's blocks, all resident at once (joint) or one after another (layerwise)."""
-        costs = self.probe.costs(self.train.batch_size)
+        costs = self.probe.costs(self.probe_sizes())
         memory = self.memory
 
         def make_plan() -> MemoryPlan:
@@ -158,6 +178,8 @@ class Planner:
         def measure(block: BlockPlan) -> int:
             return self.probe.block(block.block - 1, [block.micro_batch])[1][0][1]
 
+        if self.floor_only:  # its min_budget is measured; the micro-batches it picked are not
+            return make_plan()
         return _checked(make_plan, lambda b: costs[b.block - 1], measure)
 
     def plan_end_to_end(self, net) -> MemoryPlan:
@@ -166,8 +188,7 @@ class Planner:
         train, probe, budget = self.train, self.probe, self.budget
         # recompute only if asked to, or if a budget may need it
         choices = [True] if train.recompute_activations else [False, True] if budget else [False]
-        sizes = probe_sizes(train.batch_size)
-        costs = {c: end_to_end_cost(net, probe, c, sizes) for c in choices}
+        costs = {c: end_to_end_cost(net, probe, c, self.probe_sizes()) for c in choices}
         resident = tensor_bytes(net.parameters()) + tensor_bytes(net.buffers())
 
         def make_plan() -> MemoryPlan:
@@ -179,6 +200,8 @@ class Planner:
                 net, probe, block.recompute_activations, [block.micro_batch]
             ).steps[0][1]
 
+        if self.floor_only:
+            return make_plan()
         return _checked(make_plan, lambda b: costs[b.recompute_activations], measure)
 
     def svp_floor(self, net) -> int:
@@ -189,7 +212,7 @@ class Planner:
         svp_net.store_projections(False)  # where svp.store_projection = auto lets them go
         probe = network_probe(svp_net, self.dataset, self.preprocess, self.train, self.optim,
                               self.levers)  # fmt: skip
-        svp = replace(self, probe=probe, memory=MemoryConfig())
+        svp = replace(self, probe=probe, memory=MemoryConfig(), floor_only=True)
         return svp.plan_svp(svp_net, all_resident=False).min_budget
 
 
@@ -235,13 +258,19 @@ def plan_training(
     stored = ([True, False] if budgeted else [True]) if adjustable else [None]
     choices = [(levers, keep) for keep in stored for levers in options]
 
-    def plan_with(levers: OptimizerLevers, keep: bool | None) -> MemoryPlan:
+    def planner_with(levers: OptimizerLevers, keep: bool | None) -> Planner:
         if keep is not None:
             net.store_projections(keep)  # the probe measures the network as it is
-        return schedule.plan(planner.with_levers(levers), net)
+        return planner.with_levers(levers)
+
+    def plan_with(levers: OptimizerLevers, keep: bool | None) -> MemoryPlan:
+        return schedule.plan(planner_with(levers, keep), net)
+
+    def smallest_budget_with(levers: OptimizerLevers, keep: bool | None) -> int:
+        return planner_with(levers, keep).smallest_budget(schedule, net)
 
     try:
-        plan = _with_levers(choices, plan_with, every_lever)
+        plan = _with_levers(choices, plan_with, smallest_budget_with if every_lever else None)
     except BudgetTooSmall as e:
         if schedule.local:
             raise
@@ -260,17 +289,23 @@ def plan_training(
     return plan
 
 
-def _with_levers(options: list[tuple], plan_with, every: bool = False) -> MemoryPlan:
+def _with_levers(options: list[tuple], plan_with, smallest_budget_with=None) -> MemoryPlan:
     """The plan (plan_with(*option)) under the first of `options`, in the order they are
     preferred, that trains every block at the whole batch; failing that, the one whose
     smallest micro-batch is largest (the earlier on a tie). If none fits: the refusal that
     quotes the smallest budget. An option is (OptimizerLevers, whether the adjustable fixed
     projections are held).
 
-    The options after the chosen one are planned only if `every`: then the plan's min_budget
-    is the smallest of all of them (what `edge-svp plan` quotes), else its own."""
-    plans, refusals = [], []
+    The options after the chosen one are left out, unless `smallest_budget_with` (option ->
+    its smallest budget) is given: then the plan's min_budget is the smallest of all of them
+    (what `edge-svp plan` quotes), else its own."""
+    plans, refusals, floors = [], [], []
     for levers, keep in options:
+        if any(map(_whole_batch, plans)):  # chosen: the rest could only quote a lower floor
+            if smallest_budget_with is None:
+                break
+            floors.append(smallest_budget_with(levers, keep))
+            continue
         try:
             plan = plan_with(levers, keep)
         except BudgetTooSmall as e:
@@ -280,13 +315,11 @@ def _with_levers(options: list[tuple], plan_with, every: bool = False) -> Memory
             setattr(plan, lever, value)
         plan.projections_stored = keep
         plans.append(plan)
-        if _whole_batch(plan) and not every:
-            break
     if not plans:
         raise min(refusals, key=lambda e: e.min_budget)
     whole = [p for p in plans if _whole_batch(p)]
     best = whole[0] if whole else max(plans, key=_smallest_micro_batch)  # max: the first of ties
-    best.min_budget = min(p.min_budget for p in [*plans, *refusals])
+    best.min_budget = min([p.min_budget for p in plans] + [e.min_budget for e in refusals] + floors)
     return best
 
 

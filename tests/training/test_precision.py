@@ -11,7 +11,7 @@ from edge_svp import SVPConfig, SVPNetwork, build_network, load_dataset, load_pr
 from edge_svp.cli import main
 from edge_svp.config import override
 from edge_svp.errors import EdgeSVPError
-from edge_svp.memory.probe import Probe
+from edge_svp.memory.probe import Probe, probe_sizes
 from edge_svp.training.precision import autocast, grad_scaler
 from edge_svp.training.step import BlockTrainer, StepSettings, step_blocks
 
@@ -66,7 +66,7 @@ def test_the_planner_probes_under_the_training_precision():
         net = SVPNetwork([block], shape, 10, SVPConfig(proj_dim=16))
         probe = Probe(net, lambda p: torch.optim.SGD(p, lr=0.1), cpu,
                       lambda m: torch.randn(m, *shape), lambda: autocast(precision, cpu))  # fmt: skip
-        return probe.costs(64)[0].example_bytes
+        return probe.costs(probe_sizes(64))[0].example_bytes
 
     fp32, bf16 = per_example("fp32"), per_example("bf16")
     assert fp32 > 40_000  # three 4,096-float maps saved for backward, and their gradients

@@ -21,7 +21,8 @@ OPTIONS = [(levers, None) for levers in LEVERS]  # a network without adjustable 
 
 def planner(micro_batches: dict):
     """plan_with for _with_levers: under each levers, a plan whose blocks train at the given
-    micro-batches of a batch of 64 (None: the budget is too small, below `min_budget`)."""
+    micro-batches of a batch of 64 (None: the budget is too small, below `min_budget`); and
+    the options planned, in order."""
     tried = []
 
     def plan_with(levers, keep):
@@ -48,9 +49,19 @@ def test_planning_every_lever_quotes_the_smallest_budget_of_any_and_chooses_alik
     plan_with, tried = planner(budgets)
     assert _with_levers(OPTIONS, plan_with).min_budget == 9
     plan_with, tried = planner(budgets)
-    plan = _with_levers(OPTIONS, plan_with, every=True)
-    assert tried == OPTIONS and plan.min_budget == 5
+    floors_asked = []
+
+    def smallest_budget_with(levers, keep):  # the options after the chosen one: floors only
+        floors_asked.append((levers, keep))
+        return budgets[levers, keep][1]
+
+    plan = _with_levers(OPTIONS, plan_with, smallest_budget_with)
+    assert tried == OPTIONS[:1] and floors_asked == OPTIONS[1:] and plan.min_budget == 5
     assert (plan.state_precision, plan.step_in_backward) == ("fp32", False)
+    # with no option at the whole batch, every option is planned in full
+    plan_with, tried = planner({o: ([64, 16], 9 - i) for i, o in enumerate(OPTIONS)})
+    plan = _with_levers(OPTIONS, plan_with, smallest_budget_with)
+    assert tried == OPTIONS and floors_asked == OPTIONS[1:] and plan.min_budget == 7
 
 
 def test_the_levers_that_fit_the_largest_micro_batch_win_and_record_themselves():
