@@ -53,6 +53,8 @@ METHODS = {
         "train.block_epochs=[10,10,3]",
     ],
     "svp layerwise, small head": ["--schedule", "layerwise", *EARLIER_CNN_HEAD],
+    # the CNN's pooling and projection with a linear head: its floor under backprop's at 8 blocks
+    "svp layerwise, linear head": ["--schedule", "layerwise", "--set", "svp.head=linear"],
     "bp": ["--method", "bp"],
 }
 

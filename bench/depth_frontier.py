@@ -33,7 +33,13 @@ MIB = 2**20
 GROUP = "depth-frontier"  # runs/bench/GROUP/<run name>
 METHODS = {
     m: depth_accuracy.METHODS[m]
-    for m in ("svp layerwise", "svp layerwise, aux 2", "svp layerwise, small head", "bp")
+    for m in (
+        "svp layerwise",
+        "svp layerwise, aux 2",
+        "svp layerwise, small head",
+        "svp layerwise, linear head",
+        "bp",
+    )
 }
 
 
