@@ -8,12 +8,13 @@ from tiny_runs import tiny_config
 from edge_svp.config import MemoryConfig, MLPOptions, OptimConfig, SVPConfig, TrainConfig
 from edge_svp.data.dataset import Dataset, Preprocess
 from edge_svp.memory.plan import BlockPlan, BudgetTooSmall, MemoryPlan
+from edge_svp.memory.probe import Probe
 from edge_svp.models import build_blocks
 from edge_svp.network import SVPNetwork
 from edge_svp.run import plan_run
-from edge_svp.training import plan_training
+from edge_svp.training import plan_training, schedule_of
 from edge_svp.training.optim import OptimizerLevers
-from edge_svp.training.probe_plan import _with_levers
+from edge_svp.training.probe_plan import Planner, _with_levers, network_probe
 
 LEVERS = [OptimizerLevers("fp32"), OptimizerLevers("fp32", True), OptimizerLevers("bf16")]
 OPTIONS = [(levers, None) for levers in LEVERS]  # a network without adjustable projections
@@ -129,3 +130,34 @@ def test_planning_leaves_the_network_s_projections_as_the_plan_has_them():
     # few MiB off the one before it
     assert plan(f"{floor + 8 * 2**20}B").projections_stored is False
     assert not any(p.stored for p in net.adjustable_projections())
+
+
+def test_a_smallest_budget_alone_is_probed_at_the_micro_batch_it_is_quoted_at(monkeypatch):
+    """Planner.smallest_budget, for the lever options after the chosen one: one probe per
+    block, at micro-batch 1 (stepping in backward: the whole batch), quoting what a whole
+    plan quotes."""
+    blocks = build_blocks("mlp", MLPOptions(widths=[256, 256]), (64,))
+    net = SVPNetwork(blocks, (64,), 10, SVPConfig(proj_dim=256))
+    x, y = torch.rand(64, 64), torch.randint(0, 10, (64,))
+    data, preprocess = Dataset("random", x, y, x[:16], y[:16]), Preprocess.fit(x, False, False)
+    train, optim = TrainConfig(schedule="layerwise", batch_size=64, device="cpu"), OptimConfig()
+    schedule = schedule_of(train)
+    probe = network_probe(net, data, preprocess, train, optim)
+    planner = Planner(probe, data, preprocess, train, optim, MemoryConfig(budget="1TB"),
+                      device_type="cpu", unified=False)  # fmt: skip
+    probed, probe_block = [], Probe.block
+
+    def block(self, i, sizes):
+        probed.append(sizes)
+        return probe_block(self, i, sizes)
+
+    monkeypatch.setattr(Probe, "block", block)
+    whole = schedule.plan(planner, net).min_budget
+    assert probed == [[1, 16, 64]] * 2
+    probed.clear()
+    floor = planner.smallest_budget(schedule, net)
+    assert probed == [[1]] * 2
+    assert abs(floor - whole) < 0.05 * whole  # the same step, measured again
+    probed.clear()
+    planner.with_levers(OptimizerLevers("fp32", True)).smallest_budget(schedule, net)
+    assert probed == [[64]] * 2
