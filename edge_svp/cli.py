@@ -288,12 +288,12 @@ def plan(profile, settings, as_json, **options):
     """Show the memory plan for a profile: per block, what it costs, its micro-batch,
     where its activation cache lives and its predicted peak; and the smallest budget that
     works. Nothing is trained."""
-    from edge_svp.progress import print_plan
+    from edge_svp.progress import ConsoleReporter, print_plan
     from edge_svp.run import plan_run
     from edge_svp.training import schedule_of
 
     config = resolve_config(profile, settings, **options)
-    memory_plan = plan_run(config)
+    memory_plan = plan_run(config, ConsoleReporter())
     if as_json:
         click.echo(json.dumps(memory_plan.to_dict(), indent=2))
     else:

@@ -149,7 +149,7 @@ class Fit:
         config = job.config
         probe = build_network(config, dataset.input_shape, dataset.num_classes)
         return plan_training(probe, dataset, self.preprocess, config.train, config.optim,
-                             config.memory, target=job.target)  # fmt: skip
+                             config.memory, target=job.target, reporter=self.reporter)  # fmt: skip
 
     def build_network(self) -> SVPNetwork:
         """The network, restored from the checkpoint of a resumed run; under a CUDA budget,
@@ -346,8 +346,9 @@ def resume_hints(run_dir: RunDir, state: TrainState | None):
         raise
 
 
-def plan_run(config: RunConfig) -> MemoryPlan:
-    """The MemoryPlan `fit` would follow for `config`, without training."""
+def plan_run(config: RunConfig, reporter: Reporter | None = None) -> MemoryPlan:
+    """The MemoryPlan `fit` would follow for `config`, without training (`reporter`: the
+    probing's progress)."""
     set_host_allocator(exact=True)  # before any thread or matrix product, as fit does
     _, target = prepare_device(config.validate())
     try:
@@ -361,7 +362,7 @@ def plan_run(config: RunConfig) -> MemoryPlan:
     net = build_network(config, dataset.input_shape, dataset.num_classes)
     # every lever planned: the smallest budget quoted is the smallest fit would accept
     plan = plan_training(net, dataset, preprocess, config.train, config.optim, config.memory,
-                         target=target, every_lever=True)  # fmt: skip
+                         target=target, every_lever=True, reporter=reporter)  # fmt: skip
     plan.probed_on = probed_on
     return plan
 

@@ -174,8 +174,7 @@ class MemoryPlan:
     @property
     def optimizer_memory(self) -> str:
         """How the optimizer holds its memory, in words."""
-        where = " in host RAM" * self.state_on_host
-        return f"{self.state_precision} state{where}" + ", step in backward" * self.step_in_backward
+        return optimizer_memory(self.state_precision, self.step_in_backward, self.state_on_host)
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -219,6 +218,12 @@ class MemoryPlan:
 
 
 # --- planning ---------------------------------------------------------------------------
+
+
+def optimizer_memory(state_precision: str, step_in_backward: bool, state_on_host: bool) -> str:
+    """How an optimizer holds its memory (training/optim.py's OptimizerLevers), in words."""
+    where = " in host RAM" * state_on_host
+    return f"{state_precision} state{where}" + ", step in backward" * step_in_backward
 
 
 def micro_batches(batch_size: int) -> list[int]:

@@ -35,7 +35,9 @@ class Probe:
     uint8 images through preprocessing), so its temporaries are measured too. `autocast()`
     is the context the training forward runs in (mixed precision). `stepping_in_backward`,
     if given, is training/optim.py's: the optimizer steps inside backward, and no gradients
-    are held between micro-batches.
+    are held between micro-batches. `track(iterable, total, label)`, if given, shows the
+    blocks as they are probed (edge_svp/progress.py's Reporter.track): planning a deep
+    network takes a minute or more.
     """
 
     def __init__(
@@ -46,9 +48,11 @@ class Probe:
         first_input: Callable[[int], torch.Tensor],
         autocast: Callable = contextlib.nullcontext,
         stepping_in_backward: Callable | None = None,
+        track: Callable | None = None,
     ):
         self.net, self.optimizer_factory, self.device = net, optimizer_factory, device
         self.stepping_in_backward = stepping_in_backward
+        self.track = track or (lambda iterable, total, label: iterable)
         self.first_input, self.autocast = first_input, autocast
         self.shapes = [tuple(net.input_shape)] + _output_shapes(net)
 
@@ -78,10 +82,11 @@ class Probe:
         params = self.net.trainable_parameters(i)
         return self.measure(self.net.blocks[i], objective, params, make_input, sizes)
 
-    def costs(self, sizes: list[int]) -> list[BlockCost]:
-        """Every block's BlockCost, probed at micro-batches `sizes` (probe_sizes)."""
-        costs = []
-        for i in range(len(self.net)):
+    def costs(self, sizes: list[int], label: str = "probing blocks") -> list[BlockCost]:
+        """Every block's BlockCost, probed at micro-batches `sizes` (probe_sizes); `label`
+        names them on the progress bar."""
+        costs, n = [], len(self.net)
+        for i in self.track(range(n), n, label):
             optimizer_bytes, steps = self.block(i, sizes)
             block, objective = self.net.blocks[i], self.net.objectives[i]
             costs.append(

@@ -76,7 +76,7 @@ def train(
     train.check_schedule()
     schedule = schedule_of(train)
     if plan is None:
-        plan = plan_training(net, dataset, preprocess, train, optim, memory)
+        plan = plan_training(net, dataset, preprocess, train, optim, memory, reporter=reporter)
     if plan.projections_stored is not None:  # as the plan was made for (before net.to)
         net.store_projections(plan.projections_stored)
     set_host_allocator(exact=plan.host_allocator == "exact")

@@ -24,11 +24,13 @@ from edge_svp.memory.plan import (
     BlockPlan,
     BudgetTooSmall,
     MemoryPlan,
+    optimizer_memory,
     plan_backprop,
     plan_blocks,
 )
 from edge_svp.memory.probe import Probe, probe_sizes, tensor_bytes
 from edge_svp.memory.size import format_bytes, parse_size
+from edge_svp.progress import Reporter
 from edge_svp.training.backprop import backprop_step
 from edge_svp.training.optim import (
     DEFAULT_LEVERS,
@@ -41,9 +43,10 @@ from edge_svp.training.precision import autocast, check_precision
 
 
 def network_probe(net, dataset: Dataset, preprocess: Preprocess, train, optim,
-                  levers: OptimizerLevers = DEFAULT_LEVERS) -> Probe:  # fmt: skip
+                  levers: OptimizerLevers = DEFAULT_LEVERS, track=None) -> Probe:  # fmt: skip
     """A Probe of `net`'s blocks (left untouched) on the training device, in the training
-    precision, fed as training feeds them, their optimizers holding memory as `levers` say."""
+    precision, fed as training feeds them, their optimizers holding memory as `levers` say;
+    `track`: Probe's."""
     device = resolve_device(train.device)
     check_precision(train.precision, device)
     n = len(dataset.y_train)
@@ -55,7 +58,7 @@ def network_probe(net, dataset: Dataset, preprocess: Preprocess, train, optim,
         return make_optimizer(params, optim, levers)
 
     return Probe(net, optimizer, device, first_input, lambda: autocast(train.precision, device),
-                 stepping_in_backward if levers.step_in_backward else None)  # fmt: skip
+                 stepping_in_backward if levers.step_in_backward else None, track)  # fmt: skip
 
 
 def measure_network(net, dataset: Dataset, preprocess: Preprocess, train, optim) -> list:
@@ -131,7 +134,7 @@ class Planner:
         if levers == self.levers:
             return self
         probe = network_probe(self.probe.net, self.dataset, self.preprocess, self.train,
-                              self.optim, levers)  # fmt: skip
+                              self.optim, levers, self.probe.track)  # fmt: skip
         return replace(self, probe=probe, levers=levers)
 
     @property
@@ -147,6 +150,13 @@ class Planner:
         except BudgetTooSmall as e:
             return e.min_budget
 
+    def probing(self, net) -> str:
+        """The progress bar's label: what the probe's steps hold (a plan probes each lever
+        option in turn)."""
+        drawn = any(not p.stored for p in net.adjustable_projections())
+        levers = optimizer_memory(**asdict(self.levers))
+        return f"probing ({levers}{', projections drawn' * drawn})"
+
     def probe_sizes(self) -> list[int]:
         """The micro-batches to probe: around every one a plan may pick, or (floor_only) the
         one the smallest budget is quoted at: 1, or the whole batch where the optimizer steps
@@ -157,7 +167,7 @@ class Planner:
 
     def plan_svp(self, net, all_resident: bool) -> MemoryPlan:
         """SVP's blocks, all resident at once (joint) or one after another (layerwise)."""
-        costs = self.probe.costs(self.probe_sizes())
+        costs = self.probe.costs(self.probe_sizes(), self.probing(net))
         memory = self.memory
 
         def make_plan() -> MemoryPlan:
@@ -211,7 +221,7 @@ class Planner:
         svp_net = net.svp_counterpart() if net.classifier is not None else net
         svp_net.store_projections(False)  # where svp.store_projection = auto lets them go
         probe = network_probe(svp_net, self.dataset, self.preprocess, self.train, self.optim,
-                              self.levers)  # fmt: skip
+                              self.levers, self.probe.track)  # fmt: skip
         svp = replace(self, probe=probe, memory=MemoryConfig(), floor_only=True)
         return svp.plan_svp(svp_net, all_resident=False).min_budget
 
@@ -227,6 +237,7 @@ def plan_training(
     memory: MemoryConfig,
     target=None,
     every_lever: bool = False,
+    reporter: Reporter | None = None,
 ) -> MemoryPlan:
     """Probe `net` as its schedule trains it and plan within memory.budget (SVP's blocks, or
     backprop's step through the whole network).
@@ -240,12 +251,14 @@ def plan_training(
     instead of held (arithmetic at every step). `net` is left with its projections as the
     plan has them. With `every_lever`, all of them are planned, so that min_budget is the
     smallest with any of them. With a `target`, the plan is for the target's device and
-    memory (unified or not), from costs probed on this machine's training device."""
+    memory (unified or not), from costs probed on this machine's training device. A
+    `reporter` shows the probing's progress."""
     from edge_svp.training import schedule_of
 
     set_host_allocator(exact=True)  # a probe measures the memory that is alive
     settle_interned_strings()  # and no rebuild of Python's own tables in its steps
-    probe = network_probe(net, dataset, preprocess, train, optim)
+    probe = network_probe(net, dataset, preprocess, train, optim,
+                          track=reporter.track if reporter else None)  # fmt: skip
     device = resolve_device(train.device)
     planner = Planner(probe, dataset, preprocess, train, optim, memory,
                       device_type=target.device if target else device.type,

@@ -11,6 +11,7 @@ from edge_svp.memory.plan import BlockPlan, BudgetTooSmall, MemoryPlan
 from edge_svp.memory.probe import Probe
 from edge_svp.models import build_blocks
 from edge_svp.network import SVPNetwork
+from edge_svp.progress import Reporter
 from edge_svp.run import plan_run
 from edge_svp.training import plan_training, schedule_of
 from edge_svp.training.optim import OptimizerLevers
@@ -161,3 +162,19 @@ def test_a_smallest_budget_alone_is_probed_at_the_micro_batch_it_is_quoted_at(mo
     probed.clear()
     planner.with_levers(OptimizerLevers("fp32", True)).smallest_budget(schedule, net)
     assert probed == [[64]] * 2
+
+
+def test_planning_shows_each_lever_option_it_probes_block_by_block():
+    shown = []
+
+    class Shown(Reporter):
+        def track(self, iterable, total, label):
+            shown.append((label, total))
+            return iterable
+
+    config = tiny_config(**{"train.schedule": "layerwise", "memory.budget": "1TB"})
+    plan_run(config, Shown())
+    blocks = len(config.model.options.widths)  # a block per hidden layer
+    assert shown[0] == ("probing (fp32 state)", blocks)  # the option chosen, planned in full
+    assert ("probing (bf16 state, step in backward, projections drawn)", blocks) in shown
+    assert all(total == blocks for _, total in shown)
