@@ -104,6 +104,24 @@ def test_a_frozen_heap_collects_new_garbage_and_unfreezes_once_outside_the_outer
         gc.enable()
 
 
+FIRST_OPTIMIZER = """
+import gc, torch
+from edge_svp.memory.meter import frozen_heap
+with frozen_heap():
+    before = len(gc.get_objects())  # what a collection scans
+    torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))])
+    print(len(gc.get_objects()) - before)
+"""
+
+
+def test_what_the_first_optimizer_imports_is_frozen_with_the_heap():
+    # in a fresh process: torch._dynamo, which torch.optim imports on first use, is not yet
+    # imported there
+    made = subprocess.run([sys.executable, "-c", FIRST_OPTIMIZER], capture_output=True,
+                          text=True, check=True).stdout  # fmt: skip
+    assert int(made) < 5_000  # 117,000 objects when it was imported inside
+
+
 def test_settling_the_interned_strings_rebuilds_their_table_now_and_not_later():
     """Names interned and let go (as pybind11 interns keyword arguments at every call) use up
     the table's slots until a rebuild allocates a new one, after a baseline if nothing
