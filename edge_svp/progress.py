@@ -6,10 +6,13 @@ lines before and after a run (`edge-svp fit`, `eval`, `plan`).
 """
 
 import sys
+import time
 
 import click
 
 from edge_svp.memory.size import format_bytes, parse_size
+
+LOGGED_PROBING_SECONDS = 10  # off a terminal, probing that took longer is written to the log
 
 
 class Reporter:
@@ -19,6 +22,11 @@ class Reporter:
 
     def track(self, iterable, total: int, label: str):
         return iterable
+
+    def probing(self, iterable, total: int, label: str):
+        """Like track, for the planner's probes of `total` blocks (seconds each, before
+        anything trains)."""
+        return self.track(iterable, total, label)
 
     def epoch(self, records: list[dict]) -> None:
         pass
@@ -39,6 +47,11 @@ class ConsoleReporter(Reporter):
         if not sys.stderr.isatty():
             return iterable
         return _Bar(iterable, total, label)
+
+    def probing(self, iterable, total: int, label: str):
+        if sys.stderr.isatty():
+            return _Bar(iterable, total, label)
+        return _logged(iterable, total, label)
 
     def epoch(self, records: list[dict]) -> None:
         first = records[0]
@@ -156,6 +169,16 @@ class _Bar:
     def __iter__(self):
         with self.bar as items:
             yield from items
+
+
+def _logged(iterable, total: int, label: str):
+    """Off a terminal (a log, CI), a line for each probing that took a while, so that the
+    minutes a deep network's plan takes show; a quick refusal stays one line."""
+    start = time.perf_counter()
+    yield from iterable
+    seconds = time.perf_counter() - start
+    if seconds >= LOGGED_PROBING_SECONDS:
+        click.echo(f"{label}: {total} blocks in {seconds:.0f} s", err=True)
 
 
 def _epochs(train) -> str:

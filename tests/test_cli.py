@@ -3,6 +3,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
+from edge_svp import progress
 from edge_svp.cli import main
 
 
@@ -112,6 +113,17 @@ def test_overwrite_refuses_a_folder_that_is_not_a_run(tmp_path, tiny_run):
     assert (tmp_path / "precious.txt").read_text() == "keep me"
 
 
+def test_plan_off_a_terminal_logs_each_probing_that_took_a_while(monkeypatch, tiny_run):
+    args = ["plan", *tiny_run, "--schedule", "layerwise", "--mem-budget", "1TB", "--json"]
+    quick = CliRunner().invoke(main, args)
+    assert quick.exit_code == 0 and quick.stderr == ""  # a quick plan writes no more
+    monkeypatch.setattr(progress, "LOGGED_PROBING_SECONDS", 0)
+    logged = CliRunner().invoke(main, args)
+    assert logged.exit_code == 0, logged.output
+    assert logged.stderr.startswith("probing (fp32 state): 2 blocks in ")
+    assert json.loads(logged.stdout)["schedule"] == "layerwise"  # stdout: the plan alone
+
+
 def test_plan_without_the_data_probes_inputs_of_its_shape_and_says_so(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the profile's data folder is not here
     args = ["plan", "--profile", "cifar10-cnn", "--schedule", "layerwise", "--set",
@@ -119,7 +131,7 @@ def test_plan_without_the_data_probes_inputs_of_its_shape_and_says_so(tmp_path, 
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     assert "probed with synthetic cifar10 inputs" in result.output
-    plan = json.loads(CliRunner().invoke(main, [*args, "--json"]).output)
+    plan = json.loads(CliRunner().invoke(main, [*args, "--json"]).stdout)
     assert plan["probed_on"].startswith("synthetic cifar10 inputs")
     assert plan["costs"][0]["input_shape"] == [3, 32, 32]
     # caches hold the dataset's own numbers of examples: 1,000 of training, 10,000 of test

@@ -118,6 +118,7 @@ class _Steps:
         self.module = copy.deepcopy(module, copies).to(probe.device).train()
         self.objective = copy.deepcopy(objective, copies).to(probe.device).train()
         self.params = [copies[id(p)] for p in params]
+        self.stepped = set()  # the micro-batches stepped at: their kernels are set up
 
     def backward(self, m: int) -> None:
         x, v_ref = self.make_input(m)
@@ -133,16 +134,16 @@ class _Steps:
             self.backward(m)
             optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        self.stepped.add(m)
 
     def accumulating_peak(self, optimizer, m: int) -> int:
         """The peak of a micro-batch and optimizer step above the memory in use when it
         starts, with the gradients of a micro-batch before it alive (stepping in backward:
         none are)."""
-        # the first micro-batch at this size also sets its kernels up
-        if self.probe.stepping_in_backward:
-            self.step(optimizer, m)
-        else:
-            self.backward(m)
+        if not self.probe.stepping_in_backward:
+            self.backward(m)  # the micro-batch before; the first at m also sets kernels up
+        elif m not in self.stepped:
+            self.step(optimizer, m)  # the kernels at m; no gradients are held between steps
         accumulating = MemoryMeter(self.probe.device)
         with accumulating.section() as section:
             self.step(optimizer, m)

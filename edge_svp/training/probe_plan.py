@@ -258,7 +258,7 @@ def plan_training(
     set_host_allocator(exact=True)  # a probe measures the memory that is alive
     settle_interned_strings()  # and no rebuild of Python's own tables in its steps
     probe = network_probe(net, dataset, preprocess, train, optim,
-                          track=reporter.track if reporter else None)  # fmt: skip
+                          track=reporter.probing if reporter else None)  # fmt: skip
     device = resolve_device(train.device)
     planner = Planner(probe, dataset, preprocess, train, optim, memory,
                       device_type=target.device if target else device.type,
