@@ -9,6 +9,8 @@
     python bench/study.py cnn-deep-levers --data-dir ../shared/data --train-limit 5000 --reuse
     python bench/study.py cnn-deep-epochs --data-dir ../shared/data --train-limit 5000 \
         --seeds 0 1 2 --reuse
+    python bench/study.py cnn-deep-joint --data-dir ../shared/data --train-limit 5000 \
+        --seeds 0 1 2 --reuse
     python bench/study.py vit-deep-projection --data-dir ../shared/data --train-limit 5000 \
         --seeds 0 1 2 --reuse
     python bench/study.py vit-deep-attention-norm --data-dir ../shared/data --train-limit 5000 \
@@ -169,6 +171,16 @@ PLAIN_NORM = s("model.attention_norm_affine=false")
 ATTENTION_NORM = {"baseline": [], "attention norm without scale": PLAIN_NORM,
                   "bp": BP, "bp, attention norm without scale": BP + PLAIN_NORM}  # fmt: skip
 
+# SVP joint on the 12-block CNN, 10 epochs: each block's epochs ending from half-way through
+# the run (block 1) to its end (blocks 11-12), after which the block runs frozen and the
+# blocks after it train on inputs that no longer move (as FreezeOut, Brock et al. 2017, stops
+# layers); backprop beside it, the target's reference
+CNN_DEEP_JOINT = {
+    "baseline": [],
+    "block_epochs 5 to 10": s("train.block_epochs=[5,5,6,6,7,7,8,8,9,9,10]"),
+    "bp": BP,
+}
+
 GRIDS = {
     "cnn": {"profile": "cifar10-cnn", "epochs": 5, "base": EARLIER_CNN_HEAD, "rows": CNN},
     "cnn-seeds": {"profile": "cifar10-cnn", "epochs": 10, "base": EARLIER_CNN_HEAD,
@@ -188,6 +200,8 @@ GRIDS = {
                         "base": SCREENING_TEST + ["--schedule", "layerwise", "--set",
                                                   "svp.aux_blocks=2"],
                         "rows": CNN_DEEP_EPOCHS},
+    "cnn-deep-joint": {"profile": "cifar10-cnn-deep", "epochs": 10, "base": SCREENING_TEST,
+                       "rows": CNN_DEEP_JOINT},
     "vit-deep-projection": {"profile": "cifar10-vit-deep-cpu", "epochs": 3,
                             "base": SCREENING_TEST, "rows": PROJECTION},
     "vit-deep-levers": {"profile": "cifar10-vit-deep-cpu", "epochs": 3,

@@ -136,16 +136,28 @@ class TrainConfig:
     recompute_activations: bool = False
     checkpoint_every: int = 200  # optimizer steps between checkpoints (0: epochs and blocks only)
     skip_bad_batches: bool = False  # skip and count batches with NaN/inf instead of stopping
-    # layerwise only: the epochs each block trains, block 1 first (the last one holds for deeper
-    # blocks); [] every block trains `epochs` (docs/svp.md, "Levers at depth")
+    # SVP: the epochs each block trains, block 1 first (the last one holds for deeper blocks);
+    # [] every block trains `epochs`. Layerwise: one block after another. Joint: all start
+    # together, and a block whose epochs are done runs frozen while the deeper ones train on
+    # (docs/svp.md, "Levers at depth")
     block_epochs: list[int] = field(default_factory=list)
 
     def check_schedule(self) -> None:
         """One line for a setting the method and schedule chosen do not train with."""
-        if self.block_epochs and (self.method, self.schedule) != ("svp", "layerwise"):
+        if not self.block_epochs:
+            return
+        if self.method != "svp":
             raise EdgeSVPError(
-                "train.block_epochs is for SVP layerwise training, where each block trains on "
-                "its own; add --schedule layerwise or drop it"
+                "train.block_epochs is for SVP's blocks; backprop trains the whole network "
+                "every epoch: drop it"
+            )
+        if self.schedule == "joint" and (
+            max(self.block_epochs) > self.epochs or self.block_epochs[-1] != self.epochs
+        ):
+            raise EdgeSVPError(
+                f"in SVP joint training blocks stop within the run's {self.epochs} epochs and "
+                f"the deepest trains all of them: train.block_epochs {self.block_epochs} must "
+                f"end with {self.epochs} and stay at or below it"
             )
 
     def epochs_of(self, block: int) -> int:

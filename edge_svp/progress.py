@@ -59,7 +59,9 @@ class ConsoleReporter(Reporter):
         loss = " ".join(f"{r['loss']:.4f}" for r in records)
         train = " ".join(f"{100 * r['train_accuracy']:5.1f}" for r in records)
         test = " ".join(f"{100 * r['test_accuracy']:5.1f}" for r in records)
-        epochs = self.train.epochs_of(first["block"]) if self.train else self.epochs
+        epochs = (
+            max(self.train.epochs_of(r["block"]) for r in records) if self.train else self.epochs
+        )
         click.echo(
             f"block {blocks}  epoch {first['epoch']:>3}/{epochs}  "
             f"loss {loss}  train% {train}  test% {test}  {first['seconds']:.1f}s"

@@ -72,10 +72,11 @@ def test_int_is_accepted_where_float_is_expected():
         ),  # fmt: skip
         ({"optim": {"state_on_host": "yes"}}, "unknown state_on_host"),
         ({"train": {"block_epochs": [3, 0]}}, "block_epochs must be positive"),
-        ({"train": {"block_epochs": [3, 1]}}, "block_epochs is for SVP layerwise training"),
+        ({"train": {"block_epochs": [3, 1]}}, r"must end with 10 and stay at or below it"),
+        ({"train": {"epochs": 3, "block_epochs": [4, 3]}}, r"\[4, 3\] must end with 3"),
         (
             {"train": {"method": "bp", "schedule": "layerwise", "block_epochs": [3]}},
-            "block_epochs is for SVP layerwise training",
+            "block_epochs is for SVP's blocks",
         ),
         (
             {"svp": {"store_projection": "sometimes"}},

@@ -23,6 +23,10 @@ class Pipelined(Schedule):
             )
         if backend != "torch":
             raise EdgeSVPError("a pipeline trains with torch; --backend ort runs in one process")
+        if config.train.block_epochs:
+            raise EdgeSVPError(
+                "a pipeline trains every block for train.epochs; drop train.block_epochs"
+            )
         if config.train.precision != "fp32":
             raise EdgeSVPError("a pipeline trains in fp32; add --precision fp32")
         if levers := config.optim.explicit_levers():

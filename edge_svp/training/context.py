@@ -66,18 +66,18 @@ class TrainContext:
     def run_epochs(self, trainers, micro_batch: int, micro_step, test, stage: int = 0,
                    feed=None, label: str = "epoch") -> None:  # fmt: skip
         """The epoch skeleton every schedule trains over: the epochs of `stage` still to run
-        (training/state.py; as many as its first trainer's block trains, train.epochs_of),
-        each a shuffled pass in micro-batches. `feed` turns the
+        (training/state.py; as many as its trainers' blocks train, train.epochs_of: a block
+        whose epochs are done runs frozen in eval mode), each a shuffled pass in micro-batches. `feed` turns the
         epoch's MicroSteps into (batch, share, last) (default: the data's (x, y));
         `micro_step(batch, share)` trains on one; `test()` gives the trainers' heads' test
         accuracies at the epoch's end."""
         feed = feed or self._examples
-        epochs = self.train.epochs_of(trainers[0].number)
+        epochs = max(self.train.epochs_of(t.number) for t in trainers)
         for epoch in self.state.epochs(stage, epochs, self.order, trainers):
             start = time.perf_counter()
             for trainer in trainers:
-                trainer.module.train()
-                trainer.objective.train()
+                trainer.module.train(not trainer.done)
+                trainer.objective.train(not trainer.done)
             steps = self.state.remaining(
                 MicroSteps(self.data.num_train(), self.train.batch_size, micro_batch, self.order)
             )

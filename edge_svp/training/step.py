@@ -95,17 +95,32 @@ class BlockTrainer:
         self.nonfinite_gradients = False  # stepping in backward: a gradient was NaN or inf
         self.schedule = make_lr_schedule(self.optimizer, optim, settings.total_steps,
                                          settings.warmup_steps)  # fmt: skip
+        self.total_steps = settings.total_steps
         self.scaler = grad_scaler(precision, device)
         self.precision, self.device = precision, device
         self.stats = BatchStats()
 
+    @property
+    def done(self) -> bool:
+        """Has the block taken every step of its schedule? (SVP joint with train.block_epochs:
+        it then runs frozen while deeper blocks train on.)"""
+        return self.schedule.last_epoch >= self.total_steps
+
     def micro_step(self, x, v_ref, y, share: float) -> tuple[torch.Tensor, LocalOutput]:
         """Forward under autocast, the local loss, and its backward, weighted by the
         micro-batch's share of its batch (gradients accumulate until `step`). A loss that is
-        NaN or inf is left out of the statistics and flagged for step_blocks.
+        NaN or inf is left out of the statistics and flagged for step_blocks. A block that is
+        `done` runs its forward and loss without gradients, for the blocks after it and its
+        statistics.
 
         Stepping in backward, the optimizer steps during backward (one micro-batch per batch),
         which a NaN or inf loss skips."""
+        if self.done:
+            with torch.no_grad(), autocast(self.precision, self.device):
+                h = self.module(x)
+                out = self.objective(h, v_ref, y)
+            self.stats.update(out.loss, out.logits, y)
+            return h, out
         with autocast(self.precision, self.device):
             # detach: the block boundary; no gradient reaches the previous block
             h = self.module(x.detach())
@@ -134,7 +149,9 @@ class BlockTrainer:
 
     def step(self, skip: bool = False) -> None:
         """End of a batch: step the optimizer (through the scaler) unless `skip`, advance the
-        LR schedule, and clear the gradients."""
+        LR schedule, and clear the gradients. A block that is `done` stays as it is."""
+        if self.done:
+            return
         if not skip and not self.step_in_backward:  # stepping in backward: stepped already
             self.scaler.step(self.optimizer)  # fp16: skipped if its gradients overflowed
             self.scaler.update()

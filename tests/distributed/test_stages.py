@@ -1,6 +1,8 @@
 import pytest
 
+from edge_svp.config import load_profile, override
 from edge_svp.distributed import mode
+from edge_svp.distributed.schedule import PIPELINED
 from edge_svp.distributed.launch import diagnose
 from edge_svp.distributed.stages import (
     IN_FLIGHT,
@@ -86,6 +88,17 @@ def test_a_per_rank_budget_shrinks_the_pipeline_micro_batch():
     assert all(p.predicted_peak <= budget for p in plans)
     with pytest.raises(EdgeSVPError, match=r"stage \d \(block \d\) needs .* per-rank budget"):
         assign_stages(blocks, 2, "cpu", 64, [0, 0], budget=MB)
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [({"train.schedule": "layerwise"}, "SVP layerwise runs in one process"),
+     ({"train.block_epochs": [1, 2], "train.epochs": 2}, "drop train.block_epochs"),
+     ({"train.precision": "bf16"}, "a pipeline trains in fp32")],
+)  # fmt: skip
+def test_a_pipeline_refuses_what_its_stages_cannot_train(changes, message):
+    with pytest.raises(EdgeSVPError, match=message):
+        PIPELINED.check(override(load_profile("digits-mlp"), **changes))
 
 
 def test_mode_needs_nproc_for_stages(monkeypatch):

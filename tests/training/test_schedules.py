@@ -180,12 +180,41 @@ def test_each_layerwise_block_trains_its_own_epochs_and_learning_rate_schedule(d
     assert all(lr < 1e-9 for lr in last_lr.values()), last_lr
 
 
-def test_block_epochs_are_refused_where_blocks_train_together(digits):
+def test_a_joint_block_whose_epochs_are_done_runs_frozen_while_deeper_ones_train(digits):
+    config = small_config(**{"train.epochs": 3, "train.block_epochs": [1, 3],
+                             "optim.lr_schedule": "cosine"})  # fmt: skip
+    net = net_for(config, digits)
+    weights, calls = [], []  # block 1's and block 2's after each epoch; block 1's forwards
+
+    def keep(records):
+        weights.append([[p.detach().clone() for p in net.trainable_parameters(i)] for i in (0, 1)])
+        calls.append("epoch")
+
+    net.blocks[0].register_forward_pre_hook(
+        lambda module, args: calls.append((module.training, torch.is_grad_enabled()))
+    )
+    records = train(net, digits, config.train, config.optim, on_epoch=keep)
+    assert [(r["block"], r["epoch"]) for r in records] == [(1, 1), (2, 1), (1, 2), (2, 2),
+                                                           (1, 3), (2, 3)]  # fmt: skip
+    same = [[all(torch.equal(a, b) for a, b in zip(*pair, strict=True))
+             for pair in zip(before, after, strict=True)]
+            for before, after in zip(weights, weights[1:])]  # fmt: skip
+    assert same == [[True, False], [True, False]]  # block 1 done after epoch 1, block 2 not
+    after_epoch_1 = calls[calls.index("epoch") :]
+    assert (True, True) in calls and (True, True) not in after_epoch_1
+    assert (False, False) in after_epoch_1  # frozen: eval mode, no autograd graph
+    lr = {(r["block"], r["epoch"]): r["lr"] for r in records}
+    assert lr[1, 1] < 1e-9 and lr[2, 1] > 1e-4  # each cosine over the block's own epochs
+    # the frozen block's loss and accuracy are still measured, as its test accuracy is
+    assert all(r["loss"] > 0 and r["train_accuracy"] > 0.1 for r in records)
+
+
+def test_block_epochs_are_refused_where_the_whole_network_trains(digits):
     """From the Python API too (a configuration file or --set is refused when it is read)."""
-    config = small_config(**{"train.schedule": "joint"})
-    joint = TrainConfig(schedule="joint", block_epochs=[3, 1])
-    with pytest.raises(EdgeSVPError, match="block_epochs is for SVP layerwise training"):
-        train(net_for(config, digits), digits, joint, config.optim)
+    config = small_config(**{"train.method": "bp"})
+    bp = TrainConfig(method="bp", epochs=3, block_epochs=[3, 1])
+    with pytest.raises(EdgeSVPError, match="block_epochs is for SVP's blocks"):
+        train(net_for(config, digits), digits, bp, config.optim)
 
 
 @pytest.mark.parametrize(
