@@ -2,8 +2,8 @@ import pytest
 
 from edge_svp.config import load_profile, override
 from edge_svp.distributed import mode
-from edge_svp.distributed.schedule import PIPELINED
 from edge_svp.distributed.launch import diagnose
+from edge_svp.distributed.schedule import PIPELINED
 from edge_svp.distributed.stages import (
     IN_FLIGHT,
     LABEL_BYTES,

@@ -1,3 +1,5 @@
+from itertools import pairwise
+
 import pytest
 import torch
 from tiny_runs import Warnings
@@ -198,7 +200,7 @@ def test_a_joint_block_whose_epochs_are_done_runs_frozen_while_deeper_ones_train
                                                            (1, 3), (2, 3)]  # fmt: skip
     same = [[all(torch.equal(a, b) for a, b in zip(*pair, strict=True))
              for pair in zip(before, after, strict=True)]
-            for before, after in zip(weights, weights[1:])]  # fmt: skip
+            for before, after in pairwise(weights)]  # fmt: skip
     assert same == [[True, False], [True, False]]  # block 1 done after epoch 1, block 2 not
     after_epoch_1 = calls[calls.index("epoch") :]
     assert (True, True) in calls and (True, True) not in after_epoch_1
