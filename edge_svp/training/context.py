@@ -67,10 +67,10 @@ class TrainContext:
                    feed=None, label: str = "epoch") -> None:  # fmt: skip
         """The epoch skeleton every schedule trains over: the epochs of `stage` still to run
         (training/state.py; as many as its trainers' blocks train, train.epochs_of: a block
-        whose epochs are done runs frozen in eval mode), each a shuffled pass in micro-batches. `feed` turns the
-        epoch's MicroSteps into (batch, share, last) (default: the data's (x, y));
-        `micro_step(batch, share)` trains on one; `test()` gives the trainers' heads' test
-        accuracies at the epoch's end."""
+        whose epochs are done runs frozen in eval mode), each a shuffled pass in
+        micro-batches. `feed` turns the epoch's MicroSteps into (batch, share, last) (default:
+        the data's (x, y)); `micro_step(batch, share)` trains on one; `test()` gives the
+        trainers' heads' test accuracies at the epoch's end."""
         feed = feed or self._examples
         epochs = max(self.train.epochs_of(t.number) for t in trainers)
         for epoch in self.state.epochs(stage, epochs, self.order, trainers):
